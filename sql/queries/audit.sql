@@ -1,0 +1,50 @@
+-- The audit's checks, one statement each, all run in one REPEATABLE READ READ ONLY transaction
+-- (one snapshot). Each returns only violations, computed in the server (aggregates and window
+-- functions streamed over the tables), so the client receives nothing on a clean ledger.
+-- $1 in each: the most rows to return.
+
+-- @conservation: per currency, the balances sum to zero (money only enters through unbounded
+-- accounts, which go negative by what they issued).
+SELECT currency, sum(balance) AS actual
+  FROM wallet_ledger.accounts GROUP BY currency HAVING sum(balance) <> 0
+ ORDER BY currency LIMIT $1;
+
+-- @balances: each balance equals the sum of its entries, each version their count.
+SELECT a.id, a.balance, coalesce(e.total, 0) AS entries_total, a.version, coalesce(e.n, 0) AS entries_count
+  FROM wallet_ledger.accounts a
+  LEFT JOIN (SELECT account_id, sum(amount) AS total, count(*) AS n
+               FROM wallet_ledger.entries GROUP BY account_id) e ON e.account_id = a.id
+ WHERE a.balance <> coalesce(e.total, 0) OR a.version <> coalesce(e.n, 0)
+ ORDER BY a.id LIMIT $1;
+
+-- @chain: each account's entries are versions 1..n and each balance_after = previous + amount.
+SELECT account_id, account_version, position, balance_after, previous + amount AS expected
+  FROM (SELECT account_id, account_version, amount, balance_after,
+               row_number() OVER w AS position,
+               lag(balance_after, 1, 0::numeric) OVER w AS previous
+          FROM wallet_ledger.entries
+        WINDOW w AS (PARTITION BY account_id ORDER BY account_version)) chain
+ WHERE account_version <> position OR balance_after <> previous + amount
+ ORDER BY account_id, account_version LIMIT $1;
+
+-- @legs: each transfer has exactly its two legs: -amount on from, +amount on to, same currency.
+SELECT t.id, count(e.id) AS legs, coalesce(sum(e.amount), 0) AS total
+  FROM wallet_ledger.transfers t
+  JOIN wallet_ledger.accounts fa ON fa.id = t.from_account
+  JOIN wallet_ledger.accounts ta ON ta.id = t.to_account
+  LEFT JOIN wallet_ledger.entries e ON e.transfer_id = t.id
+ GROUP BY t.id, fa.currency, ta.currency
+HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0 OR fa.currency <> ta.currency
+    OR count(*) FILTER (WHERE e.account_id = t.from_account AND e.amount = -t.amount) <> 1
+    OR count(*) FILTER (WHERE e.account_id = t.to_account AND e.amount = t.amount) <> 1
+ ORDER BY t.id LIMIT $1;
+
+-- @floors: no bounded balance below its floor.
+SELECT id, balance, min_balance FROM wallet_ledger.accounts
+ WHERE min_balance IS NOT NULL AND balance < min_balance
+ ORDER BY id LIMIT $1;
+
+-- @counts
+SELECT (SELECT count(*) FROM wallet_ledger.accounts) AS accounts,
+       (SELECT count(*) FROM wallet_ledger.transfers) AS transfers,
+       (SELECT count(*) FROM wallet_ledger.entries) AS entries;

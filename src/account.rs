@@ -1,0 +1,111 @@
+//! Accounts: ids, the request to open one, and the stored account.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use rust_decimal::Decimal;
+
+/// The id of an account, as the database assigned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub i64);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What to open: currency, optional name, and the floor the balance may never go below.
+///
+/// The floor is `0` unless set: a plain wallet cannot be overdrawn. A negative floor is a credit
+/// line. [`unbounded`](NewAccount::unbounded) removes the floor: that is the system (issuer,
+/// "world") account through which money enters and leaves the ledger. Every account opens with
+/// a balance of zero.
+///
+/// ```
+/// use rust_decimal_macros::dec;
+/// use wallet_ledger::NewAccount;
+///
+/// let wallet = NewAccount::new("USD").name("alice");
+/// let credit = NewAccount::new("USD").min_balance(dec!(-500.00));
+/// let issuer = NewAccount::new("USD").name("issuer").unbounded();
+/// assert_eq!(wallet.floor(), Some(dec!(0)));
+/// assert_eq!(credit.floor(), Some(dec!(-500.00)));
+/// assert_eq!(issuer.floor(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub(crate) currency: String,
+    pub(crate) name: Option<String>,
+    pub(crate) min_balance: Option<Decimal>,
+}
+
+impl NewAccount {
+    /// An account in `currency` (defined before with `define_currency`), floor 0, no name.
+    pub fn new(currency: &str) -> Self {
+        NewAccount { currency: currency.to_string(), name: None, min_balance: Some(Decimal::ZERO) }
+    }
+
+    /// A name to show in listings; not unique, not used by the ledger.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The floor: the lowest balance allowed. Default `0`; negative for a credit line.
+    /// A positive floor is refused by `open_account` (the account opens at zero).
+    pub fn min_balance(mut self, floor: Decimal) -> Self {
+        self.min_balance = Some(floor);
+        self
+    }
+
+    /// No floor at all: a system account that may go arbitrarily negative.
+    pub fn unbounded(mut self) -> Self {
+        self.min_balance = None;
+        self
+    }
+
+    /// The currency code.
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    /// The floor this account will have (`None` = unbounded).
+    pub fn floor(&self) -> Option<Decimal> {
+        self.min_balance
+    }
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Account {
+    /// Its id.
+    pub id: AccountId,
+    /// Its currency code.
+    pub currency: String,
+    /// The current balance.
+    pub balance: Decimal,
+    /// The floor (`None` = unbounded).
+    pub min_balance: Option<Decimal>,
+    /// How many entries the account has: incremented by every transfer that touches it.
+    pub version: i64,
+    /// The name given at opening, if any.
+    pub name: Option<String>,
+    /// When it was opened (server clock).
+    pub created_at: SystemTime,
+}
+
+impl Account {
+    pub(crate) fn from_row(row: &postgres::Row) -> Account {
+        Account {
+            id: AccountId(row.get("id")),
+            currency: row.get("currency"),
+            balance: row.get("balance"),
+            min_balance: row.get("min_balance"),
+            version: row.get("version"),
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+        }
+    }
+}

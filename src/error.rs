@@ -1,0 +1,211 @@
+//! [`LedgerError`]: every way a ledger call can refuse or fail, as data a caller can match on.
+
+use postgres::error::SqlState;
+use rust_decimal::Decimal;
+
+use crate::account::AccountId;
+
+/// Everything a [`Ledger`](crate::Ledger) call can return instead of a result.
+///
+/// Refusals (the request was understood and rejected, nothing changed) carry the data a caller
+/// needs to explain them: [`InsufficientFunds`](LedgerError::InsufficientFunds) says how much was
+/// available. Failures of the database or the pool keep their source error.
+/// Ask [`is_retryable`](LedgerError::is_retryable) whether repeating the same call may succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The debited account would fall below its floor (`min_balance`).
+    #[error("insufficient funds in account {account}: available {available}, requested {requested}")]
+    InsufficientFunds {
+        /// The account that would be overdrawn.
+        account: AccountId,
+        /// What could be taken out without breaking the floor (balance minus floor).
+        available: Decimal,
+        /// The amount asked for.
+        requested: Decimal,
+    },
+    /// No account has this id.
+    #[error("account {account} not found")]
+    AccountNotFound {
+        /// The id that matched no account.
+        account: AccountId,
+    },
+    /// A transfer from an account to itself.
+    #[error("transfer from account {account} to itself")]
+    SameAccount {
+        /// The account named on both sides.
+        account: AccountId,
+    },
+    /// The amount is not positive, has more decimal places than its currency allows, or is
+    /// out of the supported range.
+    #[error("invalid amount {amount}: {reason}")]
+    InvalidAmount {
+        /// The amount as given.
+        amount: Decimal,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The two accounts of a transfer hold different currencies.
+    #[error("currency mismatch: account {from} holds {from_currency}, account {to} holds {to_currency}")]
+    CurrencyMismatch {
+        /// The debited account.
+        from: AccountId,
+        /// Its currency.
+        from_currency: String,
+        /// The credited account.
+        to: AccountId,
+        /// Its currency.
+        to_currency: String,
+    },
+    /// The currency code was never defined with [`Ledger::define_currency`](crate::Ledger::define_currency).
+    #[error("unknown currency {code:?}")]
+    UnknownCurrency {
+        /// The code as given.
+        code: String,
+    },
+    /// [`Ledger::define_currency`](crate::Ledger::define_currency) with a code that already exists
+    /// with another scale.
+    #[error("currency {code} already defined with scale {existing}, not {requested}")]
+    CurrencyConflict {
+        /// The currency code.
+        code: String,
+        /// The scale it has.
+        existing: u32,
+        /// The scale asked for.
+        requested: u32,
+    },
+    /// The idempotency key was already used by a committed transfer with other content.
+    #[error("idempotency key {key:?} was already used for a different transfer ({existing})")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The transfer that holds it.
+        existing: crate::TransferId,
+    },
+    /// An account row was locked by another transaction and the [`LockWait`](crate::LockWait)
+    /// policy did not allow waiting (any longer).
+    #[error("account lock not available (lock wait policy: {policy})")]
+    LockUnavailable {
+        /// The policy in force, as text (`nowait`, `timeout 100ms`).
+        policy: String,
+        /// The database error that reported it.
+        #[source]
+        source: postgres::Error,
+    },
+    /// The connection was lost after the request was sent and retries could not settle whether
+    /// it was applied. Repeat the call **with this idempotency key** to find out: it either
+    /// replays the committed transfer or applies it once.
+    #[error("outcome unknown after the connection was lost; retry with idempotency key {idempotency_key:?}")]
+    OutcomeUnknown {
+        /// The key the transfer was sent with (the caller's, or the internal one).
+        idempotency_key: String,
+        /// The last error seen.
+        #[source]
+        source: postgres::Error,
+    },
+    /// An argument other than an amount is malformed (too long, contains NUL, out of range).
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which argument.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database's schema was written by a newer wallet-ledger than this one.
+    #[error("database schema version {found} is newer than this wallet-ledger supports ({supported})")]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: i32,
+        /// The newest version this build knows.
+        supported: i32,
+    },
+    /// A database constraint refused a write the library did not catch first: a defect, or data
+    /// changed behind the library's back.
+    #[error("database constraint {constraint} refused the write")]
+    ConstraintViolation {
+        /// The constraint's name.
+        constraint: String,
+        /// The database error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// Any other database error (connection, SQL, server state).
+    #[error("database error")]
+    Database(#[source] postgres::Error),
+    /// No pooled connection could be had in time.
+    #[error("connection pool error")]
+    Pool(#[source] r2d2::Error),
+}
+
+impl LedgerError {
+    /// Whether repeating the same call may succeed: serialization failures, deadlocks, lost
+    /// connections before the request was answered for a keyed call, pool timeouts, and lock
+    /// waits refused by the [`LockWait`](crate::LockWait) policy.
+    ///
+    /// [`OutcomeUnknown`](LedgerError::OutcomeUnknown) is not retryable as the same call without
+    /// a key; repeat it with the key it carries.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LedgerError::LockUnavailable { .. } | LedgerError::Pool(_) => true,
+            LedgerError::Database(e) => is_transient(e),
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of the underlying database error, when there is one.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            LedgerError::LockUnavailable { source, .. }
+            | LedgerError::OutcomeUnknown { source, .. }
+            | LedgerError::ConstraintViolation { source, .. }
+            | LedgerError::Database(source) => source.code(),
+            _ => None,
+        }
+    }
+}
+
+/// Transient database errors: repeating the whole transaction may succeed.
+pub(crate) fn is_transient(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW
+    ) || e.code().is_none() && e.as_db_error().is_none() && is_io(e)
+}
+
+fn is_io(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    e.source().is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// Maps a database error from a write to the most specific variant.
+pub(crate) fn from_db(e: postgres::Error) -> LedgerError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == SqlState::CHECK_VIOLATION
+            || *db.code() == SqlState::FOREIGN_KEY_VIOLATION
+            || *db.code() == SqlState::UNIQUE_VIOLATION
+        {
+            let constraint = db.constraint().unwrap_or("unnamed").to_string();
+            return LedgerError::ConstraintViolation { constraint, source: e };
+        }
+    }
+    LedgerError::Database(e)
+}
+
+impl From<postgres::Error> for LedgerError {
+    fn from(e: postgres::Error) -> Self {
+        from_db(e)
+    }
+}
+
+impl From<r2d2::Error> for LedgerError {
+    fn from(e: r2d2::Error) -> Self {
+        LedgerError::Pool(e)
+    }
+}

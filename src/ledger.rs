@@ -1,0 +1,303 @@
+//! [`Ledger`]: the handle a backend keeps, and its builder.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use rust_decimal::Decimal;
+
+use crate::account::{Account, AccountId, NewAccount};
+use crate::error::LedgerError;
+use crate::limits::{ACCOUNT_NAME_BYTES_MAX, POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
+use crate::money::{check_currency, check_floor, check_text};
+use crate::pool::LedgerConnectionManager;
+use crate::schema;
+
+/// What a transfer does when an account row it needs is locked by another transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockWait {
+    /// Wait until the lock is released (the default). Ordered locking makes this safe: the wait
+    /// can never be part of a deadlock between ledger operations.
+    #[default]
+    Block,
+    /// Do not wait: [`LedgerError::LockUnavailable`] at once.
+    NoWait,
+    /// Wait at most this long (PostgreSQL's `lock_timeout`, per transaction), then
+    /// [`LedgerError::LockUnavailable`]. Rounded up to whole milliseconds, at least 1 ms.
+    Timeout(Duration),
+}
+
+impl LockWait {
+    /// `(mode, timeout_ms)` as the transfer function takes them.
+    pub(crate) fn as_params(self) -> (i16, i32) {
+        match self {
+            LockWait::Block => (0, 0),
+            LockWait::NoWait => (1, 0),
+            LockWait::Timeout(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000).clamp(1, i32::MAX as u128);
+                (2, ms as i32)
+            }
+        }
+    }
+}
+
+impl fmt::Display for LockWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockWait::Block => f.write_str("block"),
+            LockWait::NoWait => f.write_str("nowait"),
+            LockWait::Timeout(d) => write!(f, "timeout {}ms", self.as_params().1.max(d.as_millis() as i32)),
+        }
+    }
+}
+
+/// The ledger: a connection pool to a PostgreSQL database holding the `wallet_ledger` schema.
+///
+/// Cheap to clone (clones share the pool); `Send + Sync`, so one value serves every thread.
+/// Every method is synchronous and runs its own short transaction.
+#[derive(Clone)]
+pub struct Ledger {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: Pool<LedgerConnectionManager>,
+    pub(crate) lock_wait: LockWait,
+    pub(crate) max_retries: u32,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection string is deliberately absent: it may hold a password.
+        f.debug_struct("Ledger")
+            .field("pool_size", &self.inner.pool.max_size())
+            .field("lock_wait", &self.inner.lock_wait)
+            .field("max_retries", &self.inner.max_retries)
+            .finish()
+    }
+}
+
+/// Settings for a [`Ledger`], each with a default; see [`Ledger::builder`].
+#[derive(Clone)]
+pub struct LedgerBuilder {
+    url: String,
+    pool_size: u32,
+    lock_wait: LockWait,
+    max_retries: u32,
+    checkout_timeout: Duration,
+    migrate: bool,
+}
+
+impl fmt::Debug for LedgerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerBuilder")
+            .field("url", &"_")
+            .field("pool_size", &self.pool_size)
+            .field("lock_wait", &self.lock_wait)
+            .field("max_retries", &self.max_retries)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+impl LedgerBuilder {
+    /// Most connections the pool opens. Default 16.
+    ///
+    /// # Panics
+    /// If `size` is 0.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        assert!(size > 0, "pool_size must be at least 1");
+        self.pool_size = size;
+        self
+    }
+
+    /// What transfers do when an account row is locked by someone else. Default [`LockWait::Block`].
+    pub fn lock_wait(mut self, policy: LockWait) -> Self {
+        self.lock_wait = policy;
+        self
+    }
+
+    /// Retries after the first attempt on transient errors (serialization failure, deadlock,
+    /// lost connection, idempotency-key race), with exponential backoff. Default 8.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// How long a call waits for a pooled connection before [`LedgerError::Pool`]. Default 30 s.
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// Whether `build` applies pending schema migrations. Default `true`.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Parses the connection string, opens the pool and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidInput`] for a malformed connection string (the message never
+    /// repeats it), [`LedgerError::Pool`] or [`LedgerError::Database`] when the server cannot be
+    /// reached, [`LedgerError::SchemaTooNew`] when a newer wallet-ledger migrated the database.
+    pub fn build(self) -> Result<Ledger, LedgerError> {
+        let config = postgres::Config::from_str(&self.url).map_err(|_| LedgerError::InvalidInput {
+            field: "connection string",
+            reason: "not a valid PostgreSQL URL or key=value string".into(),
+        })?;
+        let pool = Pool::builder()
+            .max_size(self.pool_size)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(self.checkout_timeout)
+            .build_unchecked(LedgerConnectionManager::new(config));
+        let ledger = Ledger {
+            inner: Arc::new(Inner { pool, lock_wait: self.lock_wait, max_retries: self.max_retries }),
+        };
+        let mut conn = ledger.connection()?;
+        if self.migrate {
+            schema::migrate(conn.client())?;
+        } else {
+            schema::check_version(conn.client())?;
+        }
+        Ok(ledger)
+    }
+}
+
+impl Ledger {
+    /// Connects with default settings and applies pending migrations.
+    ///
+    /// `url` is a PostgreSQL connection string, URL (`postgresql://user@host/db`) or key=value
+    /// (`host=/tmp/sock dbname=app`).
+    ///
+    /// # Errors
+    /// As [`LedgerBuilder::build`].
+    pub fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        Ledger::builder(url).build()
+    }
+
+    /// A builder, to set the pool size, lock wait policy and retries before connecting.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), wallet_ledger::LedgerError> {
+    /// use std::time::Duration;
+    /// use wallet_ledger::{Ledger, LockWait};
+    ///
+    /// let ledger = Ledger::builder("postgresql://app@localhost/payments")
+    ///     .pool_size(32)
+    ///     .lock_wait(LockWait::Timeout(Duration::from_millis(250)))
+    ///     .max_retries(4)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(url: &str) -> LedgerBuilder {
+        LedgerBuilder {
+            url: url.to_string(),
+            pool_size: POOL_SIZE_DEFAULT,
+            lock_wait: LockWait::default(),
+            max_retries: RETRIES_DEFAULT,
+            checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
+            migrate: true,
+        }
+    }
+
+    /// A pooled connection, for reading the ledger's tables directly (reports, tests).
+    /// Writing to them behind the ledger's back breaks its guarantees.
+    ///
+    /// # Errors
+    /// [`LedgerError::Pool`] when no connection can be had in time.
+    pub fn connection(&self) -> Result<PooledConnection<LedgerConnectionManager>, LedgerError> {
+        Ok(self.inner.pool.get()?)
+    }
+
+    /// The lock wait policy in force.
+    pub fn lock_wait(&self) -> LockWait {
+        self.inner.lock_wait
+    }
+
+    /// Defines a currency with `scale` decimal places (USD 2, JPY 0, BTC 8). Idempotent.
+    ///
+    /// # Errors
+    /// [`LedgerError::CurrencyConflict`] when `code` exists with another scale;
+    /// [`LedgerError::InvalidInput`] for a code that is not 1 to 16 of `A-Z 0-9 _` or a scale above 18.
+    pub fn define_currency(&self, code: &str, scale: u32) -> Result<(), LedgerError> {
+        check_currency(code, scale)?;
+        let mut conn = self.connection()?;
+        let sql = include_str!("../sql/queries/define_currency.sql");
+        let statement = conn.statement(sql)?;
+        // Empty only if a concurrent definition of the same code committed between the insert
+        // and the read of this one statement's snapshot; the second attempt sees it.
+        for _ in 0..2 {
+            if let Some(row) = conn.client().query_opt(&statement, &[&code, &(scale as i16)])? {
+                let existing = row.get::<_, i16>(0) as u32;
+                if existing != scale {
+                    return Err(LedgerError::CurrencyConflict { code: code.into(), existing, requested: scale });
+                }
+                return Ok(());
+            }
+        }
+        Err(LedgerError::InvalidInput { field: "currency code", reason: "concurrent definition did not settle".into() })
+    }
+
+    /// Opens an account with balance zero.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor or
+    /// one with more decimal places than the currency, [`LedgerError::InvalidInput`] for a name
+    /// that is too long or contains NUL.
+    pub fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
+        if let Some(name) = &new.name {
+            check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
+        }
+        let mut conn = self.connection()?;
+        let scale_sql = "SELECT scale FROM wallet_ledger.currencies WHERE code = $1";
+        let statement = conn.statement(scale_sql)?;
+        let Some(row) = conn.client().query_opt(&statement, &[&new.currency])? else {
+            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
+        };
+        let scale = row.get::<_, i16>(0) as u32;
+        if let Some(floor) = new.min_balance {
+            check_floor(floor, scale)?;
+        }
+        let statement = conn.statement(include_str!("../sql/queries/open_account.sql"))?;
+        let row = conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name])?;
+        Ok(Account::from_row(&row))
+    }
+
+    /// The account with this id.
+    ///
+    /// # Errors
+    /// [`LedgerError::AccountNotFound`].
+    pub fn account(&self, id: AccountId) -> Result<Account, LedgerError> {
+        let mut conn = self.connection()?;
+        let statement = conn.statement(include_str!("../sql/queries/account.sql"))?;
+        match conn.client().query_opt(&statement, &[&id.0])? {
+            Some(row) => Ok(Account::from_row(&row)),
+            None => Err(LedgerError::AccountNotFound { account: id }),
+        }
+    }
+
+    /// The current balance of an account.
+    ///
+    /// # Errors
+    /// [`LedgerError::AccountNotFound`].
+    pub fn balance(&self, id: AccountId) -> Result<Decimal, LedgerError> {
+        let mut conn = self.connection()?;
+        let statement = conn.statement("SELECT balance FROM wallet_ledger.accounts WHERE id = $1")?;
+        match conn.client().query_opt(&statement, &[&id.0])? {
+            Some(row) => Ok(row.get(0)),
+            None => Err(LedgerError::AccountNotFound { account: id }),
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn assert_traits() {
+    fn is<T: Clone + Send + Sync + 'static>() {}
+    is::<Ledger>();
+}

@@ -1,0 +1,32 @@
+//! Every limit of the library, named, with its reason. Inputs beyond a limit are refused with a
+//! typed error before anything is sent to the database.
+
+use std::time::Duration;
+
+/// Most decimal places a currency may have (`numeric` holds more; 18 covers wei-style units).
+pub const CURRENCY_SCALE_MAX: u32 = 18;
+/// Longest currency code, in bytes (`[A-Z0-9_]`, as the `currencies` CHECK says).
+pub const CURRENCY_CODE_BYTES_MAX: usize = 16;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Longest memo, in bytes.
+pub const MEMO_BYTES_MAX: usize = 1024;
+/// Longest account name, in bytes.
+pub const ACCOUNT_NAME_BYTES_MAX: usize = 256;
+/// Largest page of [`Ledger::history`](crate::Ledger::history).
+pub const HISTORY_PAGE_MAX: u32 = 10_000;
+/// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
+pub const AUDIT_VIOLATIONS_MAX: usize = 10_000;
+/// Default number of retries after the first attempt, for transient errors.
+pub const RETRIES_DEFAULT: u32 = 8;
+/// First backoff between retries; doubles per retry up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(1);
+/// Longest backoff between two retries.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Default pool size (connections).
+pub const POOL_SIZE_DEFAULT: u32 = 16;
+/// Default wait for a pooled connection.
+pub const POOL_CHECKOUT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+const _: () = assert!(BACKOFF_MIN.as_nanos() < BACKOFF_MAX.as_nanos());
+const _: () = assert!(CURRENCY_SCALE_MAX <= 28);

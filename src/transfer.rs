@@ -1,0 +1,252 @@
+//! The transfer path: validate in Rust, then one prepared statement that runs
+//! `wallet_ledger.transfer()` (sql/0002_transfer.sql) as one implicit transaction.
+
+use std::fmt;
+
+use postgres::error::SqlState;
+use rust_decimal::Decimal;
+
+use crate::account::AccountId;
+use crate::error::{from_db, is_transient, LedgerError};
+use crate::ledger::Ledger;
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
+use crate::money::{check_text, check_transfer_amount};
+use crate::retry::Backoff;
+
+/// The id of a committed transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub i64);
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A request to move `amount` from one account to another of the same currency.
+///
+/// ```
+/// use rust_decimal_macros::dec;
+/// use wallet_ledger::{AccountId, Transfer};
+///
+/// let t = Transfer::new(AccountId(1), AccountId(2), dec!(12.50))
+///     .idempotency_key("order-1234/payment")
+///     .memo("order 1234");
+/// assert_eq!(t.idempotency_key.as_deref(), Some("order-1234/payment"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transfer {
+    /// The debited account.
+    pub from: AccountId,
+    /// The credited account.
+    pub to: AccountId,
+    /// How much; positive, within the currency's decimal places.
+    pub amount: Decimal,
+    /// The caller's idempotency key: a second call with the same key and content returns the
+    /// first receipt (`replayed = true`) instead of moving money again.
+    pub idempotency_key: Option<String>,
+    /// Free text stored with the transfer.
+    pub memo: Option<String>,
+}
+
+impl Transfer {
+    /// A transfer without key or memo.
+    pub fn new(from: AccountId, to: AccountId, amount: Decimal) -> Self {
+        Transfer { from, to, amount, idempotency_key: None, memo: None }
+    }
+
+    /// Sets the idempotency key (at most 256 bytes; keys starting with `~` are reserved).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the memo (at most 1024 bytes).
+    pub fn memo(mut self, memo: impl Into<String>) -> Self {
+        self.memo = Some(memo.into());
+        self
+    }
+
+    /// Everything that can be checked without the database.
+    pub(crate) fn validate(&self) -> Result<(), LedgerError> {
+        check_transfer_amount(self.amount)?;
+        if self.from == self.to {
+            return Err(LedgerError::SameAccount { account: self.from });
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_text("idempotency key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+            if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) {
+                return Err(LedgerError::InvalidInput {
+                    field: "idempotency key",
+                    reason: format!("must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved)"),
+                });
+            }
+        }
+        if let Some(memo) = &self.memo {
+            check_text("memo", memo, MEMO_BYTES_MAX)?;
+        }
+        Ok(())
+    }
+}
+
+/// Proof that a transfer committed: its id and both balances right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The committed transfer.
+    pub transfer_id: TransferId,
+    /// The debited account.
+    pub from: AccountId,
+    /// The credited account.
+    pub to: AccountId,
+    /// The amount moved, at the currency's scale.
+    pub amount: Decimal,
+    /// The debited account's balance right after this transfer.
+    pub from_balance: Decimal,
+    /// The credited account's balance right after this transfer.
+    pub to_balance: Decimal,
+    /// `true` when this call moved nothing because an earlier call with the same idempotency
+    /// key had already committed this transfer; the balances are those of that first call.
+    pub replayed: bool,
+}
+
+/// Keys the library gives to transfers sent without one, so that a retry after a lost
+/// connection finds the first attempt instead of applying the transfer twice.
+pub(crate) const INTERNAL_KEY_PREFIX: &str = "~";
+
+fn internal_key() -> String {
+    format!("{INTERNAL_KEY_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+/// What one attempt came back with.
+enum Attempt {
+    Done(Result<Receipt, LedgerError>),
+    /// Transient: try again. `sent` = the request may have reached the server.
+    Retry { error: postgres::Error, sent: bool },
+    Failed(LedgerError),
+}
+
+impl Ledger {
+    /// Moves `t.amount` from `t.from` to `t.to`, atomically, with both account rows locked in
+    /// ascending id order for the time of one server-side function call.
+    ///
+    /// Transient failures (serialization, deadlock, a lost connection, a concurrent call with the
+    /// same key) are retried up to `max_retries` times with backoff. Every attempt carries an
+    /// idempotency key (the caller's, or an internal one), so a retry after a lost connection
+    /// never applies the transfer twice.
+    ///
+    /// # Errors
+    /// Refusals change nothing: [`LedgerError::InvalidAmount`], [`LedgerError::SameAccount`],
+    /// [`LedgerError::AccountNotFound`], [`LedgerError::CurrencyMismatch`],
+    /// [`LedgerError::InsufficientFunds`], [`LedgerError::IdempotencyConflict`],
+    /// [`LedgerError::LockUnavailable`] (per the [`LockWait`](crate::LockWait) policy),
+    /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
+    /// after sending and retries ran out: repeat with the key it names.
+    pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        t.validate()?;
+        let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+        let mut backoff = Backoff::new(self.inner.max_retries);
+        let mut maybe_applied = false;
+        loop {
+            match self.attempt(t, &key) {
+                Attempt::Done(result) => {
+                    return result.map(|mut receipt| {
+                        // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+                        receipt.replayed &= !maybe_applied && t.idempotency_key.is_some();
+                        receipt
+                    })
+                }
+                Attempt::Failed(error) => return Err(error),
+                Attempt::Retry { error, sent } => {
+                    maybe_applied |= sent && error.is_closed();
+                    if !backoff.wait() {
+                        return Err(if maybe_applied {
+                            LedgerError::OutcomeUnknown { idempotency_key: key, source: error }
+                        } else {
+                            LedgerError::Database(error)
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn attempt(&self, t: &Transfer, key: &str) -> Attempt {
+        let mut conn = match self.connection() {
+            Ok(conn) => conn,
+            Err(e) => return Attempt::Failed(e),
+        };
+        let statement = match conn.statement(include_str!("../sql/queries/transfer.sql")) {
+            Ok(s) => s,
+            Err(e) if is_transient(&e) => return Attempt::Retry { error: e, sent: false },
+            Err(e) => return Attempt::Failed(from_db(e)),
+        };
+        let (mode, timeout_ms) = self.inner.lock_wait.as_params();
+        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+            [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
+        match conn.client().query_one(&statement, &params) {
+            Ok(row) => Attempt::Done(outcome(t, key, &row)),
+            Err(e) => self.classify(e),
+        }
+    }
+
+    fn classify(&self, e: postgres::Error) -> Attempt {
+        let code = e.code().cloned();
+        if code == Some(SqlState::LOCK_NOT_AVAILABLE) {
+            let policy = self.inner.lock_wait.to_string();
+            return Attempt::Failed(LedgerError::LockUnavailable { policy, source: e });
+        }
+        let key_race = code == Some(SqlState::UNIQUE_VIOLATION)
+            && e.as_db_error().and_then(|d| d.constraint()) == Some("transfers_idempotency_key");
+        if key_race || is_transient(&e) {
+            // A concurrent call with the same key committed first: the retry replays it.
+            return Attempt::Retry { error: e, sent: true };
+        }
+        Attempt::Failed(from_db(e))
+    }
+}
+
+/// Turns the function's outcome row into a receipt or a typed refusal.
+fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Receipt, LedgerError> {
+    let outcome: &str = row.get("outcome");
+    let transfer_id = row.get::<_, Option<i64>>("transfer_id").map(TransferId);
+    let receipt = |replayed| Receipt {
+        transfer_id: transfer_id.expect("a committed transfer has an id"),
+        from: t.from,
+        to: t.to,
+        amount: t.amount,
+        from_balance: row.get("from_balance"),
+        to_balance: row.get("to_balance"),
+        replayed,
+    };
+    match outcome {
+        "ok" => Ok(receipt(false)),
+        "replayed" => Ok(receipt(true)),
+        "idempotency_conflict" => Err(LedgerError::IdempotencyConflict {
+            key: key.to_string(),
+            existing: transfer_id.expect("a conflicting transfer has an id"),
+        }),
+        "account_not_found" => Err(LedgerError::AccountNotFound { account: AccountId(row.get("account")) }),
+        "currency_mismatch" => Err(LedgerError::CurrencyMismatch {
+            from: t.from,
+            from_currency: row.get("from_currency"),
+            to: t.to,
+            to_currency: row.get("to_currency"),
+        }),
+        "invalid_scale" => {
+            let scale: i16 = row.get("currency_scale");
+            let currency: String = row.get("from_currency");
+            Err(LedgerError::InvalidAmount {
+                amount: t.amount,
+                reason: format!("more than {scale} decimal places, the scale of {currency}"),
+            })
+        }
+        "insufficient_funds" => Err(LedgerError::InsufficientFunds {
+            account: AccountId(row.get("account")),
+            available: row.get("available"),
+            requested: t.amount,
+        }),
+        other => unreachable!("transfer() returned an outcome the library does not know: {other}"),
+    }
+}
