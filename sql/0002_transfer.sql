@@ -30,6 +30,8 @@ DECLARE
     v_prev wallet_ledger.transfers%ROWTYPE;
     v_from_version bigint;
     v_to_version   bigint;
+    v_has_from     boolean := false;
+    v_has_to       boolean := false;
 BEGIN
     -- Idempotency: a committed key answers before any lock is taken.
     SELECT * INTO v_prev FROM wallet_ledger.transfers t WHERE t.idempotency_key = p_key;
@@ -57,21 +59,21 @@ BEGIN
         FOR r IN SELECT a.id, a.currency, a.balance, a.min_balance, a.version, c.scale
                    FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
                   WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a NOWAIT LOOP
-            IF r.id = p_from THEN v_from := r; ELSE v_to := r; END IF;
+            IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
         END LOOP;
     ELSE
         FOR r IN SELECT a.id, a.currency, a.balance, a.min_balance, a.version, c.scale
                    FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
                   WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a LOOP
-            IF r.id = p_from THEN v_from := r; ELSE v_to := r; END IF;
+            IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
         END LOOP;
     END IF;
 
     -- Checks, on the locked values.
-    IF v_from.id IS NULL THEN
+    IF NOT v_has_from THEN
         outcome := 'account_not_found'; account := p_from; RETURN;
     END IF;
-    IF v_to.id IS NULL THEN
+    IF NOT v_has_to THEN
         outcome := 'account_not_found'; account := p_to; RETURN;
     END IF;
     from_currency := v_from.currency;

@@ -9,6 +9,7 @@ use crate::account::AccountId;
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
 use crate::limits::AUDIT_VIOLATIONS_MAX;
+use crate::pool::LedgerConnection;
 use crate::transfer::TransferId;
 
 /// One broken invariant, with what was expected and what was found.
@@ -147,52 +148,61 @@ impl Ledger {
     /// # Errors
     /// Database and pool errors only: violations are data, in [`Audit::violations`].
     pub fn verify(&self) -> Result<Audit, LedgerError> {
-        let mut conn = self.connection()?;
-        let mut tx = conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
-        let mut audit = Audit::default();
-        let limit = AUDIT_VIOLATIONS_MAX as i64 + 1;
-        let run = |tx: &mut Transaction<'_>, name: &str, audit: &mut Audit| -> Result<Vec<postgres::Row>, LedgerError> {
-            let mut rows = tx.query(statement(name), &[&limit])?;
-            if rows.len() > AUDIT_VIOLATIONS_MAX {
-                rows.truncate(AUDIT_VIOLATIONS_MAX);
-                audit.truncated = true;
-            }
-            Ok(rows)
-        };
-        for row in run(&mut tx, "conservation", &mut audit)? {
-            audit.violations.push(Violation::Conservation { currency: row.get(0), expected: Decimal::ZERO, actual: row.get(1) });
-        }
-        for row in run(&mut tx, "balances", &mut audit)? {
-            let account = AccountId(row.get(0));
-            let (balance, total): (Decimal, Decimal) = (row.get(1), row.get(2));
-            let (version, count): (i64, i64) = (row.get(3), row.get(4));
-            if balance != total {
-                audit.violations.push(Violation::BalanceMismatch { account, expected: total, actual: balance });
-            }
-            if version != count {
-                audit.violations.push(Violation::VersionMismatch { account, expected: count, actual: version });
-            }
-        }
-        for row in run(&mut tx, "chain", &mut audit)? {
-            audit.violations.push(Violation::ChainBroken {
-                account: AccountId(row.get(0)),
-                version: row.get(1),
-                position: row.get(2),
-                actual: row.get(3),
-                expected: row.get(4),
-            });
-        }
-        for row in run(&mut tx, "legs", &mut audit)? {
-            audit.violations.push(Violation::TransferLegs { transfer: TransferId(row.get(0)), legs: row.get(1), sum: row.get(2) });
-        }
-        for row in run(&mut tx, "floors", &mut audit)? {
-            audit.violations.push(Violation::FloorBroken { account: AccountId(row.get(0)), balance: row.get(1), floor: row.get(2) });
-        }
-        let counts = tx.query_one(statement("counts"), &[])?;
-        (audit.accounts, audit.transfers, audit.entries) = (counts.get(0), counts.get(1), counts.get(2));
-        tx.commit()?;
-        Ok(audit)
+        self.idempotent(audit)
     }
+}
+
+/// A check: its section in `audit.sql`, and how one of its rows becomes violations.
+type Check = (&'static str, fn(&postgres::Row, &mut Vec<Violation>));
+
+const CHECKS: &[Check] = &[
+    ("conservation", |row, out| {
+        out.push(Violation::Conservation { currency: row.get(0), expected: Decimal::ZERO, actual: row.get(1) })
+    }),
+    ("balances", |row, out| {
+        let account = AccountId(row.get(0));
+        let (balance, total): (Decimal, Decimal) = (row.get(1), row.get(2));
+        let (version, count): (i64, i64) = (row.get(3), row.get(4));
+        if balance != total {
+            out.push(Violation::BalanceMismatch { account, expected: total, actual: balance });
+        }
+        if version != count {
+            out.push(Violation::VersionMismatch { account, expected: count, actual: version });
+        }
+    }),
+    ("chain", |row, out| {
+        out.push(Violation::ChainBroken {
+            account: AccountId(row.get(0)),
+            version: row.get(1),
+            position: row.get(2),
+            actual: row.get(3),
+            expected: row.get(4),
+        })
+    }),
+    ("legs", |row, out| {
+        out.push(Violation::TransferLegs { transfer: TransferId(row.get(0)), legs: row.get(1), sum: row.get(2) })
+    }),
+    ("floors", |row, out| {
+        out.push(Violation::FloorBroken { account: AccountId(row.get(0)), balance: row.get(1), floor: row.get(2) })
+    }),
+];
+
+fn audit(conn: &mut LedgerConnection) -> Result<Audit, LedgerError> {
+    let mut tx: Transaction<'_> =
+        conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+    let mut audit = Audit::default();
+    let limit = AUDIT_VIOLATIONS_MAX as i64 + 1;
+    for (name, to_violations) in CHECKS {
+        let rows = tx.query(statement(name), &[&limit])?;
+        audit.truncated |= rows.len() > AUDIT_VIOLATIONS_MAX;
+        for row in rows.iter().take(AUDIT_VIOLATIONS_MAX) {
+            to_violations(row, &mut audit.violations);
+        }
+    }
+    let counts = tx.query_one(statement("counts"), &[])?;
+    (audit.accounts, audit.transfers, audit.entries) = (counts.get(0), counts.get(1), counts.get(2));
+    tx.commit()?;
+    Ok(audit)
 }
 
 #[cfg(test)]

@@ -202,12 +202,26 @@ impl EmbeddedServer {
 
     fn init(&self) -> Result<(), EmbeddedError> {
         let data = self.data_dir();
-        let args = ["-D", path_str(&data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"];
+        let args = [
+            "-D",
+            path_str(&data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ];
         self.run("initdb", &args)?;
         let socket = format!("unix_socket_directories = '{}'\nport = {PORT}\n", self.dir.display());
         let conf = data.join("postgresql.conf");
         let mut file = fs::OpenOptions::new().append(true).open(&conf).map_err(io_err("open postgresql.conf"))?;
-        file.write_all(SETTINGS.as_bytes()).and_then(|_| file.write_all(socket.as_bytes())).map_err(io_err("write postgresql.conf"))
+        file.write_all(SETTINGS.as_bytes())
+            .and_then(|_| file.write_all(socket.as_bytes()))
+            .map_err(io_err("write postgresql.conf"))
     }
 
     fn pg_ctl_start(&self) -> Result<(), EmbeddedError> {
@@ -215,7 +229,9 @@ impl EmbeddedServer {
         let log = self.dir.join("server.log");
         let result = self.run("pg_ctl", &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "start"]);
         result.map_err(|e| match e {
-            EmbeddedError::Command { program, status, .. } => EmbeddedError::Command { program, status, output: tail(&log) },
+            EmbeddedError::Command { program, status, .. } => {
+                EmbeddedError::Command { program, status, output: tail(&log) }
+            }
             other => other,
         })
     }
@@ -264,7 +280,11 @@ impl EmbeddedServer {
         }
         let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stdout));
-        Err(EmbeddedError::Command { program: program.into(), status: output.status.to_string(), output: last_lines(&text, 12) })
+        Err(EmbeddedError::Command {
+            program: program.into(),
+            status: output.status.to_string(),
+            output: last_lines(&text, 12),
+        })
     }
 }
 
@@ -276,9 +296,15 @@ impl Drop for EmbeddedServer {
 
 /// Creates database `name` through the maintenance connection `admin_url`, unless it exists.
 fn create_database_on(admin_url: &str, name: &str) -> Result<(), EmbeddedError> {
-    let valid = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !valid {
-        return Err(EmbeddedError::Command { program: "create database".into(), status: "refused".into(), output: format!("{name:?} is not [a-z0-9_]{{1,63}}") });
+        return Err(EmbeddedError::Command {
+            program: "create database".into(),
+            status: "refused".into(),
+            output: format!("{name:?} is not [a-z0-9_]{{1,63}}"),
+        });
     }
     let mut client = postgres::Client::connect(admin_url, postgres::NoTls)?;
     let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?.is_some();
@@ -298,7 +324,12 @@ fn create_database_on(admin_url: &str, name: &str) -> Result<(), EmbeddedError> 
 pub fn fresh_database(prefix: &str) -> Result<String, EmbeddedError> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let prefix: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect::<String>().to_ascii_lowercase();
+    let prefix: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect::<String>()
+        .to_ascii_lowercase();
     let name = format!("wl_{prefix}_{}_{n}", std::process::id());
     match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
@@ -317,7 +348,11 @@ pub fn shared_server() -> Result<&'static EmbeddedServer, EmbeddedError> {
     static SERVER: OnceLock<Result<EmbeddedServer, String>> = OnceLock::new();
     match SERVER.get_or_init(|| EmbeddedServer::start().map_err(|e| error_chain(&e))) {
         Ok(server) => Ok(server),
-        Err(message) => Err(EmbeddedError::Command { program: "embedded server".into(), status: "start failed".into(), output: message.clone() }),
+        Err(message) => Err(EmbeddedError::Command {
+            program: "embedded server".into(),
+            status: "start failed".into(),
+            output: message.clone(),
+        }),
     }
 }
 
@@ -398,12 +433,16 @@ fn effective_uid() -> Result<u32, EmbeddedError> {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|ids| ids.split_whitespace().nth(1))
         .and_then(|euid| euid.parse().ok())
-        .ok_or_else(|| EmbeddedError::Io { context: "parse /proc/self/status".into(), source: io::ErrorKind::InvalidData.into() })
+        .ok_or_else(|| EmbeddedError::Io {
+            context: "parse /proc/self/status".into(),
+            source: io::ErrorKind::InvalidData.into(),
+        })
 }
 
 fn make_temp_dir() -> Result<PathBuf, EmbeddedError> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("wallet-ledger-{}-{n}-{nanos:x}", std::process::id()));
@@ -438,7 +477,10 @@ mod tests {
 
     #[test]
     fn dbname_replacement() {
-        assert_eq!(with_dbname("postgresql://u:p@h:5/app?sslmode=disable", "t1"), "postgresql://u:p@h:5/t1?sslmode=disable");
+        assert_eq!(
+            with_dbname("postgresql://u:p@h:5/app?sslmode=disable", "t1"),
+            "postgresql://u:p@h:5/t1?sslmode=disable"
+        );
         assert_eq!(with_dbname("postgres://h", "t1"), "postgres://h/t1");
         assert_eq!(with_dbname("postgres://h?x=1", "t1"), "postgres://h/t1?x=1");
         assert_eq!(with_dbname("host=/tmp port=5 dbname=a", "t1"), "host=/tmp port=5 dbname=a dbname=t1");

@@ -60,27 +60,27 @@ impl Ledger {
                 reason: format!("{limit} is not between 1 and {HISTORY_PAGE_MAX}"),
             });
         }
-        let mut conn = self.connection()?;
-        let after_version = match after {
-            None => 0_i64,
-            Some(entry) => {
-                let sql = "SELECT account_version FROM wallet_ledger.entries WHERE id = $1 AND account_id = $2";
-                let statement = conn.statement(sql)?;
-                match conn.client().query_opt(&statement, &[&entry.0, &id.0])? {
-                    Some(row) => row.get(0),
-                    None => {
-                        return Err(LedgerError::InvalidInput {
-                            field: "after",
-                            reason: format!("entry {entry} is not an entry of account {id}"),
-                        })
+        let rows = self.idempotent(|conn| {
+            let after_version = match after {
+                None => 0_i64,
+                Some(entry) => {
+                    let sql = "SELECT account_version FROM wallet_ledger.entries WHERE id = $1 AND account_id = $2";
+                    let statement = conn.statement(sql)?;
+                    match conn.client().query_opt(&statement, &[&entry.0, &id.0])? {
+                        Some(row) => row.get(0),
+                        None => {
+                            return Err(LedgerError::InvalidInput {
+                                field: "after",
+                                reason: format!("entry {entry} is not an entry of account {id}"),
+                            })
+                        }
                     }
                 }
-            }
-        };
-        let statement = conn.statement(include_str!("../sql/queries/history.sql"))?;
-        let rows = conn.client().query(&statement, &[&id.0, &after_version, &i64::from(limit)])?;
+            };
+            let statement = conn.statement(include_str!("../sql/queries/history.sql"))?;
+            Ok(conn.client().query(&statement, &[&id.0, &after_version, &i64::from(limit)])?)
+        })?;
         if rows.is_empty() && after.is_none() {
-            drop(conn);
             self.account(id)?; // tells "no such account" apart from "no entries yet"
         }
         Ok(rows.iter().map(entry_from_row).collect())

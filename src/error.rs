@@ -152,6 +152,11 @@ impl LedgerError {
         }
     }
 
+    /// A database error that repeating the whole operation may cure (see [`is_retryable`](Self::is_retryable)).
+    pub(crate) fn is_transient_database(&self) -> bool {
+        matches!(self, LedgerError::Database(e) if is_transient(e))
+    }
+
     /// The SQLSTATE of the underlying database error, when there is one.
     pub fn sql_state(&self) -> Option<&SqlState> {
         match self {

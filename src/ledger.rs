@@ -12,7 +12,8 @@ use crate::account::{Account, AccountId, NewAccount};
 use crate::error::LedgerError;
 use crate::limits::{ACCOUNT_NAME_BYTES_MAX, POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
 use crate::money::{check_currency, check_floor, check_text};
-use crate::pool::LedgerConnectionManager;
+use crate::pool::{LedgerConnection, LedgerConnectionManager};
+use crate::retry::Backoff;
 use crate::schema;
 
 /// What a transfer does when an account row it needs is locked by another transaction.
@@ -156,9 +157,8 @@ impl LedgerBuilder {
             .test_on_check_out(false)
             .connection_timeout(self.checkout_timeout)
             .build_unchecked(LedgerConnectionManager::new(config));
-        let ledger = Ledger {
-            inner: Arc::new(Inner { pool, lock_wait: self.lock_wait, max_retries: self.max_retries }),
-        };
+        let ledger =
+            Ledger { inner: Arc::new(Inner { pool, lock_wait: self.lock_wait, max_retries: self.max_retries }) };
         let mut conn = ledger.connection()?;
         if self.migrate {
             schema::migrate(conn.client())?;
@@ -215,6 +215,23 @@ impl Ledger {
         Ok(self.inner.pool.get()?)
     }
 
+    /// Runs an idempotent operation (a read, or a write that is safe to repeat) on a pooled
+    /// connection, retrying transient failures such as a connection the server closed while it
+    /// sat in the pool.
+    pub(crate) fn idempotent<T>(
+        &self,
+        mut op: impl FnMut(&mut LedgerConnection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let mut backoff = Backoff::new(self.inner.max_retries);
+        loop {
+            let mut conn = self.connection()?;
+            match op(&mut conn) {
+                Err(e) if e.is_transient_database() && backoff.wait() => continue,
+                result => return result,
+            }
+        }
+    }
+
     /// The lock wait policy in force.
     pub fn lock_wait(&self) -> LockWait {
         self.inner.lock_wait
@@ -227,21 +244,24 @@ impl Ledger {
     /// [`LedgerError::InvalidInput`] for a code that is not 1 to 16 of `A-Z 0-9 _` or a scale above 18.
     pub fn define_currency(&self, code: &str, scale: u32) -> Result<(), LedgerError> {
         check_currency(code, scale)?;
-        let mut conn = self.connection()?;
-        let sql = include_str!("../sql/queries/define_currency.sql");
-        let statement = conn.statement(sql)?;
-        // Empty only if a concurrent definition of the same code committed between the insert
-        // and the read of this one statement's snapshot; the second attempt sees it.
-        for _ in 0..2 {
-            if let Some(row) = conn.client().query_opt(&statement, &[&code, &(scale as i16)])? {
-                let existing = row.get::<_, i16>(0) as u32;
-                if existing != scale {
-                    return Err(LedgerError::CurrencyConflict { code: code.into(), existing, requested: scale });
+        let existing = self.idempotent(|conn| {
+            let statement = conn.statement(include_str!("../sql/queries/define_currency.sql"))?;
+            // Empty only if a concurrent definition of the same code committed between the
+            // insert and the read of this one statement's snapshot; a second run sees it.
+            for _ in 0..2 {
+                if let Some(row) = conn.client().query_opt(&statement, &[&code, &(scale as i16)])? {
+                    return Ok(row.get::<_, i16>(0) as u32);
                 }
-                return Ok(());
             }
+            Err(LedgerError::InvalidInput {
+                field: "currency code",
+                reason: "concurrent definition did not settle".into(),
+            })
+        })?;
+        if existing != scale {
+            return Err(LedgerError::CurrencyConflict { code: code.into(), existing, requested: scale });
         }
-        Err(LedgerError::InvalidInput { field: "currency code", reason: "concurrent definition did not settle".into() })
+        Ok(())
     }
 
     /// Opens an account with balance zero.
@@ -254,16 +274,18 @@ impl Ledger {
         if let Some(name) = &new.name {
             check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
         }
-        let mut conn = self.connection()?;
-        let scale_sql = "SELECT scale FROM wallet_ledger.currencies WHERE code = $1";
-        let statement = conn.statement(scale_sql)?;
-        let Some(row) = conn.client().query_opt(&statement, &[&new.currency])? else {
+        let scale = self.idempotent(|conn| {
+            let statement = conn.statement("SELECT scale FROM wallet_ledger.currencies WHERE code = $1")?;
+            Ok(conn.client().query_opt(&statement, &[&new.currency])?.map(|row| row.get::<_, i16>(0) as u32))
+        })?;
+        let Some(scale) = scale else {
             return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
         };
-        let scale = row.get::<_, i16>(0) as u32;
         if let Some(floor) = new.min_balance {
             check_floor(floor, scale)?;
         }
+        // Not retried: after a lost connection a repeat could open a second account.
+        let mut conn = self.connection()?;
         let statement = conn.statement(include_str!("../sql/queries/open_account.sql"))?;
         let row = conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name])?;
         Ok(Account::from_row(&row))
@@ -274,12 +296,11 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::AccountNotFound`].
     pub fn account(&self, id: AccountId) -> Result<Account, LedgerError> {
-        let mut conn = self.connection()?;
-        let statement = conn.statement(include_str!("../sql/queries/account.sql"))?;
-        match conn.client().query_opt(&statement, &[&id.0])? {
-            Some(row) => Ok(Account::from_row(&row)),
-            None => Err(LedgerError::AccountNotFound { account: id }),
-        }
+        let row = self.idempotent(|conn| {
+            let statement = conn.statement(include_str!("../sql/queries/account.sql"))?;
+            Ok(conn.client().query_opt(&statement, &[&id.0])?)
+        })?;
+        row.map(|row| Account::from_row(&row)).ok_or(LedgerError::AccountNotFound { account: id })
     }
 
     /// The current balance of an account.
@@ -287,12 +308,11 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::AccountNotFound`].
     pub fn balance(&self, id: AccountId) -> Result<Decimal, LedgerError> {
-        let mut conn = self.connection()?;
-        let statement = conn.statement("SELECT balance FROM wallet_ledger.accounts WHERE id = $1")?;
-        match conn.client().query_opt(&statement, &[&id.0])? {
-            Some(row) => Ok(row.get(0)),
-            None => Err(LedgerError::AccountNotFound { account: id }),
-        }
+        let row = self.idempotent(|conn| {
+            let statement = conn.statement("SELECT balance FROM wallet_ledger.accounts WHERE id = $1")?;
+            Ok(conn.client().query_opt(&statement, &[&id.0])?)
+        })?;
+        row.map(|row| row.get(0)).ok_or(LedgerError::AccountNotFound { account: id })
     }
 }
 

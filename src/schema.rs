@@ -46,9 +46,7 @@ pub(crate) fn migrate(client: &mut Client) -> Result<usize, LedgerError> {
 
 /// Checks, without changing anything, that the database is at this build's schema version.
 pub(crate) fn check_version(client: &mut Client) -> Result<(), LedgerError> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('wallet_ledger.schema_version') IS NOT NULL", &[])?
-        .get(0);
+    let exists: bool = client.query_one("SELECT to_regclass('wallet_ledger.schema_version') IS NOT NULL", &[])?.get(0);
     let found = if exists { current_version(client)? } else { 0 };
     if found > SCHEMA_VERSION {
         return Err(LedgerError::SchemaTooNew { found, supported: SCHEMA_VERSION });

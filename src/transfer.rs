@@ -123,7 +123,10 @@ fn internal_key() -> String {
 enum Attempt {
     Done(Result<Receipt, LedgerError>),
     /// Transient: try again. `sent` = the request may have reached the server.
-    Retry { error: postgres::Error, sent: bool },
+    Retry {
+        error: postgres::Error,
+        sent: bool,
+    },
     Failed(LedgerError),
 }
 
@@ -155,7 +158,7 @@ impl Ledger {
                         // A replay of our own earlier, unanswered attempt is not a replay to the caller.
                         receipt.replayed &= !maybe_applied && t.idempotency_key.is_some();
                         receipt
-                    })
+                    });
                 }
                 Attempt::Failed(error) => return Err(error),
                 Attempt::Retry { error, sent } => {

@@ -60,9 +60,8 @@ pub fn deadlocks(url: &str) -> Result<i64> {
     for _ in 0..20 {
         std::thread::sleep(std::time::Duration::from_millis(150));
         client.batch_execute("SELECT pg_stat_clear_snapshot()")?;
-        let now: i64 = client
-            .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()", &[])?
-            .get(0);
+        let now: i64 =
+            client.query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()", &[])?.get(0);
         if now == last {
             return Ok(now);
         }
