@@ -54,6 +54,8 @@ mod money;
 mod pool;
 mod retry;
 pub mod schema;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod transfer;
 
 pub use account::{Account, AccountId, NewAccount};

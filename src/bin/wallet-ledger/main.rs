@@ -1,1 +1,260 @@
-fn main() {}
+//! `wallet-ledger`: the command-line face of the library. It parses arguments into typed values,
+//! calls the library, prints, and maps errors to exit codes; it holds no SQL and no rule.
+//!
+//! Exit codes: 0 success; 1 the operation was refused or failed (one line on stderr);
+//! 2 bad arguments; 3 `verify` found violations.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use wallet_ledger::embedded::EmbeddedServer;
+use wallet_ledger::{AccountId, Decimal, EntryId, Ledger, NewAccount, Transfer};
+
+#[derive(Parser)]
+#[command(name = "wallet-ledger", version, about = "Deadlock-free wallet transfers on PostgreSQL")]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the ledger lives.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// PostgreSQL connection string; without it, a local server under --data-dir is used
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of the local server used when no database URL is given (created on first use)
+    #[arg(long, global = true, default_value = ".wallet-ledger")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending schema migrations (or print them all with --print)
+    Migrate {
+        /// Print every migration as one SQL script instead of applying it
+        #[arg(long)]
+        print: bool,
+    },
+    /// Currencies
+    #[command(subcommand)]
+    Currency(CurrencyCommand),
+    /// Accounts
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Move money from one account to another
+    Transfer {
+        /// Debited account id
+        from: i64,
+        /// Credited account id
+        to: i64,
+        /// Amount, e.g. 12.50
+        amount: String,
+        /// Idempotency key: repeating the command with it never pays twice
+        #[arg(long)]
+        key: Option<String>,
+        /// Memo stored with the transfer
+        #[arg(long)]
+        memo: Option<String>,
+    },
+    /// An account's entries, oldest first
+    History {
+        /// Account id
+        account: i64,
+        /// Start after this entry id (the last id of the previous page)
+        #[arg(long)]
+        after: Option<i64>,
+        /// Most entries to show
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Audit the whole ledger; exit code 3 when any invariant is broken
+    Verify,
+    /// The local server under --data-dir
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Throughput under contention, beside pgbench on the same server
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum CurrencyCommand {
+    /// Define a currency and its number of decimal places (idempotent)
+    Define {
+        /// Code, e.g. USD
+        code: String,
+        /// Decimal places, e.g. 2
+        scale: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Open an account (balance 0, floor 0 unless told otherwise)
+    Open {
+        /// Currency code
+        #[arg(long)]
+        currency: String,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// Floor (lowest balance allowed), zero or negative
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "unbounded")]
+        min_balance: Option<String>,
+        /// No floor: a system/issuer account
+        #[arg(long)]
+        unbounded: bool,
+    },
+    /// Show an account
+    Show {
+        /// Account id
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Whether the local server is running, and its connection string
+    Status,
+    /// Stop the local server
+    Stop,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Migrate { print: true } => print!("{}", wallet_ledger::schema::migration_script()),
+        Command::Migrate { print: false } => {
+            open(&cli.target)?;
+            println!("schema at version {}", wallet_ledger::schema::SCHEMA_VERSION);
+        }
+        Command::Currency(CurrencyCommand::Define { code, scale }) => {
+            open(&cli.target)?.define_currency(&code, scale)?;
+            println!("currency {code} (scale {scale})");
+        }
+        Command::Account(AccountCommand::Open { currency, name, min_balance, unbounded }) => {
+            let mut new = NewAccount::new(&currency);
+            if let Some(name) = name {
+                new = new.name(name);
+            }
+            if let Some(floor) = min_balance {
+                new = new.min_balance(amount(&floor)?);
+            }
+            if unbounded {
+                new = new.unbounded();
+            }
+            print_account(&open(&cli.target)?.open_account(&new)?);
+        }
+        Command::Account(AccountCommand::Show { id }) => print_account(&open(&cli.target)?.account(AccountId(id))?),
+        Command::Transfer { from, to, amount: value, key, memo } => {
+            let mut t = Transfer::new(AccountId(from), AccountId(to), amount(&value)?);
+            if let Some(key) = key {
+                t = t.idempotency_key(key);
+            }
+            if let Some(memo) = memo {
+                t = t.memo(memo);
+            }
+            let r = open(&cli.target)?.transfer(&t)?;
+            let replay = if r.replayed { " (replayed: already applied earlier with this key)" } else { "" };
+            println!("transfer {}: {} from {} to {}{replay}", r.transfer_id, r.amount, r.from, r.to);
+            println!("  balance {}: {}", r.from, r.from_balance);
+            println!("  balance {}: {}", r.to, r.to_balance);
+        }
+        Command::History { account, after, limit } => {
+            let entries = open(&cli.target)?.history(AccountId(account), after.map(EntryId), limit)?;
+            println!(
+                "{:>10} {:>10} {:>12} {:>16} {:>16}  memo",
+                "entry", "transfer", "counterparty", "amount", "balance"
+            );
+            for e in &entries {
+                let counterparty = e.counterparty.map_or("-".to_string(), |c| c.to_string());
+                let memo = e.memo.as_deref().unwrap_or("");
+                println!(
+                    "{:>10} {:>10} {:>12} {:>16} {:>16}  {memo}",
+                    e.id, e.transfer_id, counterparty, e.amount, e.balance_after
+                );
+            }
+        }
+        Command::Verify => return verify(&open(&cli.target)?),
+        Command::Server(command) => server(&cli.target, command)?,
+        Command::Bench(args) => return bench::run(args, &cli.target),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(ledger: &Ledger) -> Result<ExitCode> {
+    let audit = ledger.verify()?;
+    println!("checked {} accounts, {} transfers, {} entries", audit.accounts, audit.transfers, audit.entries);
+    if audit.is_clean() {
+        println!("clean: money is conserved, every balance matches its entries, no floor is broken");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in &audit.violations {
+        println!("violation: {v}");
+    }
+    let more = if audit.truncated { " (list truncated)" } else { "" };
+    println!("NOT CLEAN: {} violations{more}", audit.violations.len());
+    Ok(ExitCode::from(3))
+}
+
+fn server(target: &Target, command: ServerCommand) -> Result<()> {
+    let dir = &target.data_dir;
+    match command {
+        ServerCommand::Status => {
+            let server = EmbeddedServer::open(dir).context("local server")?;
+            println!("running in {}: {}", server.dir().display(), server.url("wallet_ledger"));
+        }
+        ServerCommand::Stop => {
+            if dir.join("data").join("PG_VERSION").exists() {
+                EmbeddedServer::open(dir)?.stop()?;
+                println!("stopped");
+            } else {
+                println!("no local server in {}", dir.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ledger at --database-url, or on the persistent local server (started on demand).
+fn open(target: &Target) -> Result<Ledger> {
+    let url = match &target.database_url {
+        Some(url) => url.clone(),
+        None => EmbeddedServer::open(&target.data_dir)
+            .with_context(|| format!("local server in {}", target.data_dir.display()))?
+            .create_database("wallet_ledger")?,
+    };
+    Ok(Ledger::connect(&url)?)
+}
+
+fn amount(text: &str) -> Result<Decimal> {
+    Decimal::from_str(text).with_context(|| format!("{text:?} is not a decimal amount"))
+}
+
+fn print_account(a: &wallet_ledger::Account) {
+    let floor = a.min_balance.map_or("unbounded".to_string(), |f| f.to_string());
+    let name = a.name.as_deref().unwrap_or("");
+    println!("account {} {name}", a.id);
+    println!("  currency {}  balance {}  floor {floor}  version {}", a.currency, a.balance, a.version);
+}

@@ -1,0 +1,192 @@
+//! Deliberately broken transfers, so that every check can be shown to catch a real bug.
+//!
+//! Each control takes the same [`Transfer`] as [`Ledger::transfer`] and answers with the same
+//! types, and records what it did in the same tables (balances, versions, the transfer, its two
+//! entries), so the same audit and checker judge it. What each gets wrong:
+//!
+//! - [`Control::Naive`]: read-modify-write without a transaction or lock: reads both balances,
+//!   decides in Rust, writes the new balances back as absolute values. Concurrent transfers on
+//!   one account overwrite each other's debit or credit: money is created or lost.
+//! - [`Control::Unlocked`]: the same inside one `READ COMMITTED` transaction, but without
+//!   `FOR UPDATE`: a transaction does not protect a read it did not lock. Same loss.
+//! - [`Control::RequestOrder`]: locks correctly (`FOR UPDATE`) but each row with its own
+//!   statement in the order of the request, from then to: two opposite transfers can each hold
+//!   one row and wait for the other: deadlocks (SQLSTATE 40P01), which the server counts.
+//!
+//! [`Control::MultiStatement`] is not broken: it is the ledger's own algorithm (one ordered
+//! locking statement, checks, updates, records) sent as separate statements inside a client-side
+//! transaction, seven round trips with the rows locked instead of one. It exists to measure what
+//! the single server-side function saves.
+//!
+//! Idempotency keys are ignored by the controls.
+
+use postgres::error::SqlState;
+use postgres::{Client, GenericClient};
+use rust_decimal::Decimal;
+
+use crate::{AccountId, Ledger, LedgerError, Receipt, Transfer, TransferId};
+
+/// Which transfer implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Control {
+    /// The library's own [`Ledger::transfer`]: the implementation under test, not broken.
+    Ledger,
+    /// Read-modify-write with no transaction and no lock.
+    Naive,
+    /// A transaction without `FOR UPDATE`.
+    Unlocked,
+    /// `FOR UPDATE`, one statement per row, in request order instead of id order.
+    RequestOrder,
+    /// Correct, but one client round trip per statement while the rows are locked.
+    MultiStatement,
+}
+
+impl Control {
+    /// Every control, the real ledger first.
+    pub const ALL: [Control; 5] =
+        [Control::Ledger, Control::Naive, Control::Unlocked, Control::RequestOrder, Control::MultiStatement];
+
+    /// A short lowercase name for reports (`ledger`, `naive`, `unlocked`, `request-order`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Control::Ledger => "ledger",
+            Control::Naive => "naive",
+            Control::Unlocked => "unlocked",
+            Control::RequestOrder => "request-order",
+            Control::MultiStatement => "multi-statement",
+        }
+    }
+
+    /// Runs `t` with this implementation. The broken ones validate like the ledger does and
+    /// refuse overdrafts (on the values they read), so refusals can be compared one to one;
+    /// they do not retry, so a deadlock comes back as [`LedgerError::Database`] with SQLSTATE
+    /// 40P01.
+    pub fn transfer(self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
+        if self == Control::Ledger {
+            return ledger.transfer(t);
+        }
+        t.validate()?;
+        let mut conn = ledger.connection()?;
+        let client = conn.client();
+        match self {
+            Control::Naive => read_decide_write(client, t, Locking::None),
+            Control::Unlocked => in_transaction(client, |tx| read_decide_write(tx, t, Locking::None)),
+            Control::RequestOrder => in_transaction(client, |tx| read_decide_write(tx, t, Locking::RequestOrder)),
+            Control::MultiStatement => in_transaction(client, |tx| read_decide_write(tx, t, Locking::Ordered)),
+            Control::Ledger => unreachable!("handled above"),
+        }
+    }
+}
+
+/// Whether an error is a deadlock reported by the server.
+pub fn is_deadlock(e: &LedgerError) -> bool {
+    e.sql_state() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    None,
+    RequestOrder,
+    /// Both rows by one `ORDER BY id FOR UPDATE` statement, as the ledger does.
+    Ordered,
+}
+
+fn in_transaction(
+    client: &mut Client,
+    body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<Receipt, LedgerError>,
+) -> Result<Receipt, LedgerError> {
+    let mut tx = client.transaction()?;
+    let receipt = body(&mut tx)?;
+    tx.commit()?;
+    Ok(receipt)
+}
+
+struct Side {
+    balance: Decimal,
+    min_balance: Option<Decimal>,
+    currency: String,
+}
+
+fn read_side(client: &mut impl GenericClient, id: AccountId, locking: Locking) -> Result<Side, LedgerError> {
+    let sql = match locking {
+        Locking::None => "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1",
+        Locking::RequestOrder | Locking::Ordered => {
+            "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1 FOR UPDATE"
+        }
+    };
+    let row = client.query_opt(sql, &[&id.0])?.ok_or(LedgerError::AccountNotFound { account: id })?;
+    Ok(Side { balance: row.get(0), min_balance: row.get(1), currency: row.get(2) })
+}
+
+/// Both sides locked by one statement in ascending id order, as the ledger's function does.
+fn lock_ordered(client: &mut impl GenericClient, t: &Transfer) -> Result<(Side, Side), LedgerError> {
+    let plan = crate::LockPlan::new([t.from, t.to]);
+    let rows = client.query(
+        "SELECT id, balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&plan.as_i64()],
+    )?;
+    let side = |id: AccountId| {
+        rows.iter()
+            .find(|r| r.get::<_, i64>(0) == id.0)
+            .map(|r| Side { balance: r.get(1), min_balance: r.get(2), currency: r.get(3) })
+            .ok_or(LedgerError::AccountNotFound { account: id })
+    };
+    Ok((side(t.from)?, side(t.to)?))
+}
+
+/// Reads (and locks, unless `Locking::None`) both sides, decides in Rust, writes back.
+fn read_decide_write(client: &mut impl GenericClient, t: &Transfer, locking: Locking) -> Result<Receipt, LedgerError> {
+    let (from, to) = match locking {
+        Locking::Ordered => lock_ordered(client, t)?,
+        _ => (read_side(client, t.from, locking)?, read_side(client, t.to, locking)?),
+    };
+    if from.currency != to.currency {
+        return Err(LedgerError::CurrencyMismatch {
+            from: t.from,
+            from_currency: from.currency,
+            to: t.to,
+            to_currency: to.currency,
+        });
+    }
+    let (from_balance, to_balance) = (from.balance - t.amount, to.balance + t.amount);
+    if from.min_balance.is_some_and(|floor| from_balance < floor) {
+        let available = from.balance - from.min_balance.unwrap_or_default();
+        return Err(LedgerError::InsufficientFunds { account: t.from, available, requested: t.amount });
+    }
+    // Request order has the rows locked: it updates relative to the locked values. The unlocked
+    // controls write back the absolute values they computed from what they read: the lost update.
+    let (write, from_value, to_value) = match locking {
+        Locking::RequestOrder | Locking::Ordered => (
+            "UPDATE wallet_ledger.accounts SET balance = balance + $2, version = version + 1 WHERE id = $1 RETURNING balance, version",
+            -t.amount,
+            t.amount,
+        ),
+        Locking::None => (
+            "UPDATE wallet_ledger.accounts SET balance = $2, version = version + 1 WHERE id = $1 RETURNING balance, version",
+            from_balance,
+            to_balance,
+        ),
+    };
+    let from_row = client.query_one(write, &[&t.from.0, &from_value])?;
+    let to_row = client.query_one(write, &[&t.to.0, &to_value])?;
+    let transfer_id: i64 = client
+        .query_one(
+            "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount, memo) VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&t.from.0, &t.to.0, &t.amount, &t.memo],
+        )?
+        .get(0);
+    let entry = "INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) VALUES ($1, $2, $3, $4, $5)";
+    let (fb, fver): (Decimal, i64) = (from_row.get(0), from_row.get(1));
+    let (tb, tver): (Decimal, i64) = (to_row.get(0), to_row.get(1));
+    client.execute(entry, &[&transfer_id, &t.from.0, &-t.amount, &fb, &fver])?;
+    client.execute(entry, &[&transfer_id, &t.to.0, &t.amount, &tb, &tver])?;
+    Ok(Receipt {
+        transfer_id: TransferId(transfer_id),
+        from: t.from,
+        to: t.to,
+        amount: t.amount,
+        from_balance: fb,
+        to_balance: tb,
+        replayed: false,
+    })
+}
