@@ -69,3 +69,8 @@ pub use transfer::{Receipt, Transfer, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).
 pub use rust_decimal::Decimal;
+
+/// The README's examples, compiled and run as doc-tests so they never drift.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
