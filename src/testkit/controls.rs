@@ -190,3 +190,18 @@ fn read_decide_write(client: &mut impl GenericClient, t: &Transfer, locking: Loc
         replayed: false,
     })
 }
+
+impl Control {
+    /// Whether this implementation honours idempotency keys. Only the real ledger does; the
+    /// controls ignore keys, so idempotency properties are checked against [`Control::Ledger`]
+    /// alone.
+    pub fn honours_idempotency_keys(self) -> bool {
+        self == Control::Ledger
+    }
+
+    /// Whether this implementation is meant to be correct: [`Control::Ledger`] and
+    /// [`Control::MultiStatement`] must pass every property, the others must be caught.
+    pub fn is_correct(self) -> bool {
+        matches!(self, Control::Ledger | Control::MultiStatement)
+    }
+}
