@@ -1,21 +1,327 @@
-//! `wallet-ledger bench`: throughput under contention beside pgbench (to be filled in).
+//! `wallet-ledger bench`: transfers/s under contention, beside pgbench on the same server.
+//!
+//! On a throwaway embedded PostgreSQL (or `--database-url`), the bench builds a template
+//! database of funded wallets, then measures each point (workload x threads x mode) on a fresh
+//! copy of it for a fixed time: the library, pgbench on the library's own SQL (the ceiling of
+//! the design), `pgbench -b tpcb-like` (the yardstick), the library's algorithm sent as separate
+//! statements, and two broken controls (lost updates, deadlocks). After each point it reads the
+//! server's deadlock counter and audits the ledger; a library run that leaves the ledger unclean
+//! stops the bench. The report is a table on stdout and a folder with report.json, report.md and
+//! throughput.svg.
 
+mod db;
+mod driver;
+mod hist;
+mod measure;
+mod pgbench;
+mod plan;
+mod plot;
+mod progress;
+mod report;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use serde_json::{json, Value};
 
 use crate::Target;
+use db::Server;
+use measure::Bench;
+use pgbench::Pgbench;
+use plan::{Mode, Point, Settings, Workload};
+use progress::Progress;
+use report::{Report, Run};
 
 /// Options of `wallet-ledger bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A smoke run under 30 seconds
+    /// Workloads, comma-separated: uniform, hot, pair [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
+    /// Client thread counts, comma-separated [default: 1,2,4,8,16,32; --quick: 2]
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Seconds per measured point [default: 5; --quick: 1]
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Accounts of the uniform workload [default: 10000; --quick: 1000]
+    #[arg(long)]
+    pub accounts: Option<usize>,
+    /// Modes, comma-separated [default: all; multi-statement then only on uniform at 1 and 8 threads]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub modes: Vec<Mode>,
+    /// pgbench scale factor for tpcb-like [default: the largest thread count, as pgbench advises; --quick: 1]
+    #[arg(long)]
+    pub pgbench_scale: Option<u32>,
+    /// Report folder (report.json, report.md, throughput.svg)
+    #[arg(long, default_value = "bench-report")]
+    pub out: PathBuf,
+    /// Seed of the random account pairs
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts
     #[arg(long)]
     pub quick: bool,
 }
 
-/// Runs the benchmark report.
-pub fn run(_args: BenchArgs, _target: &Target) -> Result<ExitCode> {
-    anyhow::bail!("bench is not implemented yet")
+impl BenchArgs {
+    /// The settings: explicit flags first, then the `--quick` defaults, then the full ones.
+    fn settings(self) -> Settings {
+        let quick = self.quick;
+        let pick =
+            |given: Option<u64>, quick_value: u64, full: u64| given.unwrap_or(if quick { quick_value } else { full });
+        let mut threads = if !self.threads.is_empty() {
+            self.threads
+        } else if quick {
+            vec![2]
+        } else {
+            vec![1, 2, 4, 8, 16, 32]
+        };
+        threads.sort_unstable();
+        threads.dedup();
+        let max_threads = threads.last().copied().unwrap_or(1) as u64;
+        let workloads = if self.workloads.is_empty() {
+            vec![Workload::Uniform, Workload::Hot, Workload::Pair]
+        } else {
+            self.workloads
+        };
+        Settings {
+            workloads,
+            duration_s: pick(self.duration, 1, 5),
+            accounts: pick(self.accounts.map(|a| a as u64), 1000, 10_000) as usize,
+            modes_explicit: !self.modes.is_empty(),
+            modes: if self.modes.is_empty() { Mode::ALL.to_vec() } else { self.modes },
+            pgbench_scale: pick(self.pgbench_scale.map(u64::from), 1, max_threads) as u32,
+            threads,
+            out: self.out,
+            quick,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Runs the bench and writes the report. Exit code 1 when a library run was not clean.
+pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
+    let settings = args.settings();
+    settings.check()?;
+    let started = unix_now();
+    let load_before = loadavg();
+    let mut notes = Vec::new();
+    let mut server = Server::start(target)?;
+    let (pg_version, pg_settings) = server.settings().context("read the server's settings")?;
+    let pgbench = find_pgbench(&server, &settings, &mut notes);
+    let points: Vec<Point> =
+        plan::points(&settings).into_iter().filter(|p| !p.mode.is_pgbench() || pgbench.is_some()).collect();
+    let mut postgres = BTreeMap::from([
+        ("server", json!(server.describe())),
+        ("version", json!(pg_version)),
+        ("settings", json!(pg_settings)),
+        ("checkpoint_before_each_point", json!(server.can_checkpoint)),
+    ]);
+    let pgbench_info = pgbench_info(pgbench.as_ref());
+    let mut bench = prepare(server, &settings, pgbench, &points)?;
+    let mut runs = Vec::new();
+    let failure = measure_all(&mut bench, &points, &mut runs).err();
+    bench.progress.finish();
+    if let Err(e) = cleanup(&mut bench) {
+        notes.push(format!("cleanup: {e:#}"));
+    }
+    if let Some(e) = &failure {
+        notes.push(format!("the bench stopped early: {e:#}"));
+    }
+    postgres.insert("embedded", json!(bench.server.is_embedded()));
+    report::fill_ratios(&mut runs);
+    let report = Report {
+        tool: "wallet-ledger bench",
+        version: env!("CARGO_PKG_VERSION"),
+        build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        command: command_line(),
+        started_unix_s: started,
+        finished_unix_s: unix_now(),
+        config: config(&settings),
+        machine: machine(load_before),
+        postgres,
+        pgbench: pgbench_info,
+        checks: report::checks(&runs),
+        runs,
+        notes,
+    };
+    finish(&report, &settings, failure)
+}
+
+/// Prints the table and the checks, writes the folder, and picks the exit code.
+fn finish(report: &Report, settings: &Settings, failure: Option<anyhow::Error>) -> Result<ExitCode> {
+    report::write(report, &settings.out)?;
+    println!("{}", report::table(&report.runs));
+    for c in &report.checks {
+        let verdict = c.passed.map_or("n/a ", |p| if p { "PASS" } else { "FAIL" });
+        println!("{verdict} {}: {}", c.name, c.detail);
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    println!("report written to {}", settings.out.display());
+    if let Some(e) = failure {
+        return Err(e.context(format!("partial report in {}", settings.out.display())));
+    }
+    if report::library_failed(&report.runs) {
+        eprintln!("error: a library run had deadlocks, errors or an unclean audit (see the report)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// pgbench when a pgbench mode is wanted and it is installed; otherwise a note says why not.
+fn find_pgbench(server: &Server, settings: &Settings, notes: &mut Vec<String>) -> Option<Pgbench> {
+    if !settings.modes.iter().any(|m| m.is_pgbench()) {
+        return None;
+    }
+    match Pgbench::find(server.bin_dir().as_deref()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            notes.push(format!("{e:#}: the pgbench references were not measured"));
+            None
+        }
+    }
+}
+
+fn pgbench_info(pgbench: Option<&Pgbench>) -> BTreeMap<&'static str, Value> {
+    match pgbench {
+        Some(p) => BTreeMap::from([
+            ("available", json!(true)),
+            ("path", json!(p.path.display().to_string())),
+            ("version", json!(p.version)),
+            ("protocol", json!("prepared (-M prepared), one pgbench thread per client (-j = -c)")),
+            ("own_sql_script", json!(pgbench::OWN_SQL_SCRIPT)),
+        ]),
+        None => BTreeMap::from([("available", json!(false))]),
+    }
+}
+
+/// Builds the template (and the tpcb-like database) before the first point.
+fn prepare<'a>(
+    mut server: Server,
+    settings: &'a Settings,
+    pgbench: Option<Pgbench>,
+    points: &[Point],
+) -> Result<Bench<'a>> {
+    let progress = Progress::new(points.len(), Duration::from_secs(settings.duration_s));
+    progress.log(&format!("bench on {}: {} points of {} s", server.describe(), points.len(), settings.duration_s));
+    progress.set_message(format!("setting up {} funded accounts", settings.accounts));
+    let template = server.db_name("template");
+    let start = Instant::now();
+    let accounts = setup::build_template(&mut server, &template, settings.accounts).context("set up the accounts")?;
+    progress.log(&format!("{} funded accounts ready in {:.1} s", settings.accounts, start.elapsed().as_secs_f64()));
+    let mut tpcb_db = None;
+    if let Some(p) = pgbench.as_ref().filter(|_| points.iter().any(|p| p.mode == Mode::PgbenchTpcbLike)) {
+        progress.set_message(format!("pgbench -i -s {}", settings.pgbench_scale));
+        let name = server.db_name("tpcb");
+        let url = server.create(&name, None)?;
+        let start = Instant::now();
+        p.init_tpcb(&url, settings.pgbench_scale)?;
+        progress.log(&format!(
+            "pgbench -i -s {} done in {:.1} s",
+            settings.pgbench_scale,
+            start.elapsed().as_secs_f64()
+        ));
+        tpcb_db = Some(name);
+    }
+    Ok(Bench { server, settings, template, accounts, pgbench, tpcb_db, progress })
+}
+
+/// Measures every point in order, logging each one as it completes.
+fn measure_all(bench: &mut Bench<'_>, points: &[Point], runs: &mut Vec<Run>) -> Result<()> {
+    for (i, &point) in points.iter().enumerate() {
+        let label = format!("{} {} {} threads", point.workload.name(), point.mode.name(), point.threads);
+        bench.progress.set_message(format!("[{}/{}] {label}", i + 1, points.len()));
+        let run = bench.measure(point).with_context(|| label.clone())?;
+        bench.progress.finish_point();
+        let money = run.money_created.as_deref().map(|m| format!(", money {m}")).unwrap_or_default();
+        bench.progress.log(&format!(
+            "{label}: {:.0} transfers/s, p99 {:.2} ms, {} deadlocks, {} errors{money}",
+            run.tps,
+            run.p99_ms.unwrap_or(0.0),
+            run.deadlocks,
+            run.errors
+        ));
+        runs.push(run);
+    }
+    Ok(())
+}
+
+/// Drops the bench's databases (matters on a --database-url server).
+fn cleanup(bench: &mut Bench<'_>) -> Result<()> {
+    let template = bench.template.clone();
+    bench.server.drop_db(&template)?;
+    if let Some(tpcb) = bench.tpcb_db.take() {
+        bench.server.drop_db(&tpcb)?;
+    }
+    Ok(())
+}
+
+fn config(s: &Settings) -> BTreeMap<&'static str, Value> {
+    let names = |v: Vec<&str>| json!(v);
+    BTreeMap::from([
+        ("workloads", names(s.workloads.iter().map(|w| w.name()).collect())),
+        ("modes", names(s.modes.iter().map(|m| m.name()).collect())),
+        ("threads", json!(s.threads)),
+        ("duration_s", json!(s.duration_s)),
+        ("accounts", json!(s.accounts)),
+        ("hot_accounts", json!(plan::HOT_ACCOUNTS)),
+        ("amount", json!(driver::AMOUNT.to_string())),
+        ("pgbench_scale", json!(s.pgbench_scale)),
+        ("quick", json!(s.quick)),
+        ("seed", json!(s.seed)),
+    ])
+}
+
+/// The machine: CPUs, memory, kernel, and the load average before and after (a busy machine
+/// distorts every figure).
+fn machine(load_before: Option<String>) -> BTreeMap<&'static str, Value> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let field = |text: &str, key: &str| {
+        text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
+    };
+    let cpuinfo = read("/proc/cpuinfo");
+    let meminfo = read("/proc/meminfo");
+    BTreeMap::from([
+        ("cpus", json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))),
+        ("cpu_model", json!(field(&cpuinfo, "model name"))),
+        ("memory", json!(field(&meminfo, "MemTotal"))),
+        ("kernel", json!(read("/proc/sys/kernel/osrelease").trim())),
+        ("loadavg_before", json!(load_before)),
+        ("loadavg_after", json!(loadavg())),
+    ])
+}
+
+fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The command line, with the value of --database-url hidden (it may hold a password).
+fn command_line() -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in std::env::args() {
+        if hide_next {
+            out.push("<hidden>".to_string());
+            hide_next = false;
+        } else if arg.starts_with("--database-url=") {
+            out.push("--database-url=<hidden>".to_string());
+        } else {
+            hide_next = arg == "--database-url";
+            out.push(arg);
+        }
+    }
+    out.join(" ")
 }

@@ -1,0 +1,234 @@
+//! Client threads sending transfers for a fixed time, through the library or a control.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wallet_ledger::testkit::controls::{is_deadlock, Control};
+use wallet_ledger::{AccountId, Decimal, Ledger, LedgerError, Receipt, Transfer};
+
+use super::hist::Histogram;
+use super::progress::Progress;
+
+/// Amount of every bench transfer: 1.00.
+pub const AMOUNT: Decimal = Decimal::from_parts(100, 0, 0, false, 2);
+
+/// A tiny, seedable PRNG (splitmix64): the bench needs fast, reproducible account pairs, not
+/// cryptographic quality.
+#[derive(Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator for client `client` of a run seeded with `seed`.
+    pub fn new(seed: u64, client: u64) -> SplitMix {
+        SplitMix(seed ^ client.wrapping_mul(0xA076_1D64_78BD_642F))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Distinct random pairs among the wallets `first .. first + pool`; in a pool of two, a random
+/// direction. The pgbench script draws pairs the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct Pairs {
+    /// The lowest wallet id.
+    pub first: i64,
+    /// How many wallets to draw from (at least 2).
+    pub pool: usize,
+}
+
+impl Pairs {
+    /// The next `(from, to)`.
+    pub fn draw(&self, rng: &mut SplitMix) -> (AccountId, AccountId) {
+        let n = self.pool as u64;
+        let a = rng.below(n);
+        let b = rng.below(n - 1);
+        let b = if b >= a { b + 1 } else { b };
+        (AccountId(self.first + a as i64), AccountId(self.first + b as i64))
+    }
+}
+
+/// How the transfers are sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Sender {
+    /// `Ledger::transfer`.
+    Library,
+    /// A testkit control.
+    Control(Control),
+}
+
+impl Sender {
+    fn send(self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
+        match self {
+            Sender::Library => ledger.transfer(t),
+            Sender::Control(c) => c.transfer(ledger, t),
+        }
+    }
+}
+
+/// What the client threads saw.
+#[derive(Default)]
+pub struct Load {
+    /// Committed transfers.
+    pub ok: u64,
+    /// Typed refusals (insufficient funds and the like): nothing changed.
+    pub refusals: u64,
+    /// Other errors (deadlocks included).
+    pub errors: u64,
+    /// Errors that were deadlocks (SQLSTATE 40P01).
+    pub deadlock_errors: u64,
+    /// Latency of every call, refused or failed ones included.
+    pub latency: Histogram,
+    /// Measured time, from the start signal until the last thread stopped.
+    pub elapsed: Duration,
+    /// The first error, for the report.
+    pub first_error: Option<String>,
+}
+
+impl Load {
+    fn merge(&mut self, other: Load) {
+        self.ok += other.ok;
+        self.refusals += other.refusals;
+        self.errors += other.errors;
+        self.deadlock_errors += other.deadlock_errors;
+        self.latency.merge(&other.latency);
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    fn count(&mut self, result: Result<Receipt, LedgerError>) {
+        match result {
+            Ok(_) => self.ok += 1,
+            Err(e) if is_refusal(&e) => self.refusals += 1,
+            Err(e) => {
+                self.errors += 1;
+                if is_deadlock(&e) {
+                    self.deadlock_errors += 1;
+                }
+                if self.first_error.is_none() {
+                    self.first_error = Some(error_chain(&e));
+                }
+            }
+        }
+    }
+}
+
+/// A refusal: the ledger said no and changed nothing.
+fn is_refusal(e: &LedgerError) -> bool {
+    matches!(
+        e,
+        LedgerError::InsufficientFunds { .. }
+            | LedgerError::AccountNotFound { .. }
+            | LedgerError::SameAccount { .. }
+            | LedgerError::InvalidAmount { .. }
+            | LedgerError::CurrencyMismatch { .. }
+            | LedgerError::IdempotencyConflict { .. }
+            | LedgerError::LockUnavailable { .. }
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One client run: `threads` threads, each first sending one unmeasured transfer (to open its
+/// connection and prepare its statement), then sending transfers until `duration` is over.
+pub fn drive(
+    ledger: &Ledger,
+    sender: Sender,
+    pairs: Pairs,
+    threads: usize,
+    duration: Duration,
+    seed: u64,
+    progress: &Progress,
+) -> Load {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    // Warm-ups run one at a time, so that they cannot race (a control could deadlock or lose
+    // money outside the measured window, and the server counts that too).
+    let warm_up = Mutex::new(());
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|client| {
+                let (stop, barrier, warm_up) = (&stop, &barrier, &warm_up);
+                scope.spawn(move || {
+                    let mut rng = SplitMix::new(seed, client as u64);
+                    let (from, to) = pairs.draw(&mut rng);
+                    let turn = warm_up.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = sender.send(ledger, &Transfer::new(from, to, AMOUNT));
+                    drop(turn);
+                    barrier.wait();
+                    client_loop(ledger, sender, pairs, &mut rng, stop)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            thread::sleep((duration - start.elapsed().min(duration)).min(Duration::from_millis(100)));
+            progress.tick(start.elapsed());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut total = Load::default();
+        for w in workers {
+            total.merge(w.join().expect("bench client thread panicked"));
+        }
+        total.elapsed = start.elapsed();
+        total
+    })
+}
+
+fn client_loop(ledger: &Ledger, sender: Sender, pairs: Pairs, rng: &mut SplitMix, stop: &AtomicBool) -> Load {
+    let mut load = Load::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (from, to) = pairs.draw(rng);
+        let t = Transfer::new(from, to, AMOUNT);
+        let start = Instant::now();
+        let result = sender.send(ledger, &t);
+        load.latency.record(start.elapsed());
+        load.count(result);
+    }
+    load
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_distinct_and_in_range() {
+        let mut rng = SplitMix::new(7, 3);
+        for pool in [2, 10, 10_000] {
+            let pairs = Pairs { first: 5, pool };
+            for _ in 0..1000 {
+                let (a, b) = pairs.draw(&mut rng);
+                assert_ne!(a, b);
+                assert!((5..5 + pool as i64).contains(&a.0) && (5..5 + pool as i64).contains(&b.0));
+            }
+        }
+    }
+
+    #[test]
+    fn amount_is_one() {
+        assert_eq!(AMOUNT.to_string(), "1.00");
+    }
+}

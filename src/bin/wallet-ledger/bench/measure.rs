@@ -1,0 +1,202 @@
+//! Measuring one point: a fresh copy of the template, the load, the server's counters once
+//! they settled, and the audit.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use wallet_ledger::testkit::controls::Control;
+use wallet_ledger::Ledger;
+
+use super::db::{money_created, transfer_count, DbStats, Server};
+use super::driver::{drive, Pairs, Sender};
+use super::pgbench::{Pgbench, PgbenchRun};
+use super::plan::{Mode, Point, Settings};
+use super::progress::Progress;
+use super::report::Run;
+use super::setup::Accounts;
+
+/// Everything the points share.
+pub struct Bench<'a> {
+    /// The server.
+    pub server: Server,
+    /// The settings.
+    pub settings: &'a Settings,
+    /// The template database every point copies.
+    pub template: String,
+    /// Its wallets.
+    pub accounts: Accounts,
+    /// pgbench, when found.
+    pub pgbench: Option<Pgbench>,
+    /// The tpcb-like database, when initialized.
+    pub tpcb_db: Option<String>,
+    /// The progress bar.
+    pub progress: Progress,
+}
+
+/// What the audit and the balances say after a point.
+struct Inspection {
+    clean: bool,
+    first_violation: Option<String>,
+    money: String,
+    transfers: i64,
+}
+
+impl Bench<'_> {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.settings.duration_s)
+    }
+
+    fn pairs(&self, point: Point) -> Pairs {
+        Pairs { first: self.accounts.first, pool: point.workload.pool(self.accounts.count) }
+    }
+
+    /// Measures one point. Fails loudly when a mode that must keep the ledger sound (the
+    /// library, multi-statement, pgbench on the library's SQL) leaves it unclean.
+    pub fn measure(&mut self, point: Point) -> Result<Run> {
+        let run = match point.mode {
+            Mode::Library => self.rust_point(point, Sender::Library)?,
+            Mode::MultiStatement => self.rust_point(point, Sender::Control(Control::MultiStatement))?,
+            Mode::Naive => self.rust_point(point, Sender::Control(Control::Naive))?,
+            Mode::RequestOrder => self.rust_point(point, Sender::Control(Control::RequestOrder))?,
+            Mode::PgbenchOwnSql => self.own_sql_point(point)?,
+            Mode::PgbenchTpcbLike => self.tpcb_point(point)?,
+        };
+        if !point.mode.is_control() && run.audit_clean == Some(false) {
+            bail!(
+                "AUDIT FAILED: the ledger is not clean after {} {} at {} threads: {}",
+                run.workload,
+                run.mode,
+                run.threads,
+                run.first_error.as_deref().unwrap_or("see report")
+            );
+        }
+        Ok(run)
+    }
+
+    fn fresh_db(&mut self, point: Point) -> Result<(String, String)> {
+        let short = format!("{}_{}_{}", point.workload.name(), point.mode.name().replace('-', "_"), point.threads);
+        let name = self.server.db_name(&short);
+        let url = self.server.create(&name, Some(&self.template))?;
+        self.server.checkpoint();
+        Ok((name, url))
+    }
+
+    /// The library or a control, driven by Rust client threads.
+    fn rust_point(&mut self, point: Point, sender: Sender) -> Result<Run> {
+        let (name, url) = self.fresh_db(point)?;
+        let ledger = Ledger::builder(&url)
+            .pool_size(point.threads as u32)
+            .migrate(false)
+            .build()
+            .with_context(|| format!("connect to {name}"))?;
+        // Open every connection now, as pgbench does before its clock starts.
+        let held = (0..point.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;
+        drop(held);
+        let before = self.server.stats(&name)?;
+        let seed = self.settings.seed;
+        let load = drive(&ledger, sender, self.pairs(point), point.threads, self.duration(), seed, &self.progress);
+        drop(ledger);
+        let after = self.server.settled_stats(&name)?;
+        let seen = inspect(&url)?;
+        self.server.drop_db(&name)?;
+        let secs = load.elapsed.as_secs_f64();
+        let retries = match sender {
+            Sender::Library => (after.rollbacks - before.rollbacks - load.errors as i64).max(0),
+            Sender::Control(_) => 0,
+        };
+        Ok(Run {
+            transfers: load.ok,
+            tps: load.ok as f64 / secs,
+            duration_s: secs,
+            retries: Some(retries),
+            refusals: Some(load.refusals),
+            errors: load.errors,
+            first_error: load.first_error.or(seen.first_violation.clone()),
+            ..base(point, &load.latency, after.deadlocks - before.deadlocks, Some(&seen))
+        })
+    }
+
+    /// pgbench sending the library's own statement.
+    fn own_sql_point(&mut self, point: Point) -> Result<Run> {
+        let (name, url) = self.fresh_db(point)?;
+        let transfers_before = transfer_count(&mut postgres::Client::connect(&url, postgres::NoTls)?)?;
+        let before = self.server.stats(&name)?;
+        let pgbench = self.pgbench.as_ref().context("pgbench is not available")?;
+        let out = pgbench.own_sql(&url, self.pairs(point), point.threads, self.settings.duration_s, &self.progress)?;
+        let after = self.server.settled_stats(&name)?;
+        let seen = inspect(&url)?;
+        self.server.drop_db(&name)?;
+        let committed = (seen.transfers - transfers_before).max(0) as u64;
+        Ok(Run {
+            refusals: Some(out.processed.saturating_sub(out.failed).saturating_sub(committed)),
+            first_error: seen.first_violation.clone(),
+            ..pgbench_run(point, &out, after.deadlocks - before.deadlocks, Some(&seen), self.settings.duration_s)
+        })
+    }
+
+    /// `pgbench -b tpcb-like` on its own database.
+    fn tpcb_point(&mut self, point: Point) -> Result<Run> {
+        let name = self.tpcb_db.clone().context("the tpcb-like database was not initialized")?;
+        self.server.checkpoint();
+        let before: DbStats = self.server.stats(&name)?;
+        let pgbench = self.pgbench.as_ref().context("pgbench is not available")?;
+        let url = self.server.url(&name);
+        let out = pgbench.tpcb_like(&url, point.threads, self.settings.duration_s, &self.progress)?;
+        let after = self.server.settled_stats(&name)?;
+        Ok(pgbench_run(point, &out, after.deadlocks - before.deadlocks, None, self.settings.duration_s))
+    }
+}
+
+/// A run record from pgbench's figures.
+fn pgbench_run(point: Point, out: &PgbenchRun, deadlocks: i64, seen: Option<&Inspection>, secs: u64) -> Run {
+    Run {
+        transfers: out.processed,
+        tps: out.tps,
+        duration_s: secs as f64,
+        errors: out.failed,
+        ..base(point, &out.latency, deadlocks, seen)
+    }
+}
+
+/// The fields every mode fills the same way; the rest zero or null.
+fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Option<&Inspection>) -> Run {
+    Run {
+        workload: point.workload.name(),
+        mode: point.mode.name(),
+        threads: point.threads,
+        duration_s: 0.0,
+        transfers: 0,
+        tps: 0.0,
+        p50_ms: latency.quantile_ms(0.50),
+        p99_ms: latency.quantile_ms(0.99),
+        max_ms: latency.max_ms(),
+        mean_ms: latency.mean_ms(),
+        retries: None,
+        refusals: None,
+        errors: 0,
+        deadlocks,
+        audit_clean: seen.map(|s| s.clean),
+        money_created: seen.map(|s| s.money.clone()),
+        ratio_pgbench_own_sql: None,
+        ratio_pgbench_tpcb_like: None,
+        first_error: None,
+    }
+}
+
+/// Audits the ledger at `url` and sums its balances.
+fn inspect(url: &str) -> Result<Inspection> {
+    let ledger = Ledger::builder(url).pool_size(1).migrate(false).build().context("connect for the audit")?;
+    let audit = ledger.verify().context("audit")?;
+    let mut conn = ledger.connection()?;
+    let money = money_created(conn.client())?;
+    let transfers = transfer_count(conn.client())?;
+    Ok(Inspection {
+        clean: audit.is_clean(),
+        first_violation: audit
+            .violations
+            .first()
+            .map(|v| format!("audit: {v} ({} violations)", audit.violations.len())),
+        money: money.to_string(),
+        transfers,
+    })
+}

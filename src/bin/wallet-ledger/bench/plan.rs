@@ -1,0 +1,183 @@
+//! What a bench run measures: workloads, modes, thread counts, and the ordered list of points.
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Result};
+use clap::ValueEnum;
+
+/// Which accounts the transfers touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Workload {
+    /// Random pairs among all accounts (`--accounts`): little contention.
+    Uniform,
+    /// Random pairs among 10 accounts: heavy contention.
+    Hot,
+    /// Two accounts, transfers in both directions: every transfer waits for the previous one.
+    Pair,
+}
+
+impl Workload {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Uniform => "uniform",
+            Workload::Hot => "hot",
+            Workload::Pair => "pair",
+        }
+    }
+
+    /// How many accounts (the first ones) the workload draws from, out of `accounts`.
+    pub fn pool(self, accounts: usize) -> usize {
+        match self {
+            Workload::Uniform => accounts,
+            Workload::Hot => HOT_ACCOUNTS.min(accounts),
+            Workload::Pair => 2,
+        }
+    }
+}
+
+/// Accounts of the `hot` workload.
+pub const HOT_ACCOUNTS: usize = 10;
+
+/// Who sends the transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Mode {
+    /// `Ledger::transfer`: the library under test.
+    Library,
+    /// pgbench running the library's own transfer statement: the ceiling of the design.
+    PgbenchOwnSql,
+    /// `pgbench -b tpcb-like`: the familiar yardstick (does not depend on the workload).
+    PgbenchTpcbLike,
+    /// The library's algorithm as separate statements in a client-side transaction.
+    MultiStatement,
+    /// Control: read-modify-write without locks (loses money).
+    Naive,
+    /// Control: row locks taken in request order (deadlocks).
+    RequestOrder,
+}
+
+impl Mode {
+    /// Every mode, in the order each point runs them.
+    pub const ALL: [Mode; 6] = [
+        Mode::Library,
+        Mode::PgbenchOwnSql,
+        Mode::PgbenchTpcbLike,
+        Mode::MultiStatement,
+        Mode::Naive,
+        Mode::RequestOrder,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Library => "library",
+            Mode::PgbenchOwnSql => "pgbench-own-sql",
+            Mode::PgbenchTpcbLike => "pgbench-tpcb-like",
+            Mode::MultiStatement => "multi-statement",
+            Mode::Naive => "naive",
+            Mode::RequestOrder => "request-order",
+        }
+    }
+
+    /// Whether pgbench runs this mode.
+    pub fn is_pgbench(self) -> bool {
+        matches!(self, Mode::PgbenchOwnSql | Mode::PgbenchTpcbLike)
+    }
+
+    /// Whether the mode is a deliberately broken control.
+    pub fn is_control(self) -> bool {
+        matches!(self, Mode::Naive | Mode::RequestOrder)
+    }
+}
+
+/// The bench's settings after `--quick` and the defaults were applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Workloads, in run order.
+    pub workloads: Vec<Workload>,
+    /// Client thread counts, ascending.
+    pub threads: Vec<usize>,
+    /// Seconds per measured point.
+    pub duration_s: u64,
+    /// Accounts of the `uniform` workload.
+    pub accounts: usize,
+    /// Modes; `modes_explicit` = given with `--modes` (then run at every point).
+    pub modes: Vec<Mode>,
+    /// Whether `--modes` was given.
+    pub modes_explicit: bool,
+    /// pgbench's scale factor for tpcb-like.
+    pub pgbench_scale: u32,
+    /// The report folder.
+    pub out: PathBuf,
+    /// Whether this is the `--quick` smoke run.
+    pub quick: bool,
+    /// Seed of the account-pair generator.
+    pub seed: u64,
+}
+
+impl Settings {
+    /// Refuses settings that cannot run.
+    pub fn check(&self) -> Result<()> {
+        ensure!(!self.workloads.is_empty(), "--workloads: give at least one");
+        ensure!(!self.modes.is_empty(), "--modes: give at least one");
+        ensure!(
+            self.threads.iter().all(|&t| (1..=MAX_THREADS).contains(&t)),
+            "--threads: each count must be 1 to {MAX_THREADS} (the embedded server allows 250 connections)"
+        );
+        ensure!(!self.threads.is_empty(), "--threads: give at least one count");
+        ensure!(self.duration_s >= 1, "--duration: at least 1 second (pgbench counts whole seconds)");
+        ensure!(
+            (HOT_ACCOUNTS..=10_000_000).contains(&self.accounts),
+            "--accounts: {HOT_ACCOUNTS} to 10,000,000 (the hot workload needs {HOT_ACCOUNTS})"
+        );
+        ensure!((1..=10_000).contains(&self.pgbench_scale), "--pgbench-scale: 1 to 10,000");
+        Ok(())
+    }
+}
+
+/// Most client threads per point.
+pub const MAX_THREADS: usize = 100;
+
+/// One measured point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// The workload.
+    pub workload: Workload,
+    /// Who sends the transfers.
+    pub mode: Mode,
+    /// Client threads (pgbench clients).
+    pub threads: usize,
+}
+
+/// The points to measure, in order: per workload, per thread count, every mode that applies,
+/// so that the library and its references run back to back.
+pub fn points(s: &Settings) -> Vec<Point> {
+    let mut points = Vec::new();
+    for &workload in &s.workloads {
+        for &threads in &s.threads {
+            for mode in Mode::ALL.into_iter().filter(|m| s.modes.contains(m)) {
+                if applies(s, workload, mode, threads) {
+                    points.push(Point { workload, mode, threads });
+                }
+            }
+        }
+    }
+    points
+}
+
+/// Which modes run where. tpcb-like ignores the workload, so it runs once per thread count,
+/// listed under the first workload. Controls show races, so they skip 1 thread (unless that
+/// is all there is). multi-statement runs by default on `uniform` at 1 and 8 threads (or the
+/// smallest count when neither is asked for); with `--modes` everywhere.
+fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool {
+    match mode {
+        Mode::PgbenchTpcbLike => workload == s.workloads[0],
+        Mode::Naive | Mode::RequestOrder => threads > 1 || s.threads.iter().all(|&t| t == 1),
+        Mode::MultiStatement if !s.modes_explicit => {
+            let wanted: Vec<usize> = s.threads.iter().copied().filter(|t| [1, 8].contains(t)).collect();
+            let at = if wanted.is_empty() { vec![s.threads[0]] } else { wanted };
+            workload == Workload::Uniform && at.contains(&threads)
+        }
+        _ => true,
+    }
+}
