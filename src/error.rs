@@ -74,13 +74,26 @@ pub enum LedgerError {
         /// The scale asked for.
         requested: u32,
     },
-    /// The idempotency key was already used by a committed transfer with other content.
-    #[error("idempotency key {key:?} was already used for a different transfer ({existing})")]
+    /// The idempotency key was already used by a committed transfer (or hold) with other content.
+    #[error("idempotency key {key:?} was already used for a different request")]
     IdempotencyConflict {
         /// The key.
         key: String,
-        /// The transfer that holds it.
-        existing: crate::TransferId,
+    },
+    /// No hold has this id.
+    #[error("hold {hold} not found")]
+    HoldNotFound {
+        /// The id that matched no hold.
+        hold: crate::HoldId,
+    },
+    /// The hold already ended (captured, voided or expired), or lapsed and awaits its expiry
+    /// worker (`state` is then `Expired`). A hold ends exactly once.
+    #[error("hold {hold} is not pending: it is {state}")]
+    HoldNotPending {
+        /// The hold.
+        hold: crate::HoldId,
+        /// The state it is in.
+        state: crate::HoldState,
     },
     /// An account row was locked by another transaction and the [`LockWait`](crate::LockWait)
     /// policy did not allow waiting (any longer).

@@ -5,3 +5,4 @@
 //! Nothing here is meant for production code paths.
 
 pub mod controls;
+pub mod expiry_controls;
