@@ -16,10 +16,12 @@ CREATE TABLE wallet_ledger.accounts (
     balance     numeric     NOT NULL DEFAULT 0,
     -- the floor: 0 = no overdraft, negative = credit line, NULL = unbounded (system/issuer account)
     min_balance numeric     NULL CHECK (min_balance IS NULL OR min_balance <= 0),
+    -- reserved by open holds; available = balance - held, and available must respect the floor
+    held        numeric     NOT NULL DEFAULT 0 CHECK (held >= 0),
     version     bigint      NOT NULL DEFAULT 0 CHECK (version >= 0),
     name        text        NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT accounts_floor CHECK (min_balance IS NULL OR balance >= min_balance),
+    CONSTRAINT accounts_floor CHECK (min_balance IS NULL OR balance - held >= min_balance),
     -- keeps every balance readable as a rust_decimal::Decimal (96-bit mantissa, < 7.9e28):
     -- at most 28 digits counting the decimal places
     CONSTRAINT accounts_balance_magnitude CHECK (abs(balance) * power(10::numeric, scale(balance)) < 1e28)

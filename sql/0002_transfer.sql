@@ -1,21 +1,49 @@
--- Migration 2: the transfer path as one server-side function, so the whole
--- lock -> check -> update -> record sequence costs one client round trip and the rows
--- stay locked only for the server's own work, never for a network round trip.
---
--- Parameters: p_from, p_to (account ids), p_amount (> 0, checked by the caller and by CHECK),
+-- Migration 2: the lock plan and the transfer path as server-side functions, so the whole
+-- lock -> check -> update -> record sequence costs one client round trip and the rows stay
+-- locked only for the server's own work, never for a network round trip.
+
+-- lock_accounts: THE lock statement of the ledger. Every path that changes accounts locks
+-- them here, all at once, in ascending id order: PostgreSQL locks rows as the sorted rows come
+-- out of the sort, so every transaction locks in the same global order, and no two can wait on
+-- each other in a cycle (no deadlock). Duplicates in p_ids are harmless (IN dedupes).
+-- p_lock_mode: 0 = block, 1 = NOWAIT (55P03 at once), 2 = lock_timeout p_lock_timeout_ms for
+-- the lock statement only (restored afterwards, so a caller's own transaction keeps its setting).
+-- Returns the locked rows (missing ids simply have no row), with their currency's scale.
+CREATE FUNCTION wallet_ledger.lock_accounts(p_ids bigint[], p_lock_mode smallint, p_lock_timeout_ms integer)
+RETURNS TABLE (id bigint, currency text, balance numeric, held numeric, min_balance numeric,
+               version bigint, scale smallint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_saved text;
+BEGIN
+    IF p_lock_mode = 1 THEN
+        RETURN QUERY
+            SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
+              FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
+             WHERE a.id = ANY (p_ids) ORDER BY a.id FOR UPDATE OF a NOWAIT;
+        RETURN;
+    END IF;
+    IF p_lock_mode = 2 THEN
+        v_saved := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true);
+    END IF;
+    RETURN QUERY
+        SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
+          FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
+         WHERE a.id = ANY (p_ids) ORDER BY a.id FOR UPDATE OF a;
+    IF p_lock_mode = 2 THEN
+        PERFORM set_config('lock_timeout', v_saved, true);
+    END IF;
+END
+$fn$;
+
+-- transfer: p_from, p_to (account ids), p_amount (> 0, checked by the caller and by CHECK),
 -- p_key (idempotency key, never NULL from the library: calls without a caller key get an
--- internal one), p_memo, p_lock_mode (0 = block, 1 = nowait, 2 = lock_timeout p_lock_timeout_ms).
---
--- Lock order: both account rows are locked by ONE statement, ORDER BY id FOR UPDATE.
--- PostgreSQL locks rows as the sorted rows come out of the sort, so every transfer locks
--- in ascending id order; since every path of the library does the same, no two
--- transactions can wait on each other in a cycle (no deadlock).
---
+-- internal one), p_memo, p_lock_mode and p_lock_timeout_ms as for lock_accounts.
 -- Outcome codes (the Rust side maps each one to a typed error):
 --   ok, replayed, idempotency_conflict, account_not_found (account), currency_mismatch,
---   invalid_scale (scale), insufficient_funds (account, available).
--- A refusal writes nothing.
-
+--   invalid_scale (currency_scale), insufficient_funds (account, available).
+-- A refusal writes nothing. Available = balance - held (open holds) - floor.
 CREATE FUNCTION wallet_ledger.transfer(
     p_from bigint, p_to bigint, p_amount numeric, p_key text, p_memo text,
     p_lock_mode smallint, p_lock_timeout_ms integer,
@@ -50,24 +78,9 @@ BEGIN
         RETURN;
     END IF;
 
-    IF p_lock_mode = 2 THEN
-        PERFORM set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true);
-    END IF;
-
-    -- The one locking statement, twice only because NOWAIT cannot be a parameter.
-    IF p_lock_mode = 1 THEN
-        FOR r IN SELECT a.id, a.currency, a.balance, a.min_balance, a.version, c.scale
-                   FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a NOWAIT LOOP
-            IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
-        END LOOP;
-    ELSE
-        FOR r IN SELECT a.id, a.currency, a.balance, a.min_balance, a.version, c.scale
-                   FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a LOOP
-            IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
-        END LOOP;
-    END IF;
+    FOR r IN SELECT * FROM wallet_ledger.lock_accounts(ARRAY[p_from, p_to], p_lock_mode, p_lock_timeout_ms) LOOP
+        IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
+    END LOOP;
 
     -- Checks, on the locked values.
     IF NOT v_has_from THEN
@@ -86,9 +99,9 @@ BEGIN
         outcome := 'invalid_scale'; RETURN;
     END IF;
     p_amount := round(p_amount, v_from.scale); -- store amounts at the currency's scale
-    IF v_from.min_balance IS NOT NULL AND v_from.balance - p_amount < v_from.min_balance THEN
+    IF v_from.min_balance IS NOT NULL AND v_from.balance - v_from.held - p_amount < v_from.min_balance THEN
         outcome := 'insufficient_funds'; account := p_from;
-        available := v_from.balance - v_from.min_balance;
+        available := v_from.balance - v_from.held - v_from.min_balance;
         RETURN;
     END IF;
 

@@ -88,6 +88,8 @@ pub struct Account {
     pub balance: Decimal,
     /// The floor (`None` = unbounded).
     pub min_balance: Option<Decimal>,
+    /// The sum of the account's pending holds; `balance - held` is what is available.
+    pub held: Decimal,
     /// How many entries the account has: incremented by every transfer that touches it.
     pub version: i64,
     /// The name given at opening, if any.
@@ -103,6 +105,7 @@ impl Account {
             currency: row.get("currency"),
             balance: row.get("balance"),
             min_balance: row.get("min_balance"),
+            held: row.get("held"),
             version: row.get("version"),
             name: row.get("name"),
             created_at: row.get("created_at"),

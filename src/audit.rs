@@ -67,14 +67,23 @@ pub enum Violation {
         /// What they sum to (should be zero).
         sum: Decimal,
     },
-    /// A bounded account is below its floor.
+    /// A bounded account's available balance (balance minus held) is below its floor.
     FloorBroken {
         /// The account.
         account: AccountId,
         /// Its floor.
         floor: Decimal,
-        /// Its balance.
+        /// Its available balance.
         balance: Decimal,
+    },
+    /// An account's `held` differs from the sum of its pending holds.
+    HeldMismatch {
+        /// The account.
+        account: AccountId,
+        /// The sum of its pending holds.
+        expected: Decimal,
+        /// Its stored `held`.
+        actual: Decimal,
     },
 }
 
@@ -98,7 +107,10 @@ impl fmt::Display for Violation {
                 write!(f, "legs: transfer {transfer} has {legs} legs summing to {sum}")
             }
             Violation::FloorBroken { account, floor, balance } => {
-                write!(f, "floor: account {account} holds {balance}, below its floor {floor}")
+                write!(f, "floor: account {account} has {balance} available, below its floor {floor}")
+            }
+            Violation::HeldMismatch { account, expected, actual } => {
+                write!(f, "held: account {account} holds {actual} for holds, its pending holds sum to {expected}")
             }
         }
     }
@@ -182,6 +194,9 @@ const CHECKS: &[Check] = &[
     ("legs", |row, out| {
         out.push(Violation::TransferLegs { transfer: TransferId(row.get(0)), legs: row.get(1), sum: row.get(2) })
     }),
+    ("held", |row, out| {
+        out.push(Violation::HeldMismatch { account: AccountId(row.get(0)), actual: row.get(1), expected: row.get(2) })
+    }),
     ("floors", |row, out| {
         out.push(Violation::FloorBroken { account: AccountId(row.get(0)), balance: row.get(1), floor: row.get(2) })
     }),
@@ -211,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_check_has_its_own_statement() {
-        for name in ["conservation", "balances", "chain", "legs", "floors", "counts"] {
+        for name in ["conservation", "balances", "chain", "legs", "floors", "held", "counts"] {
             let sql = statement(name);
             assert!(sql.starts_with(&format!("-- @{name}")));
             assert_eq!(sql.matches("-- @").count(), 1, "{name} runs into the next section");

@@ -54,12 +54,7 @@ impl Ledger {
     /// [`LedgerError::AccountNotFound`]; [`LedgerError::InvalidInput`] when `limit` is 0 or above
     /// 10,000, or `after` is not an entry of this account.
     pub fn history(&self, id: AccountId, after: Option<EntryId>, limit: u32) -> Result<Vec<Entry>, LedgerError> {
-        if limit == 0 || limit > HISTORY_PAGE_MAX {
-            return Err(LedgerError::InvalidInput {
-                field: "limit",
-                reason: format!("{limit} is not between 1 and {HISTORY_PAGE_MAX}"),
-            });
-        }
+        check_page(limit)?;
         let rows = self.idempotent(|conn| {
             let after_version = match after {
                 None => 0_i64,
@@ -85,6 +80,17 @@ impl Ledger {
         }
         Ok(rows.iter().map(entry_from_row).collect())
     }
+}
+
+/// Page sizes of every listing: 1 to `HISTORY_PAGE_MAX`.
+pub(crate) fn check_page(limit: u32) -> Result<(), LedgerError> {
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        return Err(LedgerError::InvalidInput {
+            field: "limit",
+            reason: format!("{limit} is not between 1 and {HISTORY_PAGE_MAX}"),
+        });
+    }
+    Ok(())
 }
 
 fn entry_from_row(row: &postgres::Row) -> Entry {

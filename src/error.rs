@@ -74,13 +74,28 @@ pub enum LedgerError {
         /// The scale asked for.
         requested: u32,
     },
-    /// The idempotency key was already used by a committed transfer with other content.
-    #[error("idempotency key {key:?} was already used for a different transfer ({existing})")]
+    /// The idempotency key was already used by a committed transfer (or hold) with other content.
+    #[error("idempotency key {key:?} was already used for a different request ({existing})")]
     IdempotencyConflict {
         /// The key.
         key: String,
-        /// The transfer that holds it.
-        existing: crate::TransferId,
+        /// The transfer or hold that holds it.
+        existing: KeyHolder,
+    },
+    /// No hold has this id.
+    #[error("hold {hold} not found")]
+    HoldNotFound {
+        /// The id that matched no hold.
+        hold: crate::HoldId,
+    },
+    /// The hold already ended (captured, voided or expired), or lapsed and awaits its expiry
+    /// worker (`state` is then `Expired`). A hold ends exactly once.
+    #[error("hold {hold} is not pending: it is {state}")]
+    HoldNotPending {
+        /// The hold.
+        hold: crate::HoldId,
+        /// The state it is in.
+        state: crate::HoldState,
     },
     /// An account row was locked by another transaction and the [`LockWait`](crate::LockWait)
     /// policy did not allow waiting (any longer).
@@ -135,6 +150,24 @@ pub enum LedgerError {
     /// No pooled connection could be had in time.
     #[error("connection pool error")]
     Pool(#[source] r2d2::Error),
+}
+
+/// What an idempotency key already belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyHolder {
+    /// A committed transfer.
+    Transfer(crate::TransferId),
+    /// A hold.
+    Hold(crate::HoldId),
+}
+
+impl std::fmt::Display for KeyHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyHolder::Transfer(id) => write!(f, "transfer {id}"),
+            KeyHolder::Hold(id) => write!(f, "hold {id}"),
+        }
+    }
 }
 
 impl LedgerError {

@@ -44,9 +44,11 @@
 
 mod account;
 mod audit;
+mod call;
 pub mod embedded;
 mod entry;
 mod error;
+mod hold;
 mod ledger;
 pub mod limits;
 mod lock_plan;
@@ -61,7 +63,8 @@ mod transfer;
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{Audit, Violation};
 pub use entry::{Entry, EntryId};
-pub use error::LedgerError;
+pub use error::{KeyHolder, LedgerError};
+pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
 pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
 pub use pool::{LedgerConnection, LedgerConnectionManager};

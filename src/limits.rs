@@ -23,6 +23,10 @@ pub const RETRIES_DEFAULT: u32 = 8;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(1);
 /// Longest backoff between two retries.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How long a hold stays pending unless told otherwise (a card authorization's usual week).
+pub const HOLD_EXPIRY_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest a hold may stay pending.
+pub const HOLD_EXPIRY_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Default pool size (connections).
 pub const POOL_SIZE_DEFAULT: u32 = 16;
 /// Default wait for a pooled connection.
@@ -30,3 +34,4 @@ pub const POOL_CHECKOUT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 const _: () = assert!(BACKOFF_MIN.as_nanos() < BACKOFF_MAX.as_nanos());
 const _: () = assert!(CURRENCY_SCALE_MAX <= 28);
+const _: () = assert!(HOLD_EXPIRY_DEFAULT.as_secs() <= HOLD_EXPIRY_MAX.as_secs());

@@ -9,6 +9,7 @@ use crate::error::LedgerError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "core", include_str!("../sql/0001_core.sql")),
     (2, "transfer function", include_str!("../sql/0002_transfer.sql")),
+    (3, "holds", include_str!("../sql/0003_holds.sql")),
 ];
 
 /// The schema version this build writes and expects.

@@ -3,15 +3,15 @@
 
 use std::fmt;
 
-use postgres::error::SqlState;
+use postgres::types::ToSql;
 use rust_decimal::Decimal;
 
 use crate::account::AccountId;
-use crate::error::{from_db, is_transient, LedgerError};
+use crate::call::CallError;
+use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
 use crate::money::{check_text, check_transfer_amount};
-use crate::retry::Backoff;
 
 /// The id of a committed transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,19 +115,8 @@ pub struct Receipt {
 /// connection finds the first attempt instead of applying the transfer twice.
 pub(crate) const INTERNAL_KEY_PREFIX: &str = "~";
 
-fn internal_key() -> String {
+pub(crate) fn internal_key() -> String {
     format!("{INTERNAL_KEY_PREFIX}{}", uuid::Uuid::new_v4())
-}
-
-/// What one attempt came back with.
-enum Attempt {
-    Done(Result<Receipt, LedgerError>),
-    /// Transient: try again. `sent` = the request may have reached the server.
-    Retry {
-        error: postgres::Error,
-        sent: bool,
-    },
-    Failed(LedgerError),
 }
 
 impl Ledger {
@@ -149,64 +138,17 @@ impl Ledger {
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
-        let mut backoff = Backoff::new(self.inner.max_retries);
-        let mut maybe_applied = false;
-        loop {
-            match self.attempt(t, &key) {
-                Attempt::Done(result) => {
-                    return result.map(|mut receipt| {
-                        // A replay of our own earlier, unanswered attempt is not a replay to the caller.
-                        receipt.replayed &= !maybe_applied && t.idempotency_key.is_some();
-                        receipt
-                    });
-                }
-                Attempt::Failed(error) => return Err(error),
-                Attempt::Retry { error, sent } => {
-                    maybe_applied |= sent && error.is_closed();
-                    if !backoff.wait() {
-                        return Err(if maybe_applied {
-                            LedgerError::OutcomeUnknown { idempotency_key: key, source: error }
-                        } else {
-                            LedgerError::Database(error)
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    fn attempt(&self, t: &Transfer, key: &str) -> Attempt {
-        let mut conn = match self.connection() {
-            Ok(conn) => conn,
-            Err(e) => return Attempt::Failed(e),
-        };
-        let statement = match conn.statement(include_str!("../sql/queries/transfer.sql")) {
-            Ok(s) => s,
-            Err(e) if is_transient(&e) => return Attempt::Retry { error: e, sent: false },
-            Err(e) => return Attempt::Failed(from_db(e)),
-        };
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
-        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
-            [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
-        match conn.client().query_one(&statement, &params) {
-            Ok(row) => Attempt::Done(outcome(t, key, &row)),
-            Err(e) => self.classify(e),
+        let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
+        match self.call(include_str!("../sql/queries/transfer.sql"), &params, Some("transfers_idempotency_key")) {
+            Ok(answer) => outcome(t, &key, &answer.row).map(|mut receipt| {
+                // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+                receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
+                receipt
+            }),
+            Err(CallError::Failed(e)) => Err(e),
+            Err(CallError::Unknown(source)) => Err(LedgerError::OutcomeUnknown { idempotency_key: key, source }),
         }
-    }
-
-    fn classify(&self, e: postgres::Error) -> Attempt {
-        let code = e.code().cloned();
-        if code == Some(SqlState::LOCK_NOT_AVAILABLE) {
-            let policy = self.inner.lock_wait.to_string();
-            return Attempt::Failed(LedgerError::LockUnavailable { policy, source: e });
-        }
-        let key_race = code == Some(SqlState::UNIQUE_VIOLATION)
-            && e.as_db_error().and_then(|d| d.constraint()) == Some("transfers_idempotency_key");
-        if key_race || is_transient(&e) {
-            // A concurrent call with the same key committed first: the retry replays it.
-            return Attempt::Retry { error: e, sent: true };
-        }
-        Attempt::Failed(from_db(e))
     }
 }
 
@@ -228,7 +170,7 @@ fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Receipt, Ledg
         "replayed" => Ok(receipt(true)),
         "idempotency_conflict" => Err(LedgerError::IdempotencyConflict {
             key: key.to_string(),
-            existing: transfer_id.expect("a conflicting transfer has an id"),
+            existing: KeyHolder::Transfer(transfer_id.expect("a conflicting transfer has an id")),
         }),
         "account_not_found" => Err(LedgerError::AccountNotFound { account: AccountId(row.get("account")) }),
         "currency_mismatch" => Err(LedgerError::CurrencyMismatch {

@@ -105,7 +105,7 @@ fn idempotent_replay_and_conflict() -> Result<()> {
     assert_eq!(before, snapshot(&l)?, "a replay moved money");
 
     let other_amount = Transfer::new(w[0], w[1], dec!(5.00)).idempotency_key("order-7").memo("order 7");
-    refused!(l, l.transfer(&other_amount), LedgerError::IdempotencyConflict { existing, .. } if existing == first.transfer_id);
+    refused!(l, l.transfer(&other_amount), LedgerError::IdempotencyConflict { ref key, existing } if key == "order-7" && existing == wallet_ledger::KeyHolder::Transfer(first.transfer_id));
     let other_to = Transfer::new(w[0], w[2], dec!(4.00)).idempotency_key("order-7").memo("order 7");
     refused!(l, l.transfer(&other_to), LedgerError::IdempotencyConflict { .. });
     let other_memo = Transfer::new(w[0], w[1], dec!(4.00)).idempotency_key("order-7");

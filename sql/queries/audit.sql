@@ -39,10 +39,19 @@ HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0 OR fa.currency <> ta.
     OR count(*) FILTER (WHERE e.account_id = t.to_account AND e.amount = t.amount) <> 1
  ORDER BY t.id LIMIT $1;
 
--- @floors: no bounded balance below its floor.
-SELECT id, balance, min_balance FROM wallet_ledger.accounts
- WHERE min_balance IS NOT NULL AND balance < min_balance
+-- @floors: no bounded account's available balance (balance - held) below its floor.
+SELECT id, balance - held AS available, min_balance FROM wallet_ledger.accounts
+ WHERE min_balance IS NOT NULL AND balance - held < min_balance
  ORDER BY id LIMIT $1;
+
+-- @held: each account's held amount equals the sum of its pending holds; no hold captured more
+-- than it held (also a CHECK) or without its transfer.
+SELECT a.id, a.held, coalesce(h.total, 0) AS pending_total
+  FROM wallet_ledger.accounts a
+  LEFT JOIN (SELECT from_account, sum(amount) AS total FROM wallet_ledger.holds
+              WHERE state = 'pending' GROUP BY from_account) h ON h.from_account = a.id
+ WHERE a.held <> coalesce(h.total, 0)
+ ORDER BY a.id LIMIT $1;
 
 -- @counts
 SELECT (SELECT count(*) FROM wallet_ledger.accounts) AS accounts,

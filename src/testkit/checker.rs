@@ -650,7 +650,7 @@ fn idempotency(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
             if let Err(LedgerError::IdempotencyConflict { existing, .. }) = &o.result {
                 let same =
                     (o.transfer.from, o.transfer.to, o.transfer.amount) == (holder.from, holder.to, holder.amount);
-                if existing.0 != holder.id || same {
+                if *existing != crate::KeyHolder::Transfer(crate::TransferId(holder.id)) || same {
                     let label = judge.label(o);
                     judge.find(
                         Property::Idempotency,

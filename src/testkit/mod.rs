@@ -42,6 +42,7 @@
 
 mod checker;
 pub mod controls;
+pub mod expiry_controls;
 mod model;
 mod runner;
 mod strategy;

@@ -5,6 +5,7 @@
 //! 2 bad arguments; 3 `verify` found violations.
 
 mod bench;
+mod holds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,25 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Reserve an amount for a later capture (card authorization)
+    Hold(holds::HoldArgs),
+    /// Capture a pending hold, in full or in part
+    Capture {
+        /// Hold id
+        hold: i64,
+        /// Amount to capture (default: all of it); the rest is released
+        amount: Option<String>,
+    },
+    /// Release a pending hold without moving money
+    Void {
+        /// Hold id
+        hold: i64,
+    },
+    /// Holds of an account
+    #[command(subcommand)]
+    Holds(holds::HoldsCommand),
+    /// Release lapsed holds, once or as a long-running set of workers
+    Expire(holds::ExpireArgs),
     /// Audit the whole ledger; exit code 3 when any invariant is broken
     Verify,
     /// The local server under --data-dir
@@ -196,6 +216,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
+        Command::Hold(args) => holds::hold(&open(&cli.target)?, args)?,
+        Command::Capture { hold, amount: value } => {
+            let value = value.as_deref().map(amount).transpose()?;
+            let r = open(&cli.target)?.capture(wallet_ledger::HoldId(hold), value)?;
+            println!("hold {hold} captured: transfer {} of {} from {} to {}", r.transfer_id, r.amount, r.from, r.to);
+            println!("  balance {}: {}", r.from, r.from_balance);
+            println!("  balance {}: {}", r.to, r.to_balance);
+        }
+        Command::Void { hold } => {
+            open(&cli.target)?.void(wallet_ledger::HoldId(hold))?;
+            println!("hold {hold} voided");
+        }
+        Command::Holds(command) => holds::list(&open(&cli.target)?, command)?,
+        Command::Expire(args) => holds::expire(&open(&cli.target)?, args)?,
         Command::Verify => return verify(&open(&cli.target)?),
         Command::Server(command) => server(&cli.target, command)?,
         Command::Bench(args) => return bench::run(args, &cli.target),
@@ -248,7 +282,7 @@ fn open(target: &Target) -> Result<Ledger> {
     Ok(Ledger::connect(&url)?)
 }
 
-fn amount(text: &str) -> Result<Decimal> {
+pub(crate) fn amount(text: &str) -> Result<Decimal> {
     Decimal::from_str(text).with_context(|| format!("{text:?} is not a decimal amount"))
 }
 

@@ -1,0 +1,82 @@
+//! One server-side ledger function call with the library's retry policy: transient errors and
+//! idempotency-key races are retried with backoff, lock refusals are returned at once, and the
+//! caller learns whether an earlier attempt may have been applied.
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::Row;
+
+use crate::error::{from_db, is_transient, LedgerError};
+use crate::ledger::Ledger;
+use crate::retry::Backoff;
+
+/// Why a call gave up.
+pub(crate) enum CallError {
+    /// Definitive: nothing was applied by this call.
+    Failed(LedgerError),
+    /// Retries ran out after a connection was lost with a request in flight: an attempt may
+    /// have committed.
+    Unknown(postgres::Error),
+}
+
+/// A call's answer: the function's row, and whether an earlier attempt of this call may have
+/// committed before its answer was lost (so a "replayed" or "already done" answer may be our own).
+pub(crate) struct Answer {
+    pub(crate) row: Row,
+    pub(crate) maybe_applied: bool,
+}
+
+impl Ledger {
+    /// Runs `sql` (one `SELECT ... FROM wallet_ledger.fn(...)`, prepared per connection) with
+    /// retries. `key_constraint` names the unique constraint whose violation means a concurrent
+    /// call with the same idempotency key won the race: retrying then replays the winner.
+    pub(crate) fn call(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        key_constraint: Option<&str>,
+    ) -> Result<Answer, CallError> {
+        let mut backoff = Backoff::new(self.inner.max_retries);
+        let mut maybe_applied = false;
+        loop {
+            let (error, sent) = match self.attempt(sql, params) {
+                Ok(row) => return Ok(Answer { row, maybe_applied }),
+                Err(Attempt::Failed(e)) => return Err(CallError::Failed(e)),
+                Err(Attempt::Retry { error, sent }) => (error, sent),
+            };
+            if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                let policy = self.inner.lock_wait.to_string();
+                return Err(CallError::Failed(LedgerError::LockUnavailable { policy, source: error }));
+            }
+            let key_race = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                && key_constraint.is_some()
+                && error.as_db_error().and_then(|d| d.constraint()) == key_constraint;
+            if !key_race && !is_transient(&error) {
+                return Err(CallError::Failed(from_db(error)));
+            }
+            maybe_applied |= sent && error.is_closed();
+            if !backoff.wait() {
+                return Err(if maybe_applied {
+                    CallError::Unknown(error)
+                } else {
+                    CallError::Failed(LedgerError::Database(error))
+                });
+            }
+        }
+    }
+
+    fn attempt(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Attempt> {
+        let mut conn = self.connection().map_err(Attempt::Failed)?;
+        let statement = conn.statement(sql).map_err(|error| Attempt::Retry { error, sent: false })?;
+        conn.client().query_one(&statement, params).map_err(|error| Attempt::Retry { error, sent: true })
+    }
+}
+
+enum Attempt {
+    Failed(LedgerError),
+    /// Any database error; `call` decides whether it is worth another attempt.
+    Retry {
+        error: postgres::Error,
+        sent: bool,
+    },
+}
