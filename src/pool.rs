@@ -17,8 +17,12 @@ pub struct LedgerConnection {
 }
 
 impl LedgerConnection {
-    /// The statement for `sql`, prepared on this connection the first time it is asked for.
-    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    /// The statement for `sql`, prepared on this connection the first time it is asked for and
+    /// kept for the connection's life, so each later use costs one round trip.
+    ///
+    /// # Errors
+    /// When the server cannot prepare it (bad SQL, lost connection).
+    pub fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }

@@ -21,10 +21,12 @@
 //! Idempotency keys are ignored by the controls.
 
 use postgres::error::SqlState;
-use postgres::{Client, GenericClient};
+use std::collections::HashMap;
+
+use postgres::{Client, GenericClient, Statement};
 use rust_decimal::Decimal;
 
-use crate::{AccountId, Ledger, LedgerError, Receipt, Transfer, TransferId};
+use crate::{AccountId, Ledger, LedgerConnection, LedgerError, Receipt, Transfer, TransferId};
 
 /// Which transfer implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,12 +69,13 @@ impl Control {
         }
         t.validate()?;
         let mut conn = ledger.connection()?;
+        let p = Prepared::new(&mut conn)?;
         let client = conn.client();
         match self {
-            Control::Naive => read_decide_write(client, t, Locking::None),
-            Control::Unlocked => in_transaction(client, |tx| read_decide_write(tx, t, Locking::None)),
-            Control::RequestOrder => in_transaction(client, |tx| read_decide_write(tx, t, Locking::RequestOrder)),
-            Control::MultiStatement => in_transaction(client, |tx| read_decide_write(tx, t, Locking::Ordered)),
+            Control::Naive => read_decide_write(client, &p, t, Locking::None),
+            Control::Unlocked => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::None)),
+            Control::RequestOrder => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::RequestOrder)),
+            Control::MultiStatement => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::Ordered)),
             Control::Ledger => unreachable!("handled above"),
         }
     }
@@ -81,6 +84,36 @@ impl Control {
 /// Whether an error is a deadlock reported by the server.
 pub fn is_deadlock(e: &LedgerError) -> bool {
     e.sql_state() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+const READ: &str = "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1";
+const READ_LOCKED: &str = "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1 FOR UPDATE";
+const LOCK_ORDERED: &str =
+    "SELECT id, balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const WRITE_RELATIVE: &str = "UPDATE wallet_ledger.accounts SET balance = balance + $2, version = version + 1 WHERE id = $1 RETURNING balance, version";
+const WRITE_ABSOLUTE: &str =
+    "UPDATE wallet_ledger.accounts SET balance = $2, version = version + 1 WHERE id = $1 RETURNING balance, version";
+const INSERT_TRANSFER: &str =
+    "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount, memo) VALUES ($1, $2, $3, $4) RETURNING id";
+const INSERT_ENTRY: &str = "INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) VALUES ($1, $2, $3, $4, $5)";
+
+/// The controls' statements, prepared once per pooled connection like the ledger's own, so that
+/// each statement costs one round trip and the multi-statement comparison is fair.
+struct Prepared(HashMap<&'static str, Statement>);
+
+impl Prepared {
+    fn new(conn: &mut LedgerConnection) -> Result<Self, LedgerError> {
+        let sqls = [READ, READ_LOCKED, LOCK_ORDERED, WRITE_RELATIVE, WRITE_ABSOLUTE, INSERT_TRANSFER, INSERT_ENTRY];
+        let mut map = HashMap::with_capacity(sqls.len());
+        for sql in sqls {
+            map.insert(sql, conn.statement(sql)?);
+        }
+        Ok(Prepared(map))
+    }
+
+    fn get(&self, sql: &'static str) -> &Statement {
+        self.0.get(sql).expect("every control statement is prepared in Prepared::new")
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -107,24 +140,24 @@ struct Side {
     currency: String,
 }
 
-fn read_side(client: &mut impl GenericClient, id: AccountId, locking: Locking) -> Result<Side, LedgerError> {
+fn read_side(
+    client: &mut impl GenericClient,
+    p: &Prepared,
+    id: AccountId,
+    locking: Locking,
+) -> Result<Side, LedgerError> {
     let sql = match locking {
-        Locking::None => "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1",
-        Locking::RequestOrder | Locking::Ordered => {
-            "SELECT balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = $1 FOR UPDATE"
-        }
+        Locking::None => READ,
+        Locking::RequestOrder | Locking::Ordered => READ_LOCKED,
     };
-    let row = client.query_opt(sql, &[&id.0])?.ok_or(LedgerError::AccountNotFound { account: id })?;
+    let row = client.query_opt(p.get(sql), &[&id.0])?.ok_or(LedgerError::AccountNotFound { account: id })?;
     Ok(Side { balance: row.get(0), min_balance: row.get(1), currency: row.get(2) })
 }
 
 /// Both sides locked by one statement in ascending id order, as the ledger's function does.
-fn lock_ordered(client: &mut impl GenericClient, t: &Transfer) -> Result<(Side, Side), LedgerError> {
+fn lock_ordered(client: &mut impl GenericClient, p: &Prepared, t: &Transfer) -> Result<(Side, Side), LedgerError> {
     let plan = crate::LockPlan::new([t.from, t.to]);
-    let rows = client.query(
-        "SELECT id, balance, min_balance, currency FROM wallet_ledger.accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        &[&plan.as_i64()],
-    )?;
+    let rows = client.query(p.get(LOCK_ORDERED), &[&plan.as_i64()])?;
     let side = |id: AccountId| {
         rows.iter()
             .find(|r| r.get::<_, i64>(0) == id.0)
@@ -135,10 +168,15 @@ fn lock_ordered(client: &mut impl GenericClient, t: &Transfer) -> Result<(Side, 
 }
 
 /// Reads (and locks, unless `Locking::None`) both sides, decides in Rust, writes back.
-fn read_decide_write(client: &mut impl GenericClient, t: &Transfer, locking: Locking) -> Result<Receipt, LedgerError> {
+fn read_decide_write(
+    client: &mut impl GenericClient,
+    p: &Prepared,
+    t: &Transfer,
+    locking: Locking,
+) -> Result<Receipt, LedgerError> {
     let (from, to) = match locking {
-        Locking::Ordered => lock_ordered(client, t)?,
-        _ => (read_side(client, t.from, locking)?, read_side(client, t.to, locking)?),
+        Locking::Ordered => lock_ordered(client, p, t)?,
+        _ => (read_side(client, p, t.from, locking)?, read_side(client, p, t.to, locking)?),
     };
     if from.currency != to.currency {
         return Err(LedgerError::CurrencyMismatch {
@@ -156,26 +194,13 @@ fn read_decide_write(client: &mut impl GenericClient, t: &Transfer, locking: Loc
     // Request order has the rows locked: it updates relative to the locked values. The unlocked
     // controls write back the absolute values they computed from what they read: the lost update.
     let (write, from_value, to_value) = match locking {
-        Locking::RequestOrder | Locking::Ordered => (
-            "UPDATE wallet_ledger.accounts SET balance = balance + $2, version = version + 1 WHERE id = $1 RETURNING balance, version",
-            -t.amount,
-            t.amount,
-        ),
-        Locking::None => (
-            "UPDATE wallet_ledger.accounts SET balance = $2, version = version + 1 WHERE id = $1 RETURNING balance, version",
-            from_balance,
-            to_balance,
-        ),
+        Locking::RequestOrder | Locking::Ordered => (p.get(WRITE_RELATIVE), -t.amount, t.amount),
+        Locking::None => (p.get(WRITE_ABSOLUTE), from_balance, to_balance),
     };
     let from_row = client.query_one(write, &[&t.from.0, &from_value])?;
     let to_row = client.query_one(write, &[&t.to.0, &to_value])?;
-    let transfer_id: i64 = client
-        .query_one(
-            "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount, memo) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&t.from.0, &t.to.0, &t.amount, &t.memo],
-        )?
-        .get(0);
-    let entry = "INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) VALUES ($1, $2, $3, $4, $5)";
+    let transfer_id: i64 = client.query_one(p.get(INSERT_TRANSFER), &[&t.from.0, &t.to.0, &t.amount, &t.memo])?.get(0);
+    let entry = p.get(INSERT_ENTRY);
     let (fb, fver): (Decimal, i64) = (from_row.get(0), from_row.get(1));
     let (tb, tver): (Decimal, i64) = (to_row.get(0), to_row.get(1));
     client.execute(entry, &[&transfer_id, &t.from.0, &-t.amount, &fb, &fver])?;
