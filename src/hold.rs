@@ -190,6 +190,34 @@ impl Ledger {
     /// Reserves `h.amount` on `h.from`: the account's available balance (balance minus open
     /// holds) must stay at or above its floor. Both accounts are locked in ascending id order.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{Hold, HoldState, Ledger, LedgerError, NewAccount, Transfer};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("hold_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("EUR", 2)?;
+    /// let issuer = ledger.open_account(&NewAccount::new("EUR").unbounded())?.id;
+    /// let card = ledger.open_account(&NewAccount::new("EUR"))?.id;
+    /// let hotel = ledger.open_account(&NewAccount::new("EUR"))?.id;
+    /// ledger.transfer(&Transfer::new(issuer, card, dec!(300.00)))?;
+    ///
+    /// // Authorize 250.00 for a week: still on the card, no longer available.
+    /// let auth = ledger.hold(&Hold::new(card, hotel, dec!(250.00)).expires_in(Duration::from_secs(7 * 86400)))?;
+    /// assert_eq!(ledger.available(card)?, dec!(50.00));
+    ///
+    /// // Capture the final bill; the rest of the authorization is released.
+    /// let paid = ledger.capture(auth.hold_id, Some(dec!(212.40)))?;
+    /// assert_eq!((paid.from_balance, ledger.available(card)?), (dec!(87.60), dec!(87.60)));
+    ///
+    /// // A hold ends exactly once.
+    /// let again = ledger.void(auth.hold_id).unwrap_err();
+    /// assert!(matches!(again, LedgerError::HoldNotPending { state: HoldState::Captured, .. }));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`Ledger::transfer`]: `InvalidAmount`, `SameAccount`, `AccountNotFound`,
     /// `CurrencyMismatch`, `InsufficientFunds` (on the available balance), `IdempotencyConflict`,
