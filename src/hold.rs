@@ -15,9 +15,9 @@ use crate::account::AccountId;
 use crate::call::CallError;
 use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
-use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX, IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
-use crate::money::{check_text, check_transfer_amount};
-use crate::transfer::{internal_key, Receipt, TransferId, INTERNAL_KEY_PREFIX};
+use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX};
+use crate::money::check_transfer_amount;
+use crate::transfer::{check_key_and_memo, internal_key, Receipt, TransferId};
 
 /// The id of a hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,19 +138,7 @@ impl Hold {
                 reason: format!("{:?} is longer than the maximum of {:?}", self.expires_in, HOLD_EXPIRY_MAX),
             });
         }
-        if let Some(key) = &self.idempotency_key {
-            check_text("idempotency key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
-            if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) {
-                return Err(LedgerError::InvalidInput {
-                    field: "idempotency key",
-                    reason: format!("must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved)"),
-                });
-            }
-        }
-        if let Some(memo) = &self.memo {
-            check_text("memo", memo, MEMO_BYTES_MAX)?;
-        }
-        Ok(())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
     }
 }
 

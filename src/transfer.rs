@@ -74,20 +74,25 @@ impl Transfer {
         if self.from == self.to {
             return Err(LedgerError::SameAccount { account: self.from });
         }
-        if let Some(key) = &self.idempotency_key {
-            check_text("idempotency key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
-            if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) {
-                return Err(LedgerError::InvalidInput {
-                    field: "idempotency key",
-                    reason: format!("must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved)"),
-                });
-            }
-        }
-        if let Some(memo) = &self.memo {
-            check_text("memo", memo, MEMO_BYTES_MAX)?;
-        }
-        Ok(())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
     }
+}
+
+/// The checks every request with a caller key and a memo shares (transfers, holds).
+pub(crate) fn check_key_and_memo(key: Option<&str>, memo: Option<&str>) -> Result<(), LedgerError> {
+    if let Some(key) = key {
+        check_text("idempotency key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) {
+            return Err(LedgerError::InvalidInput {
+                field: "idempotency key",
+                reason: format!("must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved)"),
+            });
+        }
+    }
+    if let Some(memo) = memo {
+        check_text("memo", memo, MEMO_BYTES_MAX)?;
+    }
+    Ok(())
 }
 
 /// Proof that a transfer committed: its id and both balances right after it.

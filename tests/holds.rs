@@ -1,6 +1,7 @@
 //! Holds: authorize, capture (full and partial), void, expire; every refusal changes nothing;
 //! expiry workers race captures and each other without double-ending a hold or deadlocking.
 
+#[macro_use]
 mod common;
 
 use std::sync::{Arc, Barrier};
@@ -8,18 +9,9 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{funded, snapshot};
+use common::funded;
 use rust_decimal_macros::dec;
 use wallet_ledger::{AccountId, Hold, HoldId, HoldState, LedgerError, Transfer};
-
-macro_rules! refused {
-    ($ledger:expr, $call:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let before = snapshot(&$ledger)?;
-        let result = $call;
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "unexpected result: {result:?}");
-        assert_eq!(before, snapshot(&$ledger)?, "a refused call changed the ledger");
-    }};
-}
 
 #[test]
 fn card_authorization_then_partial_capture() -> Result<()> {

@@ -1,22 +1,12 @@
 //! Every refusal of the public API: the right typed error, and nothing changed afterwards.
 
+#[macro_use]
 mod common;
 
 use anyhow::Result;
 use common::{funded, ledger, snapshot};
 use rust_decimal_macros::dec;
 use wallet_ledger::{AccountId, LedgerError, NewAccount, Transfer};
-
-/// Runs `call`, checks its error with `expected`, and checks that the ledger did not change.
-macro_rules! refused {
-    ($ledger:expr, $call:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let before = snapshot(&$ledger)?;
-        let result = $call;
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "unexpected result: {result:?}");
-        assert_eq!(before, snapshot(&$ledger)?, "a refused call changed the ledger");
-        result.unwrap_err()
-    }};
-}
 
 #[test]
 fn non_positive_amounts() -> Result<()> {

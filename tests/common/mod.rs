@@ -30,6 +30,19 @@ pub fn funded(test: &str, n: usize, each: Decimal) -> Result<(Ledger, String, Ac
     Ok((ledger, url, issuer, wallets))
 }
 
+/// Runs `$call`, checks its error against a pattern, and checks that the ledger did not change.
+/// Evaluates to the error.
+#[macro_export]
+macro_rules! refused {
+    ($ledger:expr, $call:expr, $pattern:pat $(if $guard:expr)?) => {{
+        let before = $crate::common::snapshot(&$ledger)?;
+        let result = $call;
+        assert!(matches!(result, Err($pattern) $(if $guard)?), "unexpected result: {result:?}");
+        assert_eq!(before, $crate::common::snapshot(&$ledger)?, "a refused call changed the ledger");
+        result.unwrap_err()
+    }};
+}
+
 /// Everything a refusal must leave unchanged: every account's balance and version, and the
 /// number of transfers and entries.
 #[derive(Debug, PartialEq, Eq)]
