@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use postgres::types::ToSql;
+use postgres::Row;
 use rust_decimal::Decimal;
 
 use crate::account::AccountId;
@@ -127,7 +128,7 @@ impl Hold {
         self
     }
 
-    fn validate(&self) -> Result<(), LedgerError> {
+    pub(crate) fn validate(&self) -> Result<(), LedgerError> {
         check_transfer_amount(self.amount)?;
         if self.from == self.to {
             return Err(LedgerError::SameAccount { account: self.from });
@@ -224,31 +225,7 @@ impl Ledger {
                 return Err(LedgerError::OutcomeUnknown { idempotency_key: key, source })
             }
         };
-        let row = &answer.row;
-        let outcome: &str = row.get("outcome");
-        let receipt =
-            |replayed| HoldReceipt { hold_id: HoldId(row.get("hold_id")), expires_at: row.get("expires_at"), replayed };
-        match outcome {
-            "ok" => Ok(receipt(false)),
-            "replayed" => Ok(receipt(!answer.maybe_applied && h.idempotency_key.is_some())),
-            "idempotency_conflict" => {
-                Err(LedgerError::IdempotencyConflict { key, existing: KeyHolder::Hold(HoldId(row.get("hold_id"))) })
-            }
-            "account_not_found" => Err(LedgerError::AccountNotFound { account: AccountId(row.get("account")) }),
-            "currency_mismatch" => Err(LedgerError::CurrencyMismatch {
-                from: h.from,
-                from_currency: row.get("from_currency"),
-                to: h.to,
-                to_currency: row.get("to_currency"),
-            }),
-            "invalid_scale" => Err(scale_error(h.amount, row.get("currency_scale"))),
-            "insufficient_funds" => Err(LedgerError::InsufficientFunds {
-                account: h.from,
-                available: row.get("available"),
-                requested: h.amount,
-            }),
-            other => unreachable!("hold() returned an outcome the library does not know: {other}"),
-        }
+        hold_outcome(h, key, &answer.row, answer.maybe_applied)
     }
 
     /// Ends a pending hold by moving `amount` (all of it when `None`) from its source to its
@@ -266,30 +243,7 @@ impl Ledger {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 4] = [&hold_id.0, &amount, &mode, &timeout_ms];
         let answer = self.call(include_str!("../sql/queries/capture.sql"), &params, None).map_err(ambiguous_hold)?;
-        let row = &answer.row;
-        let state: Option<String> = row.get("state");
-        let receipt = || Receipt {
-            transfer_id: TransferId(row.get("transfer_id")),
-            from: AccountId(row.get("from_account")),
-            to: AccountId(row.get("to_account")),
-            amount: row.get("amount"),
-            from_balance: row.get("from_balance"),
-            to_balance: row.get("to_balance"),
-            replayed: false,
-        };
-        match row.get::<_, &str>("outcome") {
-            "ok" => Ok(receipt()),
-            // Our own earlier attempt committed but its answer was lost: it is this call's capture.
-            "hold_not_pending" if answer.maybe_applied && state.as_deref() == Some("captured") => Ok(receipt()),
-            "hold_not_pending" => Err(not_pending(hold_id, state)),
-            "hold_not_found" => Err(LedgerError::HoldNotFound { hold: hold_id }),
-            "exceeds_hold" => Err(LedgerError::InvalidAmount {
-                amount: amount.unwrap_or_default(),
-                reason: format!("more than the {} held", row.get::<_, Decimal>("available")),
-            }),
-            "invalid_scale" => Err(scale_error(amount.unwrap_or_default(), row.get("currency_scale"))),
-            other => unreachable!("capture() returned an outcome the library does not know: {other}"),
-        }
+        capture_outcome(hold_id, amount, &answer.row, answer.maybe_applied)
     }
 
     /// Ends a pending hold without moving money: the reservation is released.
@@ -300,14 +254,7 @@ impl Ledger {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 3] = [&hold_id.0, &mode, &timeout_ms];
         let answer = self.call(include_str!("../sql/queries/void.sql"), &params, None).map_err(ambiguous_hold)?;
-        let state: Option<String> = answer.row.get("state");
-        match answer.row.get::<_, &str>("outcome") {
-            "ok" => Ok(()),
-            "hold_not_pending" if answer.maybe_applied && state.as_deref() == Some("voided") => Ok(()),
-            "hold_not_pending" => Err(not_pending(hold_id, state)),
-            "hold_not_found" => Err(LedgerError::HoldNotFound { hold: hold_id }),
-            other => unreachable!("void() returned an outcome the library does not know: {other}"),
-        }
+        void_outcome(hold_id, &answer.row, answer.maybe_applied)
     }
 
     /// Releases up to `limit` lapsed holds and returns how many. Safe to run from many workers
@@ -367,6 +314,77 @@ impl Ledger {
                 created_at: r.get("created_at"),
             })
             .collect())
+    }
+}
+
+/// Turns `hold()`'s outcome row into a receipt or a typed refusal.
+pub(crate) fn hold_outcome(h: &Hold, key: String, row: &Row, maybe_applied: bool) -> Result<HoldReceipt, LedgerError> {
+    let receipt =
+        |replayed| HoldReceipt { hold_id: HoldId(row.get("hold_id")), expires_at: row.get("expires_at"), replayed };
+    match row.get::<_, &str>("outcome") {
+        "ok" => Ok(receipt(false)),
+        "replayed" => Ok(receipt(!maybe_applied && h.idempotency_key.is_some())),
+        "idempotency_conflict" => {
+            Err(LedgerError::IdempotencyConflict { key, existing: KeyHolder::Hold(HoldId(row.get("hold_id"))) })
+        }
+        "account_not_found" => Err(LedgerError::AccountNotFound { account: AccountId(row.get("account")) }),
+        "currency_mismatch" => Err(LedgerError::CurrencyMismatch {
+            from: h.from,
+            from_currency: row.get("from_currency"),
+            to: h.to,
+            to_currency: row.get("to_currency"),
+        }),
+        "invalid_scale" => Err(scale_error(h.amount, row.get("currency_scale"))),
+        "insufficient_funds" => Err(LedgerError::InsufficientFunds {
+            account: h.from,
+            available: row.get("available"),
+            requested: h.amount,
+        }),
+        other => unreachable!("hold() returned an outcome the library does not know: {other}"),
+    }
+}
+
+/// Turns `capture()`'s outcome row into the capture's receipt or a typed refusal.
+pub(crate) fn capture_outcome(
+    hold_id: HoldId,
+    amount: Option<Decimal>,
+    row: &Row,
+    maybe_applied: bool,
+) -> Result<Receipt, LedgerError> {
+    let state: Option<String> = row.get("state");
+    let receipt = || Receipt {
+        transfer_id: TransferId(row.get("transfer_id")),
+        from: AccountId(row.get("from_account")),
+        to: AccountId(row.get("to_account")),
+        amount: row.get("amount"),
+        from_balance: row.get("from_balance"),
+        to_balance: row.get("to_balance"),
+        replayed: false,
+    };
+    match row.get::<_, &str>("outcome") {
+        "ok" => Ok(receipt()),
+        // Our own earlier attempt committed but its answer was lost: it is this call's capture.
+        "hold_not_pending" if maybe_applied && state.as_deref() == Some("captured") => Ok(receipt()),
+        "hold_not_pending" => Err(not_pending(hold_id, state)),
+        "hold_not_found" => Err(LedgerError::HoldNotFound { hold: hold_id }),
+        "exceeds_hold" => Err(LedgerError::InvalidAmount {
+            amount: amount.unwrap_or_default(),
+            reason: format!("more than the {} held", row.get::<_, Decimal>("available")),
+        }),
+        "invalid_scale" => Err(scale_error(amount.unwrap_or_default(), row.get("currency_scale"))),
+        other => unreachable!("capture() returned an outcome the library does not know: {other}"),
+    }
+}
+
+/// Turns `void()`'s outcome row into success or a typed refusal.
+pub(crate) fn void_outcome(hold_id: HoldId, row: &Row, maybe_applied: bool) -> Result<(), LedgerError> {
+    let state: Option<String> = row.get("state");
+    match row.get::<_, &str>("outcome") {
+        "ok" => Ok(()),
+        "hold_not_pending" if maybe_applied && state.as_deref() == Some("voided") => Ok(()),
+        "hold_not_pending" => Err(not_pending(hold_id, state)),
+        "hold_not_found" => Err(LedgerError::HoldNotFound { hold: hold_id }),
+        other => unreachable!("void() returned an outcome the library does not know: {other}"),
     }
 }
 

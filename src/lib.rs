@@ -49,6 +49,7 @@ pub mod embedded;
 mod entry;
 mod error;
 mod hold;
+pub mod in_transaction;
 mod ledger;
 pub mod limits;
 mod lock_plan;

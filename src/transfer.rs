@@ -158,7 +158,7 @@ impl Ledger {
 }
 
 /// Turns the function's outcome row into a receipt or a typed refusal.
-fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Receipt, LedgerError> {
+pub(crate) fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Receipt, LedgerError> {
     let outcome: &str = row.get("outcome");
     let transfer_id = row.get::<_, Option<i64>>("transfer_id").map(TransferId);
     let receipt = |replayed| Receipt {
