@@ -55,6 +55,7 @@ impl Ledger {
                 return Err(CallError::Failed(from_db(error)));
             }
             maybe_applied |= sent && error.is_closed();
+            self.inner.counters.retried();
             if !backoff.wait() {
                 return Err(if maybe_applied {
                     CallError::Unknown(error)

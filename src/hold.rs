@@ -212,6 +212,10 @@ impl Ledger {
     /// `CurrencyMismatch`, `InsufficientFunds` (on the available balance), `IdempotencyConflict`,
     /// `LockUnavailable`, `InvalidInput`, `OutcomeUnknown`. A refusal changes nothing.
     pub fn hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
+        self.inner.counters.record(self.run_hold(h))
+    }
+
+    fn run_hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
         h.validate()?;
         let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
         let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
@@ -237,6 +241,10 @@ impl Ledger {
     /// `Expired`); `InvalidAmount` for more than held, a non-positive amount or too many decimal
     /// places; `LockUnavailable`. A refusal changes nothing.
     pub fn capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
+        self.inner.counters.record(self.run_capture(hold_id, amount))
+    }
+
+    fn run_capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
         if let Some(amount) = amount {
             check_transfer_amount(amount)?;
         }
@@ -251,6 +259,10 @@ impl Ledger {
     /// # Errors
     /// `HoldNotFound`; `HoldNotPending` when it already ended or lapsed; `LockUnavailable`.
     pub fn void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
+        self.inner.counters.record(self.run_void(hold_id))
+    }
+
+    fn run_void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 3] = [&hold_id.0, &mode, &timeout_ms];
         let answer = self.call(include_str!("../sql/queries/void.sql"), &params, None).map_err(ambiguous_hold)?;

@@ -70,6 +70,10 @@ impl Ledger {
     /// The refusals of [`Ledger::transfer`]; database errors of the caller's transaction.
     /// See the [module docs](crate::in_transaction) for what the lock order needs from the caller.
     pub fn transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
+        self.inner.counters.record(self.run_transfer_in(tx, t))
+    }
+
+    fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
@@ -92,6 +96,10 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::hold`] and [`Ledger::transfer_in`].
     pub fn hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
+        self.inner.counters.record(self.run_hold_in(tx, h))
+    }
+
+    fn run_hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
         h.validate()?;
         let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
         let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
@@ -120,6 +128,15 @@ impl Ledger {
         hold: HoldId,
         amount: Option<Decimal>,
     ) -> Result<Receipt, LedgerError> {
+        self.inner.counters.record(self.run_capture_in(tx, hold, amount))
+    }
+
+    fn run_capture_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        hold: HoldId,
+        amount: Option<Decimal>,
+    ) -> Result<Receipt, LedgerError> {
         if let Some(amount) = amount {
             crate::money::check_transfer_amount(amount)?;
         }
@@ -135,6 +152,10 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::void`] and [`Ledger::transfer_in`].
     pub fn void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
+        self.inner.counters.record(self.run_void_in(tx, hold))
+    }
+
+    fn run_void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [(&(dyn ToSql + Sync), Type); 3] =
             [(&hold.0, Type::INT8), (&mode, Type::INT2), (&timeout_ms, Type::INT4)];
@@ -171,6 +192,7 @@ impl Ledger {
             if !key_race || !backoff.wait() {
                 return Err(from_db(error));
             }
+            self.inner.counters.retried();
         }
     }
 }

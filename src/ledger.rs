@@ -67,6 +67,7 @@ pub(crate) struct Inner {
     pub(crate) pool: Pool<LedgerConnectionManager>,
     pub(crate) lock_wait: LockWait,
     pub(crate) max_retries: u32,
+    pub(crate) counters: crate::stats::Counters,
 }
 
 impl fmt::Debug for Ledger {
@@ -157,8 +158,14 @@ impl LedgerBuilder {
             .test_on_check_out(false)
             .connection_timeout(self.checkout_timeout)
             .build_unchecked(LedgerConnectionManager::new(config));
-        let ledger =
-            Ledger { inner: Arc::new(Inner { pool, lock_wait: self.lock_wait, max_retries: self.max_retries }) };
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                pool,
+                lock_wait: self.lock_wait,
+                max_retries: self.max_retries,
+                counters: Default::default(),
+            }),
+        };
         let mut conn = ledger.connection()?;
         if self.migrate {
             schema::migrate(conn.client())?;
@@ -226,10 +233,16 @@ impl Ledger {
         loop {
             let mut conn = self.connection()?;
             match op(&mut conn) {
-                Err(e) if e.is_transient_database() && backoff.wait() => continue,
+                Err(e) if e.is_transient_database() && backoff.wait() => self.inner.counters.retried(),
                 result => return result,
             }
         }
+    }
+
+    /// Counters since this ledger was built (shared by its clones): operations by outcome,
+    /// retries, lock refusals. Cheap: a few relaxed atomic loads.
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.counters.snapshot()
     }
 
     /// The lock wait policy in force.

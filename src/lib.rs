@@ -57,6 +57,7 @@ mod money;
 mod pool;
 mod retry;
 pub mod schema;
+mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod transfer;
@@ -69,6 +70,7 @@ pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
 pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
 pub use pool::{LedgerConnection, LedgerConnectionManager};
+pub use stats::Stats;
 pub use transfer::{Receipt, Transfer, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).

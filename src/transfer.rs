@@ -141,6 +141,10 @@ impl Ledger {
     /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
     /// after sending and retries ran out: repeat with the key it names.
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        self.inner.counters.record(self.run_transfer(t))
+    }
+
+    fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();

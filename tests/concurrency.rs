@@ -204,9 +204,31 @@ fn lost_connections_are_retried_without_double_apply() -> Result<()> {
         .get(0);
     assert!(killed >= 1);
     thread::sleep(Duration::from_millis(100));
+    let retries_before = single.stats().retries;
     let r = single.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
     assert_eq!(r.from_balance, dec!(8.00));
+    assert!(single.stats().retries > retries_before, "the killed connection was not retried");
     assert_eq!(l.balance(w[1])?, dec!(12.00));
     assert!(l.verify()?.is_clean());
+    Ok(())
+}
+
+#[test]
+fn stats_count_outcomes_and_retries() -> Result<()> {
+    let (l, _, _, w) = funded("stats", 2, dec!(10.00))?;
+    let start = l.stats();
+    l.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
+    let _ = l.transfer(&Transfer::new(w[0], w[1], dec!(100)));
+    let _ = l.transfer(&Transfer::new(w[0], w[0], dec!(1)));
+    let s = l.stats();
+    assert_eq!((s.succeeded - start.succeeded, s.refused - start.refused, s.failed - start.failed), (1, 2, 0));
+    // Eight concurrent calls with one key: the losers of the key race are retried (and replay).
+    let (a, b) = (w[0], w[1]);
+    let ledger = l.clone();
+    let results = together(8, move |_| ledger.transfer(&Transfer::new(a, b, dec!(0.50)).idempotency_key("race")));
+    assert!(results.iter().all(|r| r.is_ok()));
+    let after = l.stats();
+    assert_eq!(after.succeeded - s.succeeded, 8);
+    assert_eq!(after.failed, 0);
     Ok(())
 }

@@ -4,13 +4,16 @@
 //! database of funded wallets, then measures each point (workload x threads x mode) on a fresh
 //! copy of it for a fixed time: the library, pgbench on the library's own SQL (the ceiling of
 //! the design), `pgbench -b tpcb-like` (the yardstick), the library's algorithm sent as separate
-//! statements, and two broken controls (lost updates, deadlocks). After each point it reads the
-//! server's deadlock counter and audits the ledger; a library run that leaves the ledger unclean
-//! stops the bench. The report is a table on stdout and a folder with report.json, report.md and
-//! throughput.svg.
+//! statements, two broken controls (lost updates, deadlocks), and holds: hold then capture as one
+//! operation. After each point it reads the server's deadlock counter and audits the ledger; a
+//! library run that leaves the ledger unclean stops the bench. Then the expiry section: the same
+//! lapsed holds drained by 1, 2 and 4 `expire_holds` workers (and a control without SKIP LOCKED)
+//! while a sampler counts lock waits. The report is a table on stdout and a folder with
+//! report.json, report.md and throughput.svg.
 
 mod db;
 mod driver;
+mod expiry;
 mod hist;
 mod measure;
 mod pgbench;
@@ -52,7 +55,8 @@ pub struct BenchArgs {
     /// Accounts of the uniform workload [default: 10000; --quick: 1000]
     #[arg(long)]
     pub accounts: Option<usize>,
-    /// Modes, comma-separated [default: all; multi-statement then only on uniform at 1 and 8 threads]
+    /// Modes, comma-separated [default: all; multi-statement then only on uniform at 1 and 8 threads,
+    /// hold-capture on uniform and hot, expire-no-skip-locked at the most expiry workers]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub modes: Vec<Mode>,
     /// pgbench scale factor for tpcb-like [default: the largest thread count, as pgbench advises; --quick: 1]
@@ -64,7 +68,16 @@ pub struct BenchArgs {
     /// Seed of the random account pairs
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts
+    /// Lapsed holds each expiry run drains, spread over the uniform accounts [default: 100000; --quick: 2000]
+    #[arg(long)]
+    pub expiry_holds: Option<usize>,
+    /// Expiry worker counts, comma-separated [default: 1,2,4]
+    #[arg(long, value_delimiter = ',')]
+    pub expiry_workers: Vec<usize>,
+    /// Holds per `expire_holds` call [default: 500; --quick: 100]
+    #[arg(long)]
+    pub expiry_batch: Option<u32>,
+    /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts, 2000 holds to expire
     #[arg(long)]
     pub quick: bool,
 }
@@ -85,6 +98,9 @@ impl BenchArgs {
         threads.sort_unstable();
         threads.dedup();
         let max_threads = threads.last().copied().unwrap_or(1) as u64;
+        let mut expiry_workers = if self.expiry_workers.is_empty() { vec![1, 2, 4] } else { self.expiry_workers };
+        expiry_workers.sort_unstable();
+        expiry_workers.dedup();
         let workloads = if self.workloads.is_empty() {
             vec![Workload::Uniform, Workload::Hot, Workload::Pair]
         } else {
@@ -101,6 +117,9 @@ impl BenchArgs {
             out: self.out,
             quick,
             seed: self.seed,
+            expiry_holds: pick(self.expiry_holds.map(|h| h as u64), 2_000, 100_000) as usize,
+            expiry_workers,
+            expiry_batch: pick(self.expiry_batch.map(u64::from), 100, 500) as u32,
         }
     }
 }
@@ -231,7 +250,7 @@ fn prepare<'a>(
         ));
         tpcb_db = Some(name);
     }
-    Ok(Bench { server, settings, template, accounts, pgbench, tpcb_db, progress })
+    Ok(Bench { server, settings, template, accounts, pgbench, tpcb_db, expiry_template: None, progress })
 }
 
 /// Measures every point in order, logging each one as it completes.
@@ -241,23 +260,36 @@ fn measure_all(bench: &mut Bench<'_>, points: &[Point], runs: &mut Vec<Run>) -> 
         bench.progress.set_message(format!("[{}/{}] {label}", i + 1, points.len()));
         let run = bench.measure(point).with_context(|| label.clone())?;
         bench.progress.finish_point();
-        let money = run.money_created.as_deref().map(|m| format!(", money {m}")).unwrap_or_default();
-        bench.progress.log(&format!(
-            "{label}: {:.0} transfers/s, p99 {:.2} ms, {} deadlocks, {} errors{money}",
-            run.tps,
-            run.p99_ms.unwrap_or(0.0),
-            run.deadlocks,
-            run.errors
-        ));
+        bench.progress.log(&format!("{label}: {}", summary(&run)));
         runs.push(run);
     }
     Ok(())
+}
+
+/// One line on a finished point, for the log.
+fn summary(run: &Run) -> String {
+    let tail = format!("{} deadlocks, {} errors", run.deadlocks, run.errors);
+    if let Some(expired) = run.holds_expired {
+        return format!(
+            "{expired} holds in {:.2} s, {:.0} holds expired/s, lock waits in {} of {} samples, {tail}",
+            run.duration_s,
+            run.tps,
+            run.lock_wait_samples.unwrap_or(0),
+            run.lock_samples.unwrap_or(0)
+        );
+    }
+    let money = run.money_created.as_deref().map(|m| format!(", money {m}")).unwrap_or_default();
+    let unit = if run.mode == Mode::HoldCapture.name() { "hold+capture pairs/s" } else { "transfers/s" };
+    format!("{:.0} {unit}, p99 {:.2} ms, {tail}{money}", run.tps, run.p99_ms.unwrap_or(0.0))
 }
 
 /// Drops the bench's databases (matters on a --database-url server).
 fn cleanup(bench: &mut Bench<'_>) -> Result<()> {
     let template = bench.template.clone();
     bench.server.drop_db(&template)?;
+    if let Some(expiry) = bench.expiry_template.take() {
+        bench.server.drop_db(&expiry)?;
+    }
     if let Some(tpcb) = bench.tpcb_db.take() {
         bench.server.drop_db(&tpcb)?;
     }
@@ -277,6 +309,9 @@ fn config(s: &Settings) -> BTreeMap<&'static str, Value> {
         ("pgbench_scale", json!(s.pgbench_scale)),
         ("quick", json!(s.quick)),
         ("seed", json!(s.seed)),
+        ("expiry_holds", json!(s.expiry_holds)),
+        ("expiry_workers", json!(s.expiry_workers)),
+        ("expiry_batch", json!(s.expiry_batch)),
     ])
 }
 

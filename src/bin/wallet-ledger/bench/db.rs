@@ -62,6 +62,11 @@ impl Server {
         self.embedded.as_ref().map(|s| s.bin_dir().to_path_buf())
     }
 
+    /// The connection string of the maintenance database (for the lock sampler).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
     /// The full name of the bench's database `short`.
     pub fn db_name(&self, short: &str) -> String {
         format!("{}{short}", self.prefix)

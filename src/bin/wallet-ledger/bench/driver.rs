@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wallet_ledger::testkit::controls::{is_deadlock, Control};
-use wallet_ledger::{AccountId, Decimal, Ledger, LedgerError, Receipt, Transfer};
+use wallet_ledger::{AccountId, Decimal, Hold, Ledger, LedgerError, Receipt, Transfer};
 
 use super::hist::Histogram;
 use super::progress::Progress;
@@ -66,6 +66,9 @@ impl Pairs {
 pub enum Sender {
     /// `Ledger::transfer`.
     Library,
+    /// `Ledger::hold` of the transfer's amount between its accounts, then `Ledger::capture` of
+    /// all of it: one operation, two transactions.
+    HoldCapture,
     /// A testkit control.
     Control(Control),
 }
@@ -74,15 +77,24 @@ impl Sender {
     fn send(self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
         match self {
             Sender::Library => ledger.transfer(t),
+            Sender::HoldCapture => {
+                let hold = ledger.hold(&Hold::new(t.from, t.to, t.amount))?;
+                ledger.capture(hold.hold_id, None)
+            }
             Sender::Control(c) => c.transfer(ledger, t),
         }
+    }
+
+    /// Whether the library sends (it retries internally; the controls never do).
+    pub fn is_library(self) -> bool {
+        matches!(self, Sender::Library | Sender::HoldCapture)
     }
 }
 
 /// What the client threads saw.
 #[derive(Default)]
 pub struct Load {
-    /// Committed transfers.
+    /// Committed transfers (hold-capture: committed captures, one per hold+capture pair).
     pub ok: u64,
     /// Typed refusals (insufficient funds and the like): nothing changed.
     pub refusals: u64,
@@ -139,7 +151,8 @@ fn is_refusal(e: &LedgerError) -> bool {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

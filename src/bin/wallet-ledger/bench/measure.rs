@@ -1,14 +1,18 @@
 //! Measuring one point: a fresh copy of the template, the load, the server's counters once
 //! they settled, and the audit.
 
-use std::time::Duration;
+use std::sync::atomic::AtomicU8;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use wallet_ledger::testkit::controls::Control;
+use wallet_ledger::testkit::expiry_controls::ExpiryControl;
 use wallet_ledger::Ledger;
 
 use super::db::{money_created, transfer_count, DbStats, Server};
 use super::driver::{drive, Pairs, Sender};
+use super::expiry::{self, Expirer, HoldCounts, Tables};
 use super::pgbench::{Pgbench, PgbenchRun};
 use super::plan::{Mode, Point, Settings};
 use super::progress::Progress;
@@ -29,6 +33,8 @@ pub struct Bench<'a> {
     pub pgbench: Option<Pgbench>,
     /// The tpcb-like database, when initialized.
     pub tpcb_db: Option<String>,
+    /// The template with the lapsed holds, built before the first expiry point.
+    pub expiry_template: Option<String>,
     /// The progress bar.
     pub progress: Progress,
 }
@@ -55,6 +61,9 @@ impl Bench<'_> {
     pub fn measure(&mut self, point: Point) -> Result<Run> {
         let run = match point.mode {
             Mode::Library => self.rust_point(point, Sender::Library)?,
+            Mode::HoldCapture => self.rust_point(point, Sender::HoldCapture)?,
+            Mode::Expire => self.expiry_point(point, Expirer::Library)?,
+            Mode::ExpireNoSkipLocked => self.expiry_point(point, Expirer::Control(ExpiryControl::NoSkipLocked))?,
             Mode::MultiStatement => self.rust_point(point, Sender::Control(Control::MultiStatement))?,
             Mode::Naive => self.rust_point(point, Sender::Control(Control::Naive))?,
             Mode::RequestOrder => self.rust_point(point, Sender::Control(Control::RequestOrder))?,
@@ -73,17 +82,18 @@ impl Bench<'_> {
         Ok(run)
     }
 
-    fn fresh_db(&mut self, point: Point) -> Result<(String, String)> {
+    /// A fresh copy of the template (or of `from`) for `point`: its name and URL.
+    fn fresh_db(&mut self, point: Point, from: Option<&str>) -> Result<(String, String)> {
         let short = format!("{}_{}_{}", point.workload.name(), point.mode.name().replace('-', "_"), point.threads);
         let name = self.server.db_name(&short);
-        let url = self.server.create(&name, Some(&self.template))?;
+        let url = self.server.create(&name, Some(from.unwrap_or(&self.template)))?;
         self.server.checkpoint();
         Ok((name, url))
     }
 
     /// The library or a control, driven by Rust client threads.
     fn rust_point(&mut self, point: Point, sender: Sender) -> Result<Run> {
-        let (name, url) = self.fresh_db(point)?;
+        let (name, url) = self.fresh_db(point, None)?;
         let ledger = Ledger::builder(&url)
             .pool_size(point.threads as u32)
             .migrate(false)
@@ -100,10 +110,8 @@ impl Bench<'_> {
         let seen = inspect(&url)?;
         self.server.drop_db(&name)?;
         let secs = load.elapsed.as_secs_f64();
-        let retries = match sender {
-            Sender::Library => (after.rollbacks - before.rollbacks - load.errors as i64).max(0),
-            Sender::Control(_) => 0,
-        };
+        let retries =
+            if sender.is_library() { (after.rollbacks - before.rollbacks - load.errors as i64).max(0) } else { 0 };
         Ok(Run {
             transfers: load.ok,
             tps: load.ok as f64 / secs,
@@ -116,9 +124,79 @@ impl Bench<'_> {
         })
     }
 
+    /// The expiry template's name, built on first use.
+    fn expiry_template(&mut self) -> Result<String> {
+        if let Some(name) = &self.expiry_template {
+            return Ok(name.clone());
+        }
+        let (holds, name) = (self.settings.expiry_holds, self.server.db_name("expiry_template"));
+        self.progress.set_message(format!("setting up {holds} lapsed holds"));
+        let start = Instant::now();
+        expiry::build_template(&mut self.server, &self.template, &name, self.accounts, holds, self.settings.seed)
+            .context("set up the lapsed holds")?;
+        self.progress.log(&format!("{holds} lapsed holds ready in {:.1} s", start.elapsed().as_secs_f64()));
+        self.expiry_template = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Expiry workers (`point.threads` of them) draining a fresh copy of the lapsed holds, while
+    /// a sampler counts the workers waiting for locks.
+    fn expiry_point(&mut self, point: Point, expirer: Expirer) -> Result<Run> {
+        let template = self.expiry_template()?;
+        let (name, url) = self.fresh_db(point, Some(&template))?;
+        let tables = Tables::read(&url)?;
+        let ledger = Ledger::builder(&url)
+            .pool_size(point.threads as u32)
+            .migrate(false)
+            .build()
+            .with_context(|| format!("connect to {name}"))?;
+        let held = (0..point.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;
+        drop(held);
+        let before = self.server.stats(&name)?;
+        let (admin_url, batch) = (self.server.admin_url().to_string(), self.settings.expiry_batch);
+        let phase = AtomicU8::new(expiry::BEFORE);
+        let (drained, samples) = thread::scope(|scope| {
+            let sampler = scope.spawn(|| expiry::sample_locks(&admin_url, &name, tables, &phase));
+            let drained = expiry::drain(&ledger, expirer, point.threads, batch, &phase);
+            (drained, sampler.join().map_err(|_| anyhow!("the lock sampler panicked")))
+        });
+        let samples = samples??;
+        drop(ledger);
+        let after = self.server.settled_stats(&name)?;
+        let seen = inspect(&url)?;
+        let counts = HoldCounts::read(&url)?;
+        self.server.drop_db(&name)?;
+        let problem = counts.problem(self.settings.expiry_holds);
+        let secs = drained.elapsed.as_secs_f64();
+        let retries = match expirer {
+            Expirer::Library => (after.rollbacks - before.rollbacks - drained.errors as i64).max(0),
+            Expirer::Control(_) => 0,
+        };
+        let mut run = base(point, &drained.latency, after.deadlocks - before.deadlocks, Some(&seen));
+        run.audit_clean = Some(seen.clean && problem.is_none());
+        Ok(Run {
+            tps: counts.expired as f64 / secs,
+            duration_s: secs,
+            retries: Some(retries),
+            errors: drained.errors,
+            first_error: drained.first_error.or(seen.first_violation.clone()).or(problem),
+            holds_expired: Some(counts.expired.max(0) as u64),
+            expire_calls: Some(drained.calls),
+            expiry_batch: Some(batch),
+            lock_samples: Some(samples.samples),
+            lock_wait_samples: Some(samples.with_waiter),
+            hold_lock_wait_samples: Some(samples.on_holds),
+            account_lock_wait_samples: Some(samples.on_accounts),
+            lock_wait_share: samples.wait_share(point.threads),
+            max_lock_waiters: Some(samples.max_waiters),
+            busy_share: (secs > 0.0).then(|| drained.busy.as_secs_f64() / (secs * point.threads as f64)),
+            ..run
+        })
+    }
+
     /// pgbench sending the library's own statement.
     fn own_sql_point(&mut self, point: Point) -> Result<Run> {
-        let (name, url) = self.fresh_db(point)?;
+        let (name, url) = self.fresh_db(point, None)?;
         let transfers_before = transfer_count(&mut postgres::Client::connect(&url, postgres::NoTls)?)?;
         let before = self.server.stats(&name)?;
         let pgbench = self.pgbench.as_ref().context("pgbench is not available")?;
@@ -179,7 +257,18 @@ fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Op
         money_created: seen.map(|s| s.money.clone()),
         ratio_pgbench_own_sql: None,
         ratio_pgbench_tpcb_like: None,
+        ratio_library: None,
         first_error: None,
+        holds_expired: None,
+        expire_calls: None,
+        expiry_batch: None,
+        lock_samples: None,
+        lock_wait_samples: None,
+        hold_lock_wait_samples: None,
+        account_lock_wait_samples: None,
+        lock_wait_share: None,
+        max_lock_waiters: None,
+        busy_share: None,
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Workload {
     Hot,
     /// Two accounts, transfers in both directions: every transfer waits for the previous one.
     Pair,
+    /// The expiry section: lapsed holds spread over the `uniform` accounts, drained by expiry
+    /// workers. Chosen with `--modes expire,expire-no-skip-locked`, not with `--workloads`.
+    #[value(skip)]
+    Expiry,
 }
 
 impl Workload {
@@ -23,13 +27,14 @@ impl Workload {
             Workload::Uniform => "uniform",
             Workload::Hot => "hot",
             Workload::Pair => "pair",
+            Workload::Expiry => "expiry",
         }
     }
 
     /// How many accounts (the first ones) the workload draws from, out of `accounts`.
     pub fn pool(self, accounts: usize) -> usize {
         match self {
-            Workload::Uniform => accounts,
+            Workload::Uniform | Workload::Expiry => accounts,
             Workload::Hot => HOT_ACCOUNTS.min(accounts),
             Workload::Pair => 2,
         }
@@ -44,6 +49,8 @@ pub const HOT_ACCOUNTS: usize = 10;
 pub enum Mode {
     /// `Ledger::transfer`: the library under test.
     Library,
+    /// `Ledger::hold` then `Ledger::capture` of the whole amount: one two-phase transfer.
+    HoldCapture,
     /// pgbench running the library's own transfer statement: the ceiling of the design.
     PgbenchOwnSql,
     /// `pgbench -b tpcb-like`: the familiar yardstick (does not depend on the workload).
@@ -54,28 +61,38 @@ pub enum Mode {
     Naive,
     /// Control: row locks taken in request order (deadlocks).
     RequestOrder,
+    /// Expiry workers looping `Ledger::expire_holds` over lapsed holds (`FOR UPDATE SKIP LOCKED`).
+    Expire,
+    /// Control: expiry workers claiming with `FOR UPDATE` without `SKIP LOCKED` (they queue).
+    ExpireNoSkipLocked,
 }
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 9] = [
         Mode::Library,
+        Mode::HoldCapture,
         Mode::PgbenchOwnSql,
         Mode::PgbenchTpcbLike,
         Mode::MultiStatement,
         Mode::Naive,
         Mode::RequestOrder,
+        Mode::Expire,
+        Mode::ExpireNoSkipLocked,
     ];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Library => "library",
+            Mode::HoldCapture => "hold-capture",
             Mode::PgbenchOwnSql => "pgbench-own-sql",
             Mode::PgbenchTpcbLike => "pgbench-tpcb-like",
             Mode::MultiStatement => "multi-statement",
             Mode::Naive => "naive",
             Mode::RequestOrder => "request-order",
+            Mode::Expire => "expire",
+            Mode::ExpireNoSkipLocked => "expire-no-skip-locked",
         }
     }
 
@@ -86,7 +103,12 @@ impl Mode {
 
     /// Whether the mode is a deliberately broken control.
     pub fn is_control(self) -> bool {
-        matches!(self, Mode::Naive | Mode::RequestOrder)
+        matches!(self, Mode::Naive | Mode::RequestOrder | Mode::ExpireNoSkipLocked)
+    }
+
+    /// Whether the mode belongs to the expiry section (run after the transfer workloads).
+    pub fn is_expiry(self) -> bool {
+        matches!(self, Mode::Expire | Mode::ExpireNoSkipLocked)
     }
 }
 
@@ -113,6 +135,12 @@ pub struct Settings {
     pub quick: bool,
     /// Seed of the account-pair generator.
     pub seed: u64,
+    /// Lapsed holds each expiry run drains.
+    pub expiry_holds: usize,
+    /// Expiry worker counts, ascending.
+    pub expiry_workers: Vec<usize>,
+    /// Holds per `expire_holds` call.
+    pub expiry_batch: u32,
 }
 
 impl Settings {
@@ -131,6 +159,12 @@ impl Settings {
             "--accounts: {HOT_ACCOUNTS} to 10,000,000 (the hot workload needs {HOT_ACCOUNTS})"
         );
         ensure!((1..=10_000).contains(&self.pgbench_scale), "--pgbench-scale: 1 to 10,000");
+        ensure!((1..=10_000_000).contains(&self.expiry_holds), "--expiry-holds: 1 to 10,000,000");
+        ensure!(
+            !self.expiry_workers.is_empty() && self.expiry_workers.iter().all(|&w| (1..=MAX_THREADS).contains(&w)),
+            "--expiry-workers: give counts of 1 to {MAX_THREADS}"
+        );
+        ensure!((1..=100_000).contains(&self.expiry_batch), "--expiry-batch: 1 to 100,000");
         Ok(())
     }
 }
@@ -150,15 +184,25 @@ pub struct Point {
 }
 
 /// The points to measure, in order: per workload, per thread count, every mode that applies,
-/// so that the library and its references run back to back.
+/// so that the library and its references run back to back; then the expiry section, per worker
+/// count (`threads` = expiry workers).
 pub fn points(s: &Settings) -> Vec<Point> {
     let mut points = Vec::new();
     for &workload in &s.workloads {
         for &threads in &s.threads {
-            for mode in Mode::ALL.into_iter().filter(|m| s.modes.contains(m)) {
+            for mode in Mode::ALL.into_iter().filter(|m| s.modes.contains(m) && !m.is_expiry()) {
                 if applies(s, workload, mode, threads) {
                     points.push(Point { workload, mode, threads });
                 }
+            }
+        }
+    }
+    let most = s.expiry_workers.last().copied().unwrap_or(1);
+    for &threads in &s.expiry_workers {
+        for mode in [Mode::Expire, Mode::ExpireNoSkipLocked].into_iter().filter(|m| s.modes.contains(m)) {
+            // The control shows queueing, so by default it runs only at the most workers.
+            if mode == Mode::Expire || s.modes_explicit || threads == most {
+                points.push(Point { workload: Workload::Expiry, mode, threads });
             }
         }
     }
@@ -168,9 +212,11 @@ pub fn points(s: &Settings) -> Vec<Point> {
 /// Which modes run where. tpcb-like ignores the workload, so it runs once per thread count,
 /// listed under the first workload. Controls show races, so they skip 1 thread (unless that
 /// is all there is). multi-statement runs by default on `uniform` at 1 and 8 threads (or the
-/// smallest count when neither is asked for); with `--modes` everywhere.
+/// smallest count when neither is asked for); with `--modes` everywhere. hold-capture runs on
+/// `uniform` and `hot` (also on `pair` when named in `--modes`).
 fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool {
     match mode {
+        Mode::HoldCapture => workload != Workload::Pair || s.modes_explicit,
         Mode::PgbenchTpcbLike => workload == s.workloads[0],
         Mode::Naive | Mode::RequestOrder => threads > 1 || s.threads.iter().all(|&t| t == 1),
         Mode::MultiStatement if !s.modes_explicit => {

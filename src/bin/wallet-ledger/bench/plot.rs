@@ -1,5 +1,6 @@
 //! throughput.svg: transfers/s against client threads, one panel per workload, one line per
-//! mode (the library, its pgbench references, the multi-statement variant and the controls).
+//! mode (the library, hold-capture, its pgbench references, the multi-statement variant and the
+//! controls); and, when the expiry section ran, a panel of holds expired/s against workers.
 
 use std::path::Path;
 
@@ -41,8 +42,10 @@ fn panel(area: &Area<'_>, workload: &str, runs: &[&Run]) -> Result<(), Box<dyn s
     // Head room above the highest line for the legend.
     let top = runs.iter().map(|r| r.tps).fold(1.0, f64::max) * 1.5;
     let last = threads.len() as i32;
+    let (unit, x_desc) =
+        if workload == "expiry" { ("holds expired/s", "expiry workers") } else { ("transfers/s", "client threads") };
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("{workload}: transfers/s"), ("sans-serif", 20))
+        .caption(format!("{workload}: {unit}"), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
@@ -53,8 +56,8 @@ fn panel(area: &Area<'_>, workload: &str, runs: &[&Run]) -> Result<(), Box<dyn s
         .x_labels(threads.len() + 2)
         .x_label_formatter(&label)
         .y_label_formatter(&|y| format!("{y:.0}"))
-        .x_desc("client threads")
-        .y_desc("transfers/s")
+        .x_desc(x_desc)
+        .y_desc(unit)
         .draw()?;
     for mode in Mode::ALL {
         let points: Vec<(i32, f64)> = runs
@@ -83,11 +86,13 @@ fn panel(area: &Area<'_>, workload: &str, runs: &[&Run]) -> Result<(), Box<dyn s
 
 fn color(mode: Mode) -> RGBColor {
     match mode {
-        Mode::Library => RGBColor(31, 119, 180),
+        Mode::Library | Mode::Expire => RGBColor(31, 119, 180),
+        Mode::HoldCapture => RGBColor(23, 190, 207),
         Mode::PgbenchOwnSql => RGBColor(255, 127, 14),
         Mode::PgbenchTpcbLike => RGBColor(44, 160, 44),
         Mode::MultiStatement => RGBColor(148, 103, 189),
         Mode::Naive => RGBColor(214, 39, 40),
         Mode::RequestOrder => RGBColor(140, 86, 75),
+        Mode::ExpireNoSkipLocked => RGBColor(227, 119, 194),
     }
 }

@@ -11,24 +11,27 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use wallet_ledger::Decimal;
 
-use super::plan::Mode;
+use super::plan::{Mode, Workload};
 
 /// One measured point. `None` (JSON null) where a figure does not apply to the mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `uniform`, `hot` or `pair`.
+    /// `uniform`, `hot`, `pair`, or `expiry` (the expiry section).
     pub workload: &'static str,
-    /// `library`, `pgbench-tpcb-like`, `pgbench-own-sql`, `multi-statement`, `naive`, `request-order`.
+    /// `library`, `hold-capture`, `pgbench-tpcb-like`, `pgbench-own-sql`, `multi-statement`,
+    /// `naive`, `request-order`; in the expiry section `expire` or `expire-no-skip-locked`.
     pub mode: &'static str,
-    /// Client threads (pgbench clients).
+    /// Client threads (pgbench clients; expiry workers).
     pub threads: usize,
-    /// Measured seconds.
+    /// Measured seconds (expiry: until the last worker found nothing left).
     pub duration_s: f64,
-    /// Committed transfers (pgbench: transactions processed).
+    /// Committed transfers (pgbench: transactions processed; hold-capture: captures, one per
+    /// hold+capture pair; expiry: 0).
     pub transfers: u64,
-    /// Committed transfers (pgbench: transactions) per second.
+    /// Committed transfers (pgbench: transactions) per second; hold-capture: hold+capture pairs
+    /// per second; expiry: holds expired per second.
     pub tps: f64,
-    /// Median latency of one call.
+    /// Median latency of one call (hold-capture: of the pair; expiry: of one `expire_holds`).
     pub p50_ms: Option<f64>,
     /// 99th percentile latency.
     pub p99_ms: Option<f64>,
@@ -53,8 +56,33 @@ pub struct Run {
     pub ratio_pgbench_own_sql: Option<f64>,
     /// tps / tps of pgbench-tpcb-like at the same threads.
     pub ratio_pgbench_tpcb_like: Option<f64>,
+    /// hold-capture only: tps / tps of `library` (plain transfers) at the same workload and threads.
+    pub ratio_library: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// Expiry: holds in state `expired` after the run.
+    pub holds_expired: Option<u64>,
+    /// Expiry: `expire_holds` calls, the final empty one of each worker included.
+    pub expire_calls: Option<u64>,
+    /// Expiry: the `limit` of each `expire_holds` call.
+    pub expiry_batch: Option<u32>,
+    /// Expiry: `pg_locks` samples taken while the workers ran (one per 10 ms).
+    pub lock_samples: Option<u64>,
+    /// Expiry: samples in which at least one backend of the run's database waited for a lock.
+    pub lock_wait_samples: Option<u64>,
+    /// Expiry: samples in which a backend waited for a row of `wallet_ledger.holds` (what
+    /// `SKIP LOCKED` avoids).
+    pub hold_lock_wait_samples: Option<u64>,
+    /// Expiry: samples in which a backend waited for a row of `wallet_ledger.accounts` (batches
+    /// sharing a source account).
+    pub account_lock_wait_samples: Option<u64>,
+    /// Expiry: estimated share of the workers' time spent waiting for a lock (mean waiting
+    /// backends over the samples / workers).
+    pub lock_wait_share: Option<f64>,
+    /// Expiry: most backends waiting for a lock in one sample.
+    pub max_lock_waiters: Option<u64>,
+    /// Expiry: time the workers spent inside `expire_holds` / (workers x duration).
+    pub busy_share: Option<f64>,
 }
 
 /// One of the issue's targets, judged on this report.
@@ -100,7 +128,7 @@ pub struct Report {
 }
 
 /// Fills each run's ratios to the pgbench references at the same thread count (and workload,
-/// for own-sql; tpcb-like does not depend on the workload).
+/// for own-sql; tpcb-like does not depend on the workload), and hold-capture's to the library.
 pub fn fill_ratios(runs: &mut [Run]) {
     let reference = |runs: &[Run], mode: Mode, workload: Option<&str>, threads: usize| {
         runs.iter()
@@ -109,10 +137,13 @@ pub fn fill_ratios(runs: &mut [Run]) {
             .filter(|&tps| tps > 0.0)
     };
     for i in 0..runs.len() {
-        if runs[i].mode.starts_with("pgbench") {
+        if runs[i].mode.starts_with("pgbench") || runs[i].workload == Workload::Expiry.name() {
             continue;
         }
         let (w, t, tps) = (runs[i].workload, runs[i].threads, runs[i].tps);
+        if runs[i].mode == Mode::HoldCapture.name() {
+            runs[i].ratio_library = reference(runs, Mode::Library, Some(w), t).map(|r| tps / r);
+        }
         runs[i].ratio_pgbench_own_sql = reference(runs, Mode::PgbenchOwnSql, Some(w), t).map(|r| tps / r);
         runs[i].ratio_pgbench_tpcb_like = reference(runs, Mode::PgbenchTpcbLike, None, t).map(|r| tps / r);
     }
@@ -157,11 +188,75 @@ pub fn checks(runs: &[Run]) -> Vec<Check> {
         format!("{deadlocks} deadlocks over {} runs", order.len()),
     ));
     out.extend(uniform16(runs));
+    out.extend(expiry_checks(runs));
     out
 }
 
 fn library_clean(r: &Run) -> bool {
     r.deadlocks == 0 && r.errors == 0 && r.audit_clean == Some(true)
+}
+
+/// Whether the run is the library's own (transfers, hold+capture, expiry workers).
+fn is_library(r: &Run) -> bool {
+    [Mode::Library, Mode::HoldCapture, Mode::Expire].iter().any(|m| r.mode == m.name())
+}
+
+/// The holds targets: hold+capture and the expiry workers clean; the queueing control waits.
+fn expiry_checks(runs: &[Run]) -> Vec<Check> {
+    let clean = |mode: Mode, name: &str| {
+        let of: Vec<&Run> = runs.iter().filter(|r| r.mode == mode.name()).collect();
+        let bad: Vec<String> = of
+            .iter()
+            .filter(|r| !library_clean(r))
+            .map(|r| {
+                format!(
+                    "{} at {} threads: {} deadlocks, {} errors, audit {:?}",
+                    r.workload, r.threads, r.deadlocks, r.errors, r.audit_clean
+                )
+            })
+            .collect();
+        Check {
+            name: name.into(),
+            passed: (!of.is_empty()).then_some(bad.is_empty()),
+            detail: if bad.is_empty() { format!("{} runs", of.len()) } else { bad.join("; ") },
+        }
+    };
+    let waits = |mode: Mode| {
+        runs.iter()
+            .filter(|r| r.mode == mode.name())
+            .map(|r| {
+                format!(
+                    "{} workers: {} of {} samples ({} on holds)",
+                    r.threads,
+                    r.lock_wait_samples.unwrap_or(0),
+                    r.lock_samples.unwrap_or(0),
+                    r.hold_lock_wait_samples.unwrap_or(0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let of = |mode: Mode| runs.iter().filter(move |r| r.mode == mode.name());
+    let library: Vec<&Run> = of(Mode::Expire).collect();
+    let control: Vec<&Run> = of(Mode::ExpireNoSkipLocked).collect();
+    let on_holds = |r: &&Run| r.hold_lock_wait_samples.unwrap_or(0) > 0;
+    vec![
+        clean(Mode::HoldCapture, "hold-capture: zero deadlocks, zero errors and a clean audit in every run"),
+        clean(
+            Mode::Expire,
+            "expire: every hold expired exactly once, zero deadlocks, zero errors, clean audit in every run",
+        ),
+        Check {
+            name: "expire: no worker seen waiting for a hold row (SKIP LOCKED)".into(),
+            passed: (!library.is_empty()).then(|| !library.iter().any(on_holds)),
+            detail: waits(Mode::Expire),
+        },
+        Check {
+            name: "expire-no-skip-locked control: workers wait for hold rows".into(),
+            passed: (!control.is_empty()).then(|| control.iter().any(on_holds)),
+            detail: waits(Mode::ExpireNoSkipLocked),
+        },
+    ]
 }
 
 /// The throughput targets at `uniform`, 16 threads.
@@ -184,26 +279,37 @@ fn uniform16(runs: &[Run]) -> Vec<Check> {
 
 /// Whether the report shows a library failure (the bench then exits with an error).
 pub fn library_failed(runs: &[Run]) -> bool {
-    runs.iter().any(|r| r.mode == Mode::Library.name() && !library_clean(r))
+    runs.iter().any(|r| is_library(r) && !library_clean(r))
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-/// The table printed on stdout (also the body of report.md).
+/// The tables printed on stdout: the transfer workloads, then the expiry section.
 pub fn table(runs: &[Run]) -> String {
+    let expiry = expiry_table(runs);
+    if expiry.is_empty() {
+        transfer_table(runs)
+    } else {
+        format!("{}\nExpiry: holds expired/s by expiry workers (thr)\n\n{expiry}", transfer_table(runs))
+    }
+}
+
+/// The transfer workloads: one row per run; `x lib` is hold-capture against `library` at the
+/// same workload and threads.
+pub fn transfer_table(runs: &[Run]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| {:<8} | {:<17} | {:>3} | {:>9} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} |",
-        "workload", "mode", "thr", "tps", "p50 ms", "p99 ms", "max ms", "retries", "refusals", "errors", "deadlocks", "audit", "money", "x own", "x tpcb"
+        "| {:<8} | {:<17} | {:>3} | {:>9} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
+        "workload", "mode", "thr", "tps", "p50 ms", "p99 ms", "max ms", "retries", "refusals", "errors", "deadlocks", "audit", "money", "x own", "x tpcb", "x lib"
     );
-    let _ = writeln!(t, "|{}|", ["-"; 15].map(|_| "---").join("|"));
-    for r in runs {
+    let _ = writeln!(t, "|{}|", ["-"; 16].map(|_| "---").join("|"));
+    for r in runs.iter().filter(|r| r.workload != Workload::Expiry.name()) {
         let _ = writeln!(
             t,
-            "| {:<8} | {:<17} | {:>3} | {:>9.1} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} |",
+            "| {:<8} | {:<17} | {:>3} | {:>9.1} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
             r.workload,
             r.mode,
             r.threads,
@@ -215,14 +321,74 @@ pub fn table(runs: &[Run]) -> String {
             r.refusals.map_or("-".into(), |v| v.to_string()),
             r.errors,
             r.deadlocks,
-            r.audit_clean.map_or("-", |c| if c { "clean" } else { "BAD" }),
+            audit(r),
             r.money_created.as_deref().unwrap_or("-"),
             opt(r.ratio_pgbench_own_sql, 2),
             opt(r.ratio_pgbench_tpcb_like, 2),
+            opt(r.ratio_library, 2),
         );
     }
     t
 }
+
+fn audit(r: &Run) -> &'static str {
+    r.audit_clean.map_or("-", |c| if c { "clean" } else { "BAD" })
+}
+
+/// The expiry section (empty without expiry runs): holds expired per second, the latency of
+/// one `expire_holds` call, and the lock waits the sampler saw.
+pub fn expiry_table(runs: &[Run]) -> String {
+    let expiry: Vec<&Run> = runs.iter().filter(|r| r.workload == Workload::Expiry.name()).collect();
+    if expiry.is_empty() {
+        return String::new();
+    }
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| {:<21} | {:>3} | {:>7} | {:>9} | {:>6} | {:>11} | {:>11} | {:>7} | {:>12} | {:>8} | {:>8} | {:>10} | {:>11} | {:>4} | {:>6} | {:>9} | {:<5} |",
+        "mode", "thr", "holds", "holds/s", "secs", "p50 call ms", "p99 call ms", "samples", "wait samples", "on holds", "on accts", "wait share", "max waiters", "busy", "errors", "deadlocks", "audit"
+    );
+    let _ = writeln!(t, "|{}|", ["-"; 17].map(|_| "---").join("|"));
+    for r in expiry {
+        let _ = writeln!(
+            t,
+            "| {:<21} | {:>3} | {:>7} | {:>9.1} | {:>6.2} | {:>11} | {:>11} | {:>7} | {:>12} | {:>8} | {:>8} | {:>10} | {:>11} | {:>4} | {:>6} | {:>9} | {:<5} |",
+            r.mode,
+            r.threads,
+            r.holds_expired.map_or("-".into(), |v| v.to_string()),
+            r.tps,
+            r.duration_s,
+            opt(r.p50_ms, 2),
+            opt(r.p99_ms, 2),
+            r.lock_samples.map_or("-".into(), |v| v.to_string()),
+            r.lock_wait_samples.map_or("-".into(), |v| v.to_string()),
+            r.hold_lock_wait_samples.map_or("-".into(), |v| v.to_string()),
+            r.account_lock_wait_samples.map_or("-".into(), |v| v.to_string()),
+            r.lock_wait_share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0)),
+            r.max_lock_waiters.map_or("-".into(), |v| v.to_string()),
+            opt(r.busy_share, 2),
+            r.errors,
+            r.deadlocks,
+            audit(r),
+        );
+    }
+    t
+}
+
+/// How to read the hold-capture rows (report.md).
+const HOLD_CAPTURE_NOTE: &str = "`hold-capture`: each operation is `Ledger::hold` then `Ledger::capture` of the \
+whole amount between the pair the workload draws (two transactions, two commit flushes); tps counts hold+capture \
+pairs per second, and `x lib` is that rate over `library` (plain transfers) at the same workload and threads.";
+
+/// How to read the expiry table (report.md).
+const EXPIRY_NOTE: &str = "Each run drains a fresh copy of the same lapsed holds (`config.expiry_holds`, spread \
+over the uniform accounts) with `thr` workers looping `expire_holds(config.expiry_batch)` until a call returns 0. \
+`holds/s` = holds expired / time until the last worker stopped; the call latencies are of one `expire_holds` \
+call. Every 10 ms a sampler counts the run's backends waiting for a lock (`pg_locks` not granted, joined to \
+`pg_stat_activity`): `wait samples` had at least one waiter, `on holds` / `on accts` had one waiting for a row \
+of `wallet_ledger.holds` / `wallet_ledger.accounts` (from the tuple lock the waiter waits for or holds), `wait share` = mean waiters / workers (the estimated \
+share of the workers' time spent blocked), `busy` = time inside `expire_holds` / (workers x duration). \
+`expire-no-skip-locked` is the control claiming with `FOR UPDATE` without `SKIP LOCKED`.";
 
 /// report.md: the command, the environment, the table, the checks and the plot.
 pub fn markdown(report: &Report) -> String {
@@ -235,7 +401,15 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(md, "## PostgreSQL\n\n{}\n", json(&report.postgres));
     let _ = writeln!(md, "## pgbench\n\n{}\n", json(&report.pgbench));
     let _ = writeln!(md, "## Settings\n\n{}\n", json(&report.config));
-    let _ = writeln!(md, "## Results\n\n![transfers/s against threads](throughput.svg)\n\n{}", table(&report.runs));
+    let _ = writeln!(
+        md,
+        "## Results\n\n![transfers/s against threads](throughput.svg)\n\n{}\n{HOLD_CAPTURE_NOTE}\n",
+        transfer_table(&report.runs)
+    );
+    let expiry = expiry_table(&report.runs);
+    if !expiry.is_empty() {
+        let _ = writeln!(md, "## Expiry\n\n{EXPIRY_NOTE}\n\n{expiry}");
+    }
     let _ = writeln!(md, "## Checks\n");
     for c in &report.checks {
         let verdict = c.passed.map_or("not measured", |p| if p { "PASS" } else { "FAIL" });
