@@ -15,9 +15,9 @@ CREATE TABLE wallet_ledger.accounts (
     currency    text        NOT NULL REFERENCES wallet_ledger.currencies (code),
     balance     numeric     NOT NULL DEFAULT 0,
     -- the floor: 0 = no overdraft, negative = credit line, NULL = unbounded (system/issuer account)
-    min_balance numeric     NULL CHECK (min_balance IS NULL OR min_balance <= 0),
+    min_balance numeric     NULL CHECK (min_balance IS NULL OR (min_balance <= 0 AND min_balance > -1e24)),
     -- reserved by open holds; available = balance - held, and available must respect the floor
-    held        numeric     NOT NULL DEFAULT 0 CHECK (held >= 0),
+    held        numeric     NOT NULL DEFAULT 0 CHECK (held >= 0 AND held < 1e24),
     version     bigint      NOT NULL DEFAULT 0 CHECK (version >= 0),
     name        text        NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),

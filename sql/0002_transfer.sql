@@ -3,7 +3,9 @@
 -- locked only for the server's own work, never for a network round trip.
 
 -- lock_accounts: THE lock statement of the ledger. Every path that changes accounts locks
--- them here, all at once, in ascending id order: PostgreSQL locks rows as the sorted rows come
+-- them here, all at once, in ascending id order (FOR NO KEY UPDATE: the lock an UPDATE of a
+-- non-key column takes anyway; unlike FOR UPDATE it does not block other tables' foreign-key
+-- checks on the account, so a backend's own rows referencing accounts cannot deadlock with it): PostgreSQL locks rows as the sorted rows come
 -- out of the sort, so every transaction locks in the same global order, and no two can wait on
 -- each other in a cycle (no deadlock). Duplicates in p_ids are harmless (IN dedupes).
 -- p_lock_mode: 0 = block, 1 = NOWAIT (55P03 at once), 2 = lock_timeout p_lock_timeout_ms for
@@ -20,7 +22,7 @@ BEGIN
         RETURN QUERY
             SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
               FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-             WHERE a.id = ANY (p_ids) ORDER BY a.id FOR UPDATE OF a NOWAIT;
+             WHERE a.id = ANY (p_ids) ORDER BY a.id FOR NO KEY UPDATE OF a NOWAIT;
         RETURN;
     END IF;
     IF p_lock_mode = 2 THEN
@@ -30,7 +32,7 @@ BEGIN
     RETURN QUERY
         SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
           FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-         WHERE a.id = ANY (p_ids) ORDER BY a.id FOR UPDATE OF a;
+         WHERE a.id = ANY (p_ids) ORDER BY a.id FOR NO KEY UPDATE OF a;
     IF p_lock_mode = 2 THEN
         PERFORM set_config('lock_timeout', v_saved, true);
     END IF;
@@ -84,7 +86,7 @@ BEGIN
     IF p_lock_mode = 1 THEN
         FOR r IN SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
                    FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a NOWAIT LOOP
+                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR NO KEY UPDATE OF a NOWAIT LOOP
             IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
         END LOOP;
     ELSE
@@ -94,7 +96,7 @@ BEGIN
         END IF;
         FOR r IN SELECT a.id, a.currency, a.balance, a.held, a.min_balance, a.version, c.scale
                    FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
-                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR UPDATE OF a LOOP
+                  WHERE a.id IN (p_from, p_to) ORDER BY a.id FOR NO KEY UPDATE OF a LOOP
             IF r.id = p_from THEN v_from := r; v_has_from := true; ELSE v_to := r; v_has_to := true; END IF;
         END LOOP;
         IF p_lock_mode = 2 THEN

@@ -40,7 +40,8 @@ CREATE TABLE wallet_ledger.hold_events (
 );
 CREATE INDEX hold_events_hold ON wallet_ledger.hold_events (hold_id);
 
--- hold: reserves p_amount on p_from for p_to, until now() + p_expires_in_ms.
+-- hold: reserves p_amount on p_from for p_to, for p_expires_in_ms from the moment it is made
+-- (clock_timestamp(), not the transaction's start: a caller's transaction may be long).
 -- Outcomes: ok, replayed, idempotency_conflict, account_not_found (account), currency_mismatch,
 -- invalid_scale (currency_scale), insufficient_funds (account, available).
 CREATE FUNCTION wallet_ledger.hold(
@@ -99,7 +100,7 @@ BEGIN
 
     UPDATE wallet_ledger.accounts a SET held = a.held + p_amount WHERE a.id = p_from;
     INSERT INTO wallet_ledger.holds (from_account, to_account, amount, expires_at, idempotency_key, memo)
-    VALUES (p_from, p_to, p_amount, now() + p_expires_in_ms * interval '1 millisecond', p_key, p_memo)
+    VALUES (p_from, p_to, p_amount, clock_timestamp() + p_expires_in_ms * interval '1 millisecond', p_key, p_memo)
     RETURNING id, holds.expires_at INTO hold_id, expires_at;
     INSERT INTO wallet_ledger.hold_events (hold_id, event, amount) VALUES (hold_id, 'created', p_amount);
     outcome := 'ok';
@@ -137,7 +138,7 @@ CREATE FUNCTION wallet_ledger.capture(
     p_hold_id bigint, p_amount numeric, p_lock_mode smallint, p_lock_timeout_ms integer,
     OUT outcome text, OUT state text, OUT transfer_id bigint, OUT from_account bigint, OUT to_account bigint,
     OUT amount numeric, OUT from_balance numeric, OUT to_balance numeric, OUT available numeric,
-    OUT currency_scale smallint)
+    OUT currency_scale smallint, OUT hold_amount numeric)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     h wallet_ledger.holds%ROWTYPE;
@@ -154,8 +155,10 @@ BEGIN
     END IF;
     from_account := h.from_account;
     to_account := h.to_account;
+    hold_amount := h.amount;
     state := h.state;
-    IF h.state = 'pending' AND h.expires_at <= now() THEN
+    -- clock_timestamp(): the time after the hold's lock was granted, not the transaction's start
+    IF h.state = 'pending' AND h.expires_at <= clock_timestamp() THEN
         state := 'expired'; -- lapsed: an expiry worker will release it; it cannot be ended otherwise
     END IF;
     IF state <> 'pending' THEN
@@ -218,7 +221,7 @@ BEGIN
     IF NOT FOUND THEN
         outcome := 'hold_not_found'; RETURN;
     END IF;
-    state := CASE WHEN h.state = 'pending' AND h.expires_at <= now() THEN 'expired' ELSE h.state END;
+    state := CASE WHEN h.state = 'pending' AND h.expires_at <= clock_timestamp() THEN 'expired' ELSE h.state END;
     IF state <> 'pending' THEN
         outcome := 'hold_not_pending'; RETURN;
     END IF;
@@ -244,7 +247,7 @@ DECLARE
 BEGIN
     SELECT array_agg(c.id), array_agg(DISTINCT c.from_account) INTO v_ids, v_accounts
       FROM (SELECT h.id, h.from_account FROM wallet_ledger.holds h
-             WHERE h.state = 'pending' AND h.expires_at <= now()
+             WHERE h.state = 'pending' AND h.expires_at <= clock_timestamp()
              ORDER BY h.expires_at, h.id LIMIT p_limit
                FOR UPDATE SKIP LOCKED) c;
     IF v_ids IS NULL THEN

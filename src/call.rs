@@ -37,31 +37,35 @@ impl Ledger {
         key_constraint: Option<&str>,
     ) -> Result<Answer, CallError> {
         let mut backoff = Backoff::new(self.inner.max_retries);
-        let mut maybe_applied = false;
+        // The error of the first attempt that may have committed before its answer was lost.
+        // Once there is one, no exit without an answer can claim that nothing was applied.
+        let mut ambiguity: Option<postgres::Error> = None;
         loop {
             let (error, sent) = match self.attempt(sql, params) {
-                Ok(row) => return Ok(Answer { row, maybe_applied }),
-                Err(Attempt::Failed(e)) => return Err(CallError::Failed(e)),
+                Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
+                Err(Attempt::Failed(e)) => return Err(settle(ambiguity, e)),
                 Err(Attempt::Retry { error, sent }) => (error, sent),
             };
             if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
                 let policy = self.inner.lock_wait.to_string();
-                return Err(CallError::Failed(LedgerError::LockUnavailable { policy, source: error }));
+                return Err(settle(ambiguity, LedgerError::LockUnavailable { policy, source: error }));
             }
             let key_race = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
                 && key_constraint.is_some()
                 && error.as_db_error().and_then(|d| d.constraint()) == key_constraint;
             if !key_race && !is_transient(&error) {
-                return Err(CallError::Failed(from_db(error)));
+                return Err(settle(ambiguity, from_db(error)));
             }
-            maybe_applied |= sent && error.is_closed();
             self.inner.counters.retried();
             if !backoff.wait() {
-                return Err(if maybe_applied {
-                    CallError::Unknown(error)
-                } else {
-                    CallError::Failed(LedgerError::Database(error))
+                return Err(match ambiguity {
+                    Some(first) => CallError::Unknown(first),
+                    None if sent && !rolled_back(&error) => CallError::Unknown(error),
+                    None => CallError::Failed(LedgerError::Database(error)),
                 });
+            }
+            if sent && !rolled_back(&error) && ambiguity.is_none() {
+                ambiguity = Some(error);
             }
         }
     }
@@ -70,6 +74,21 @@ impl Ledger {
         let mut conn = self.connection().map_err(Attempt::Failed)?;
         let statement = conn.statement(sql).map_err(|error| Attempt::Retry { error, sent: false })?;
         conn.client().query_one(&statement, params).map_err(|error| Attempt::Retry { error, sent: true })
+    }
+}
+
+/// Whether the server answered a sent statement with a statement-level error: then the
+/// statement's implicit transaction certainly rolled back. Anything else after sending (a reset
+/// or closed socket, a FATAL termination) leaves open whether it committed.
+fn rolled_back(error: &postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| db.severity() == "ERROR")
+}
+
+/// A definite failure, unless an earlier attempt may have committed.
+fn settle(ambiguity: Option<postgres::Error>, failure: LedgerError) -> CallError {
+    match ambiguity {
+        Some(first) => CallError::Unknown(first),
+        None => CallError::Failed(failure),
     }
 }
 

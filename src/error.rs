@@ -97,9 +97,9 @@ pub enum LedgerError {
         /// The state it is in.
         state: crate::HoldState,
     },
-    /// An account row was locked by another transaction and the [`LockWait`](crate::LockWait)
+    /// An account (or hold) row was locked by another transaction and the [`LockWait`](crate::LockWait)
     /// policy did not allow waiting (any longer).
-    #[error("account lock not available (lock wait policy: {policy})")]
+    #[error("row lock not available (lock wait policy: {policy})")]
     LockUnavailable {
         /// The policy in force, as text (`nowait`, `timeout 100ms`).
         policy: String,
@@ -115,6 +115,17 @@ pub enum LedgerError {
         /// The key the transfer was sent with (the caller's, or the internal one).
         idempotency_key: String,
         /// The last error seen.
+        #[source]
+        source: postgres::Error,
+    },
+    /// The connection was lost after a capture or void was sent and retries could not settle
+    /// whether it was applied. The hold's state tells: call again, and `HoldNotPending` with the
+    /// state this call would have reached (and, for a capture, the same amount) means it was.
+    #[error("outcome of the operation on hold {hold} unknown after the connection was lost")]
+    HoldOutcomeUnknown {
+        /// The hold.
+        hold: crate::HoldId,
+        /// The error that left the outcome open.
         #[source]
         source: postgres::Error,
     },
@@ -195,6 +206,7 @@ impl LedgerError {
         match self {
             LedgerError::LockUnavailable { source, .. }
             | LedgerError::OutcomeUnknown { source, .. }
+            | LedgerError::HoldOutcomeUnknown { source, .. }
             | LedgerError::ConstraintViolation { source, .. }
             | LedgerError::Database(source) => source.code(),
             _ => None,

@@ -18,7 +18,7 @@ use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX};
 use crate::money::check_transfer_amount;
-use crate::transfer::{check_key_and_memo, internal_key, Receipt, TransferId};
+use crate::transfer::{check_key_and_memo, internal_key, overflow_as_invalid_amount, Receipt, TransferId};
 
 /// The id of a hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,10 +133,10 @@ impl Hold {
         if self.from == self.to {
             return Err(LedgerError::SameAccount { account: self.from });
         }
-        if self.expires_in > HOLD_EXPIRY_MAX {
+        if self.expires_in.is_zero() || self.expires_in > HOLD_EXPIRY_MAX {
             return Err(LedgerError::InvalidInput {
                 field: "expires_in",
-                reason: format!("{:?} is longer than the maximum of {:?}", self.expires_in, HOLD_EXPIRY_MAX),
+                reason: format!("{:?} is not between 1 ms and {:?}", self.expires_in, HOLD_EXPIRY_MAX),
             });
         }
         check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
@@ -224,7 +224,7 @@ impl Ledger {
             [&h.from.0, &h.to.0, &h.amount, &expires_in_ms, &key, &h.memo, &mode, &timeout_ms];
         let answer = match self.call(include_str!("../sql/queries/hold.sql"), &params, Some("holds_idempotency_key")) {
             Ok(answer) => answer,
-            Err(CallError::Failed(e)) => return Err(e),
+            Err(CallError::Failed(e)) => return Err(overflow_as_invalid_amount(e, h.amount)),
             Err(CallError::Unknown(source)) => {
                 return Err(LedgerError::OutcomeUnknown { idempotency_key: key, source })
             }
@@ -250,7 +250,9 @@ impl Ledger {
         }
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 4] = [&hold_id.0, &amount, &mode, &timeout_ms];
-        let answer = self.call(include_str!("../sql/queries/capture.sql"), &params, None).map_err(ambiguous_hold)?;
+        let answer = self
+            .call(include_str!("../sql/queries/capture.sql"), &params, None)
+            .map_err(|e| ambiguous_hold(hold_id, e))?;
         capture_outcome(hold_id, amount, &answer.row, answer.maybe_applied)
     }
 
@@ -265,7 +267,9 @@ impl Ledger {
     fn run_void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 3] = [&hold_id.0, &mode, &timeout_ms];
-        let answer = self.call(include_str!("../sql/queries/void.sql"), &params, None).map_err(ambiguous_hold)?;
+        let answer = self
+            .call(include_str!("../sql/queries/void.sql"), &params, None)
+            .map_err(|e| ambiguous_hold(hold_id, e))?;
         void_outcome(hold_id, &answer.row, answer.maybe_applied)
     }
 
@@ -290,6 +294,8 @@ impl Ledger {
     }
 
     /// An account's available balance: its balance minus the amounts of its pending holds.
+    /// (What a transfer may take out is this minus the floor, which `InsufficientFunds` reports
+    /// as its `available`; for a credit line with a negative floor that is more than this.)
     ///
     /// # Errors
     /// `AccountNotFound`.
@@ -375,8 +381,16 @@ pub(crate) fn capture_outcome(
     };
     match row.get::<_, &str>("outcome") {
         "ok" => Ok(receipt()),
-        // Our own earlier attempt committed but its answer was lost: it is this call's capture.
-        "hold_not_pending" if maybe_applied && state.as_deref() == Some("captured") => Ok(receipt()),
+        // An earlier attempt of this call may have committed before its answer was lost: the
+        // capture found is ours when it took what we asked for (a hold is captured only once).
+        "hold_not_pending"
+            if maybe_applied
+                && state.as_deref() == Some("captured")
+                && row.get::<_, Option<Decimal>>("amount")
+                    == Some(amount.unwrap_or_else(|| row.get("hold_amount"))) =>
+        {
+            Ok(receipt())
+        }
         "hold_not_pending" => Err(not_pending(hold_id, state)),
         "hold_not_found" => Err(LedgerError::HoldNotFound { hold: hold_id }),
         "exceeds_hold" => Err(LedgerError::InvalidAmount {
@@ -409,11 +423,11 @@ fn scale_error(amount: Decimal, scale: i16) -> LedgerError {
     LedgerError::InvalidAmount { amount, reason: format!("more than {scale} decimal places, the currency's scale") }
 }
 
-/// Captures and voids are keyed by their hold: when retries run out with the outcome unknown,
-/// the hold's state tells (calling again answers `HoldNotPending` with the state it reached).
-fn ambiguous_hold(e: CallError) -> LedgerError {
+/// Captures and voids are keyed by their hold: when retries run out with the outcome open,
+/// the error names the hold, whose state settles it.
+fn ambiguous_hold(hold: HoldId, e: CallError) -> LedgerError {
     match e {
         CallError::Failed(e) => e,
-        CallError::Unknown(source) => LedgerError::Database(source),
+        CallError::Unknown(source) => LedgerError::HoldOutcomeUnknown { hold, source },
     }
 }

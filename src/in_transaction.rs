@@ -10,10 +10,11 @@
 //!
 //! 1. **One ledger operation per transaction.** Each call locks its accounts at once, in order,
 //!    but two calls in one transaction lock in two steps: `A->B` then `C->D` in one transaction
-//!    and `C->D` then `A->B` in another can deadlock. (A batch, which locks the union at once,
-//!    is the way to move money between several pairs in one transaction.)
+//!    and `C->D` then `A->B` in another can deadlock.
 //! 2. **No other locks on ledger rows.** Do not `SELECT ... FOR UPDATE` or update
-//!    `wallet_ledger` rows yourself; read them without locks if you must.
+//!    `wallet_ledger` rows yourself; read them without locks if you must. Your own tables may
+//!    reference `wallet_ledger.accounts` by foreign key: the ledger locks accounts `FOR NO KEY
+//!    UPDATE`, which does not conflict with the `FOR KEY SHARE` lock such a reference takes.
 //! 3. **Your own rows in your own consistent order, before the ledger call.** Lock or write your
 //!    rows first (an order row, by its key), then make the ledger call, then commit. Ledger
 //!    locks are then always the last taken, so a wait on a ledger row never holds up a
@@ -24,8 +25,12 @@
 //!
 //! # Refusals and errors
 //! Each call runs inside a savepoint: a refusal (`InsufficientFunds`, ...) or an error
-//! (`LockUnavailable`, a constraint) rolls back to it, so the caller's transaction stays usable
-//! and can still commit its own rows. The savepoint costs two extra round trips.
+//! (`LockUnavailable`, a constraint) rolls back to it, releasing whatever it locked, so the
+//! caller's transaction stays usable and can still commit its own rows. The savepoint costs two
+//! extra round trips. Idempotency keys replay only in `READ COMMITTED` transactions (the
+//! default): in a `REPEATABLE READ` or `SERIALIZABLE` one, a concurrent call with the same key
+//! that commits after the snapshot is reported as `InvalidInput` ("transaction isolation") and
+//! the caller retries its whole transaction.
 //! A concurrent call with the same idempotency key is waited for and replayed; other transient
 //! errors (serialization failure, lost connection) are returned, since only the caller can
 //! retry its whole transaction.
@@ -164,8 +169,11 @@ impl Ledger {
     }
 
     /// Runs one ledger statement in a savepoint of the caller's transaction (one round trip for
-    /// the statement: `query_typed` needs no prepare). Rolls back to the savepoint on any error;
-    /// a lost race on `key_constraint` is waited for by the server and retried, which replays.
+    /// the statement: `query_typed` needs no prepare). The savepoint is released only when the
+    /// operation applied (`ok`) or replayed; on a refusal or an error it is rolled back, which
+    /// also releases the row locks the statement took, so a refused call holds nothing until the
+    /// caller's commit. A lost race on `key_constraint` is waited for by the server and retried,
+    /// which replays the winner (in READ COMMITTED, where the retry sees the winner's commit).
     fn in_savepoint(
         &self,
         tx: &mut Transaction<'_>,
@@ -178,7 +186,11 @@ impl Ledger {
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
             let error = match savepoint.query_typed_one(sql, params) {
                 Ok(row) => {
-                    savepoint.commit()?;
+                    if matches!(row.get::<_, &str>("outcome"), "ok" | "replayed") {
+                        savepoint.commit()?;
+                    } else {
+                        savepoint.rollback()?;
+                    }
                     return Ok(row);
                 }
                 Err(error) => error,
@@ -189,7 +201,21 @@ impl Ledger {
             }
             let key_race = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
                 && error.as_db_error().and_then(|d| d.constraint()) == Some(key_constraint);
-            if !key_race || !backoff.wait() {
+            if !key_race {
+                return Err(from_db(error));
+            }
+            let isolation: String = tx.query_one("SELECT current_setting('transaction_isolation')", &[])?.get(0);
+            if isolation != "read committed" {
+                return Err(LedgerError::InvalidInput {
+                    field: "transaction isolation",
+                    reason: format!(
+                        "{isolation}: a concurrent call with the same idempotency key committed after this \
+                         transaction's snapshot; idempotency keys replay only in READ COMMITTED transactions \
+                         (retry the whole transaction)"
+                    ),
+                });
+            }
+            if !backoff.wait() {
                 return Err(from_db(error));
             }
             self.inner.counters.retried();

@@ -287,6 +287,9 @@ impl Ledger {
         if let Some(name) = &new.name {
             check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
         }
+        if !crate::money::is_currency_code(&new.currency) {
+            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
+        }
         let scale = self.idempotent(|conn| {
             let statement = conn.statement("SELECT scale FROM wallet_ledger.currencies WHERE code = $1")?;
             Ok(conn.client().query_opt(&statement, &[&new.currency])?.map(|row| row.get::<_, i16>(0) as u32))

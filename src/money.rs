@@ -23,23 +23,33 @@ pub(crate) fn check_floor(floor: Decimal, scale: u32) -> Result<(), LedgerError>
     if floor > Decimal::ZERO {
         return Err(invalid_amount(floor, "a floor (min_balance) must be zero or negative"));
     }
+    if floor <= FLOOR_MIN {
+        return Err(invalid_amount(floor, "a floor must be above -10^24"));
+    }
     if significant_scale(floor) > scale {
         return Err(invalid_amount(floor, &format!("more than {scale} decimal places")));
     }
     Ok(())
 }
 
+/// The lowest floor (exclusive), as the `accounts` CHECK says.
+const FLOOR_MIN: Decimal = Decimal::from_parts(0xa100_0000, 0x1bce_cced, 0xd3c2, true, 0);
+
 /// Decimal places that carry a non-zero digit: `1.50` has 1, `2.00` has 0.
 pub(crate) fn significant_scale(amount: Decimal) -> u32 {
     amount.normalize().scale()
 }
 
+/// Whether `code` has the shape of a currency code (`[A-Z0-9_]{1,16}`).
+pub(crate) fn is_currency_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= CURRENCY_CODE_BYTES_MAX
+        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// Checks a currency code and scale before defining the currency.
 pub(crate) fn check_currency(code: &str, scale: u32) -> Result<(), LedgerError> {
-    let well_formed = !code.is_empty()
-        && code.len() <= CURRENCY_CODE_BYTES_MAX
-        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if !well_formed {
+    if !is_currency_code(code) {
         return Err(LedgerError::InvalidInput {
             field: "currency code",
             reason: format!("{code:?} is not 1 to {CURRENCY_CODE_BYTES_MAX} characters of A-Z, 0-9, _"),
@@ -100,6 +110,9 @@ mod tests {
         assert!(check_floor(dec!(-100.50), 2).is_ok());
         assert!(check_floor(dec!(0.01), 2).is_err());
         assert!(check_floor(dec!(-1.005), 2).is_err());
+        assert!(check_floor(dec!(-999999999999999999999999), 0).is_ok());
+        assert!(check_floor(dec!(-1000000000000000000000000), 0).is_err());
+        assert_eq!(FLOOR_MIN, dec!(-1000000000000000000000000));
     }
 
     #[test]

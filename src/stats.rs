@@ -46,6 +46,7 @@ impl Counters {
                 LedgerError::Database(_)
                 | LedgerError::Pool(_)
                 | LedgerError::OutcomeUnknown { .. }
+                | LedgerError::HoldOutcomeUnknown { .. }
                 | LedgerError::ConstraintViolation { .. }
                 | LedgerError::SchemaTooNew { .. },
             ) => &self.failed,

@@ -105,7 +105,8 @@ pub struct Receipt {
     pub from: AccountId,
     /// The credited account.
     pub to: AccountId,
-    /// The amount moved, at the currency's scale.
+    /// The amount moved, as requested (the ledger stores it at the currency's scale, which
+    /// only adds trailing zeros: more decimal places than the currency has are refused).
     pub amount: Decimal,
     /// The debited account's balance right after this transfer.
     pub from_balance: Decimal,
@@ -120,8 +121,26 @@ pub struct Receipt {
 /// connection finds the first attempt instead of applying the transfer twice.
 pub(crate) const INTERNAL_KEY_PREFIX: &str = "~";
 
+/// Version 7 (time-ordered) so that consecutive keys land on neighbouring pages of the unique
+/// index instead of random ones.
 pub(crate) fn internal_key() -> String {
-    format!("{INTERNAL_KEY_PREFIX}{}", uuid::Uuid::new_v4())
+    format!("{INTERNAL_KEY_PREFIX}{}", uuid::Uuid::now_v7())
+}
+
+/// A balance or reservation that would outgrow what the ledger can represent comes back from
+/// the database as a CHECK violation on the account; to the caller it is an amount too large.
+pub(crate) fn overflow_as_invalid_amount(e: LedgerError, amount: Decimal) -> LedgerError {
+    match &e {
+        LedgerError::ConstraintViolation { constraint, .. }
+            if constraint == "accounts_balance_magnitude" || constraint == "accounts_held_check" =>
+        {
+            LedgerError::InvalidAmount {
+                amount,
+                reason: "the resulting balance would exceed the largest the ledger can represent".into(),
+            }
+        }
+        _ => e,
+    }
 }
 
 impl Ledger {
@@ -155,7 +174,7 @@ impl Ledger {
                 receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
                 receipt
             }),
-            Err(CallError::Failed(e)) => Err(e),
+            Err(CallError::Failed(e)) => Err(overflow_as_invalid_amount(e, t.amount)),
             Err(CallError::Unknown(source)) => Err(LedgerError::OutcomeUnknown { idempotency_key: key, source }),
         }
     }

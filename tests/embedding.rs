@@ -16,14 +16,22 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use wallet_ledger::{AccountId, Hold, Ledger, LedgerError, LockWait, Transfer};
 
+/// The backend's own table. It references the ledger's accounts by foreign key, as a real one
+/// would: inserting an order takes `FOR KEY SHARE` on the account row.
 fn app_client(url: &str) -> Result<Client> {
     let mut c = Client::connect(url, NoTls)?;
-    c.batch_execute("CREATE TABLE IF NOT EXISTS app_orders (id bigserial PRIMARY KEY, total numeric NOT NULL, failure text)")?;
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS app_orders (id bigserial PRIMARY KEY, total numeric NOT NULL, failure text,
+                                                account bigint REFERENCES wallet_ledger.accounts (id))",
+    )?;
     Ok(c)
 }
 
 fn orders(c: &mut Client) -> Result<Vec<(Decimal, Option<String>)>> {
-    Ok(c.query("SELECT total, failure FROM app_orders ORDER BY id", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(c.query("SELECT total, failure FROM app_orders ORDER BY id", &[])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 #[test]
@@ -119,8 +127,8 @@ fn holds_inside_the_callers_transaction() -> Result<()> {
     Ok(())
 }
 
-/// 8 threads: each transaction writes an order row, then makes one ledger call (rules 1-3 of
-/// the module docs), in both directions around three accounts.
+/// 8 threads: each transaction writes an order row (with a foreign key to an account), then
+/// makes one ledger call (rules 1-3 of the module docs), in both directions around three accounts.
 #[test]
 fn the_documented_pattern_never_deadlocks() -> Result<()> {
     let (l, url, _, w) = funded("embed_pattern", 3, dec!(100.00))?;
@@ -137,7 +145,8 @@ fn the_documented_pattern_never_deadlocks() -> Result<()> {
                 for i in 0..120 {
                     let (from, to) = (w[(t + i) % 3], w[(t + i + 1 + (i % 2)) % 3]);
                     let mut tx = app.transaction()?;
-                    tx.execute("INSERT INTO app_orders (total) VALUES (0.01)", &[])?;
+                    // The order references the *receiving* account: other threads debit it.
+                    tx.execute("INSERT INTO app_orders (total, account) VALUES (0.01, $1)", &[&to.0])?;
                     match l.transfer_in(&mut tx, &Transfer::new(from, to, dec!(0.01))) {
                         Ok(_) => ok += 1,
                         Err(LedgerError::InsufficientFunds { .. }) => {}
@@ -204,5 +213,38 @@ fn control_two_ledger_calls_in_one_transaction_deadlock() -> Result<()> {
     assert!(seen > 0, "two ledger calls per transaction never deadlocked in 20 s");
     drop(l);
     assert!(deadlocks(&url)? > before, "the server's deadlock counter did not rise");
+    Ok(())
+}
+
+#[test]
+fn a_refusal_inside_a_transaction_releases_its_locks() -> Result<()> {
+    let (l, url, _, w) = funded("embed_release", 2, dec!(10.00))?;
+    let nowait = Ledger::builder(&url).lock_wait(LockWait::NoWait).build()?;
+    let mut app = app_client(&url)?;
+    let mut tx = app.transaction()?;
+    let e = l.transfer_in(&mut tx, &Transfer::new(w[0], w[1], dec!(99.00))).unwrap_err();
+    assert!(matches!(e, LedgerError::InsufficientFunds { .. }), "{e:?}");
+    // The caller's transaction is still open; the refused transfer must not keep the rows locked.
+    nowait.transfer(&Transfer::new(w[1], w[0], dec!(1.00)))?;
+    // A successful call keeps its locks until the caller commits, as it must.
+    l.transfer_in(&mut tx, &Transfer::new(w[0], w[1], dec!(2.00)))?;
+    let blocked = nowait.transfer(&Transfer::new(w[1], w[0], dec!(1.00))).unwrap_err();
+    assert!(matches!(blocked, LedgerError::LockUnavailable { .. }), "{blocked:?}");
+    tx.commit()?;
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}
+
+#[test]
+fn expiry_is_measured_from_the_call_not_the_transaction_start() -> Result<()> {
+    let (l, url, _, w) = funded("embed_clock", 2, dec!(10.00))?;
+    let mut app = app_client(&url)?;
+    let mut tx = app.transaction()?;
+    tx.execute("INSERT INTO app_orders (total) VALUES (1)", &[])?; // the transaction has started
+    thread::sleep(Duration::from_millis(300));
+    let h = l.hold_in(&mut tx, &Hold::new(w[0], w[1], dec!(1.00)).expires_in(Duration::from_millis(200)))?;
+    // Made now, lapsing in 200 ms: not lapsed at birth although the transaction is 300 ms old.
+    l.capture_in(&mut tx, h.hold_id, None)?;
+    tx.commit()?;
     Ok(())
 }

@@ -73,6 +73,7 @@ fn hold_refusals_change_nothing() -> Result<()> {
     );
     refused!(l, l.hold(&Hold::new(w[0], w[1], dec!(1)).idempotency_key("~x")), LedgerError::InvalidInput { .. });
     refused!(l, l.expire_holds(0), LedgerError::InvalidInput { .. });
+    refused!(l, l.hold(&Hold::new(w[0], w[1], dec!(1)).expires_in(Duration::ZERO)), LedgerError::InvalidInput { .. });
     Ok(())
 }
 

@@ -76,6 +76,12 @@ fn overdraft_credit_line_and_unbounded() -> Result<()> {
 
     let r = l.transfer(&Transfer::new(issuer, w[1], dec!(1000000.00)))?;
     assert_eq!(r.from_balance, dec!(-1000020.00));
+    // A balance the ledger could not represent is an amount too large, not a database error.
+    refused!(
+        l,
+        l.transfer(&Transfer::new(issuer, w[1], dec!(1000000000000000000000000000))),
+        LedgerError::InvalidAmount { .. }
+    );
     Ok(())
 }
 
@@ -144,6 +150,8 @@ fn currencies_and_accounts() -> Result<()> {
     refused!(l, l.define_currency("USD'--", 2), LedgerError::InvalidInput { .. });
     refused!(l, l.define_currency("BTC", 19), LedgerError::InvalidInput { .. });
     refused!(l, l.open_account(&NewAccount::new("XXX")), LedgerError::UnknownCurrency { .. });
+    refused!(l, l.open_account(&NewAccount::new("JP\0Y")), LedgerError::UnknownCurrency { .. });
+    refused!(l, l.open_account(&NewAccount::new("JPY").min_balance(dec!(-1e24))), LedgerError::InvalidAmount { .. });
     refused!(l, l.open_account(&NewAccount::new("JPY").min_balance(dec!(1))), LedgerError::InvalidAmount { .. });
     refused!(l, l.open_account(&NewAccount::new("JPY").min_balance(dec!(-0.5))), LedgerError::InvalidAmount { .. });
     let a = l.open_account(&NewAccount::new("JPY").name("yen wallet").min_balance(dec!(-100)))?;

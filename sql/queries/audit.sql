@@ -44,8 +44,8 @@ SELECT id, balance - held AS available, min_balance FROM wallet_ledger.accounts
  WHERE min_balance IS NOT NULL AND balance - held < min_balance
  ORDER BY id LIMIT $1;
 
--- @held: each account's held amount equals the sum of its pending holds; no hold captured more
--- than it held (also a CHECK) or without its transfer.
+-- @held: each account's held amount equals the sum of its pending holds. (That no hold captured
+-- more than it held, or without its transfer, is enforced by CHECK constraints on holds.)
 SELECT a.id, a.held, coalesce(h.total, 0) AS pending_total
   FROM wallet_ledger.accounts a
   LEFT JOIN (SELECT from_account, sum(amount) AS total FROM wallet_ledger.holds

@@ -111,7 +111,7 @@ impl Setup {
             opening_versions,
             issuer_opening,
             last_setup_transfer,
-            key_prefix: format!("case-{}/", uuid::Uuid::new_v4().simple()),
+            key_prefix: format!("case-{}/", uuid::Uuid::now_v7().simple()),
         })
     }
 
