@@ -56,7 +56,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub accounts: Option<usize>,
     /// Modes, comma-separated [default: all; multi-statement then only on uniform at 1 and 8 threads,
-    /// hold-capture on uniform and hot, expire-no-skip-locked at the most expiry workers]
+    /// hold-capture on uniform and hot; expire-no-skip-locked always only at the most expiry workers]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub modes: Vec<Mode>,
     /// pgbench scale factor for tpcb-like [default: the largest thread count, as pgbench advises; --quick: 1]
@@ -68,7 +68,7 @@ pub struct BenchArgs {
     /// Seed of the random account pairs
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Lapsed holds each expiry run drains, spread over the uniform accounts [default: 100000; --quick: 2000]
+    /// Lapsed holds each expiry run drains, spread over the uniform accounts [default: 100000; --quick: 1000]
     #[arg(long)]
     pub expiry_holds: Option<usize>,
     /// Expiry worker counts, comma-separated [default: 1,2,4]
@@ -77,7 +77,7 @@ pub struct BenchArgs {
     /// Holds per `expire_holds` call [default: 500; --quick: 100]
     #[arg(long)]
     pub expiry_batch: Option<u32>,
-    /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts, 2000 holds to expire
+    /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts, 1000 holds to expire
     #[arg(long)]
     pub quick: bool,
 }
@@ -117,7 +117,7 @@ impl BenchArgs {
             out: self.out,
             quick,
             seed: self.seed,
-            expiry_holds: pick(self.expiry_holds.map(|h| h as u64), 2_000, 100_000) as usize,
+            expiry_holds: pick(self.expiry_holds.map(|h| h as u64), 1_000, 100_000) as usize,
             expiry_workers,
             expiry_batch: pick(self.expiry_batch.map(u64::from), 100, 500) as u32,
         }

@@ -23,6 +23,8 @@ pub struct Server {
     prefix: String,
     /// Whether `CHECKPOINT` is allowed (superuser or pg_checkpoint); tried before each point.
     pub can_checkpoint: bool,
+    /// Pause between two reads of the counters that must agree (see [`Server::settled_stats`]).
+    settle_every: Duration,
 }
 
 /// The server's per-database counters (pg_stat_database).
@@ -49,7 +51,15 @@ impl Server {
         let mut admin = Client::connect(&admin_url, NoTls).context("connect to the bench's PostgreSQL server")?;
         let can_checkpoint = admin.batch_execute("CHECKPOINT").is_ok();
         let prefix = format!("wlb_{}_", std::process::id());
-        Ok(Server { embedded, admin_url, admin, prefix, can_checkpoint })
+        let version: i32 = admin
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .context("read the server version")?
+            .get(0);
+        // From PostgreSQL 15 a backend flushes its statistics to shared memory before it leaves
+        // pg_stat_activity, so a short re-check suffices; before, a collector process received
+        // them up to 500 ms later.
+        let settle_every = Duration::from_millis(if version >= 150_000 { 50 } else { 150 });
+        Ok(Server { embedded, admin_url, admin, prefix, can_checkpoint, settle_every })
     }
 
     /// Whether this is the embedded server.
@@ -110,7 +120,7 @@ impl Server {
         self.wait_idle(name)?;
         let mut last = self.stats(name)?;
         for _ in 0..20 {
-            sleep(Duration::from_millis(150));
+            sleep(self.settle_every);
             let now = self.stats(name)?;
             if now == last {
                 return Ok(now);

@@ -24,14 +24,18 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// Longest wait for the holds to lapse after they were created.
 const LAPSE_WAIT: Duration = Duration::from_secs(30);
 
+/// Holds created per transaction while building the expiry template.
+const HOLDS_PER_TRANSACTION: usize = 2_000;
+
 /// Creates database `name` as a copy of `template` plus `holds` pending holds of 1.00 between
 /// random distinct wallets, each lapsing 1 to 1000 ms after its creating transaction started,
 /// and waits until all have lapsed.
 ///
 /// The holds are made by the library's own `wallet_ledger.hold` function, the one
 /// `Ledger::hold` calls (ordered account locks, the floor check on the available balance, the
-/// hold row, its `created` event), once per hold inside one server-side statement, without a
-/// round trip per hold. The random pairs are seeded, so every run gets the same holds.
+/// hold row, its `created` event), once per hold inside a server-side statement per
+/// [`HOLDS_PER_TRANSACTION`] holds, without a round trip per hold. The random pairs are seeded,
+/// so every run gets the same holds.
 pub fn build_template(
     server: &mut Server,
     template: &str,
@@ -47,17 +51,25 @@ pub fn build_template(
     client.execute("SELECT setseed($1)", &[&unit]).context("seed the hold pairs")?;
     let sql = format!(
         "SELECT count(*) FROM (
-           SELECT g.i, floor(random() * $2)::bigint AS a, floor(random() * ($2 - 1))::bigint AS b
-             FROM generate_series(1, $1::bigint) AS g(i)) p
+           SELECT g.i, floor(random() * $3)::bigint AS a, floor(random() * ($3 - 1))::bigint AS b
+             FROM generate_series($1::bigint, $2::bigint) AS g(i)) p
          CROSS JOIN LATERAL wallet_ledger.hold(
-           $3 + p.a, $3 + CASE WHEN p.b >= p.a THEN p.b + 1 ELSE p.b END, {AMOUNT},
+           $4 + p.a, $4 + CASE WHEN p.b >= p.a THEN p.b + 1 ELSE p.b END, {AMOUNT},
            1 + p.i % 1000, 'bench-expiry-' || p.i, NULL, 0::smallint, 0) h
          WHERE h.outcome = 'ok'"
     );
+    let statement = client.prepare(&sql).context("prepare the hold creation")?;
     let pool = accounts.count as f64;
-    let made: i64 =
-        client.query_one(&sql, &[&(holds as i64), &pool, &accounts.first]).context("create the holds")?.get(0);
-    ensure!(made as usize == holds, "created {made} of {holds} holds");
+    for first in (1..=holds).step_by(HOLDS_PER_TRANSACTION) {
+        let (first, last) = (first as i64, (first + HOLDS_PER_TRANSACTION - 1).min(holds) as i64);
+        let made: i64 = client
+            .query_one(&statement, &[&first, &last, &pool, &accounts.first])
+            .with_context(|| format!("create holds {first} to {last}"))?
+            .get(0);
+        ensure!(made == last - first + 1, "created {made} of holds {first} to {last}");
+        // Fresh statistics, so the functions' cached plans are made for the tables' real size.
+        client.batch_execute("ANALYZE wallet_ledger.holds, wallet_ledger.hold_events").context("analyze the holds")?;
+    }
     wait_lapsed(&mut client)?;
     client.batch_execute("VACUUM ANALYZE").context("vacuum the expiry template")?;
     drop(client);

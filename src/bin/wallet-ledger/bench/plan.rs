@@ -200,8 +200,8 @@ pub fn points(s: &Settings) -> Vec<Point> {
     let most = s.expiry_workers.last().copied().unwrap_or(1);
     for &threads in &s.expiry_workers {
         for mode in [Mode::Expire, Mode::ExpireNoSkipLocked].into_iter().filter(|m| s.modes.contains(m)) {
-            // The control shows queueing, so by default it runs only at the most workers.
-            if mode == Mode::Expire || s.modes_explicit || threads == most {
+            // The control shows queueing; it runs only at the most workers (it is slow).
+            if mode == Mode::Expire || threads == most {
                 points.push(Point { workload: Workload::Expiry, mode, threads });
             }
         }
@@ -225,5 +225,46 @@ fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool
             workload == Workload::Uniform && at.contains(&threads)
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(modes: Vec<Mode>, explicit: bool) -> Settings {
+        Settings {
+            workloads: vec![Workload::Uniform, Workload::Hot, Workload::Pair],
+            threads: vec![1, 4],
+            duration_s: 1,
+            accounts: 100,
+            modes,
+            modes_explicit: explicit,
+            pgbench_scale: 1,
+            out: PathBuf::from("unused"),
+            quick: false,
+            seed: 1,
+            expiry_holds: 10,
+            expiry_workers: vec![1, 2, 4],
+            expiry_batch: 5,
+        }
+    }
+
+    #[test]
+    fn hold_capture_runs_on_uniform_and_hot_at_every_thread_count() {
+        let points = points(&settings(Mode::ALL.to_vec(), false));
+        let at: Vec<(Workload, usize)> =
+            points.iter().filter(|p| p.mode == Mode::HoldCapture).map(|p| (p.workload, p.threads)).collect();
+        assert_eq!(at, [(Workload::Uniform, 1), (Workload::Uniform, 4), (Workload::Hot, 1), (Workload::Hot, 4)]);
+    }
+
+    #[test]
+    fn expiry_points_come_last_with_the_control_at_the_most_workers() {
+        let points = points(&settings(vec![Mode::Library, Mode::Expire, Mode::ExpireNoSkipLocked], true));
+        let expiry: Vec<(Mode, usize)> =
+            points.iter().skip_while(|p| !p.mode.is_expiry()).map(|p| (p.mode, p.threads)).collect();
+        assert!(expiry.iter().all(|(m, _)| m.is_expiry()));
+        assert_eq!(expiry, [(Mode::Expire, 1), (Mode::Expire, 2), (Mode::Expire, 4), (Mode::ExpireNoSkipLocked, 4)]);
+        assert!(points.iter().filter(|p| p.mode.is_expiry()).all(|p| p.workload == Workload::Expiry));
     }
 }
