@@ -2,9 +2,9 @@
 -- void, or let expire. A pending hold reserves its amount on the source account
 -- (accounts.held), so the account's available balance (balance - held) keeps the floor.
 --
--- Lock order, the same on every path: a hold row first (capture/void lock one hold by id;
--- expiry workers claim many with SKIP LOCKED, which never waits), then the accounts through
--- lock_accounts (ascending id). Nothing locks an account and then waits for a hold, so no cycle.
+-- Lock order: capture and void lock their hold row first, then the accounts through
+-- lock_accounts (ascending id). Nothing locks an account and then waits for a hold, so no
+-- cycle. Expiry workers never wait at all (SKIP LOCKED on holds and accounts alike).
 
 CREATE TABLE wallet_ledger.holds (
     id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -234,31 +234,36 @@ BEGIN
 END
 $fn$;
 
--- expire_holds: claims up to p_limit lapsed pending holds, oldest expiry first, skipping holds
--- another worker (or a capture/void) has locked, so workers never wait on each other's holds
--- and never claim one twice; then locks the source accounts in ascending id order and
--- releases the reservations. Returns how many holds it expired.
+-- expire_holds: claims up to p_limit lapsed pending holds, oldest expiry first, together with
+-- their source accounts, in ONE statement with SKIP LOCKED: a hold another worker (or a
+-- capture/void) has locked, or whose source account a transfer or another worker holds right
+-- now, is skipped and left for a later pass. So a worker never waits for anything: workers
+-- drain disjoint holds without queueing behind each other's commits, never claim a hold twice,
+-- and, since a transaction that never waits cannot be part of a wait cycle, cannot deadlock
+-- even though this statement's locks are not taken in ascending account order (the one place
+-- the ledger departs from it, and it can because it never waits). The claimed rows are then
+-- updated; every one of them is already locked by this transaction. Returns how many expired.
 CREATE FUNCTION wallet_ledger.expire_holds(p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_ids      bigint[];
-    v_accounts bigint[];
+    v_ids bigint[];
 BEGIN
-    SELECT array_agg(c.id), array_agg(DISTINCT c.from_account) INTO v_ids, v_accounts
-      FROM (SELECT h.id, h.from_account FROM wallet_ledger.holds h
+    SELECT array_agg(c.id) INTO v_ids
+      FROM (SELECT h.id FROM wallet_ledger.holds h
+              JOIN wallet_ledger.accounts a ON a.id = h.from_account
              WHERE h.state = 'pending' AND h.expires_at <= clock_timestamp()
              ORDER BY h.expires_at, h.id LIMIT p_limit
-               FOR UPDATE SKIP LOCKED) c;
+               FOR UPDATE OF h SKIP LOCKED
+               FOR NO KEY UPDATE OF a SKIP LOCKED) c;
     IF v_ids IS NULL THEN
         RETURN 0;
     END IF;
-    PERFORM 1 FROM wallet_ledger.lock_accounts(v_accounts, 0::smallint, 0);
     UPDATE wallet_ledger.accounts a SET held = a.held - s.total
       FROM (SELECT h.from_account, sum(h.amount) AS total FROM wallet_ledger.holds h
              WHERE h.id = ANY (v_ids) GROUP BY h.from_account) s
      WHERE a.id = s.from_account;
-    UPDATE wallet_ledger.holds hh SET state = 'expired', ended_at = now() WHERE hh.id = ANY (v_ids);
+    UPDATE wallet_ledger.holds hh SET state = 'expired', ended_at = clock_timestamp() WHERE hh.id = ANY (v_ids);
     INSERT INTO wallet_ledger.hold_events (hold_id, event, amount)
     SELECT h.id, 'expired', h.amount FROM wallet_ledger.holds h WHERE h.id = ANY (v_ids);
     RETURN cardinality(v_ids);
