@@ -244,6 +244,9 @@ impl EmbeddedServer {
         let mut child = self
             .command_raw("sh")
             .args(["-c", script, path_str(&pg_ctl), path_str(&self.dir)])
+            // Its own process group: Ctrl-C in a terminal (SIGINT to the foreground group) or a
+            // kill of this process's group must not take the watchdog down with this process.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
