@@ -9,6 +9,7 @@ use postgres::Row;
 use crate::error::{from_db, is_transient, LedgerError};
 use crate::ledger::Ledger;
 use crate::retry::Backoff;
+use crate::transfer::overflow_as_invalid_amount;
 
 /// Why a call gave up.
 pub(crate) enum CallError {
@@ -68,6 +69,23 @@ impl Ledger {
                 ambiguity = Some(error);
             }
         }
+    }
+
+    /// [`call`](Self::call) for a request that carries an idempotency key and moves `amount`:
+    /// an outcome retries could not settle is `OutcomeUnknown` naming the key to repeat it
+    /// with, and a balance too large to represent is `InvalidAmount`.
+    pub(crate) fn keyed_call(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        key_constraint: &str,
+        key: &str,
+        amount: rust_decimal::Decimal,
+    ) -> Result<Answer, LedgerError> {
+        self.call(sql, params, Some(key_constraint)).map_err(|e| match e {
+            CallError::Failed(e) => overflow_as_invalid_amount(e, amount),
+            CallError::Unknown(source) => LedgerError::OutcomeUnknown { idempotency_key: key.to_string(), source },
+        })
     }
 
     fn attempt(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Attempt> {

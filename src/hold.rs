@@ -18,7 +18,7 @@ use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX};
 use crate::money::check_transfer_amount;
-use crate::transfer::{check_key_and_memo, internal_key, overflow_as_invalid_amount, Receipt, TransferId};
+use crate::transfer::{check_key_and_memo, internal_key, Receipt, TransferId};
 
 /// The id of a hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,13 +222,8 @@ impl Ledger {
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 8] =
             [&h.from.0, &h.to.0, &h.amount, &expires_in_ms, &key, &h.memo, &mode, &timeout_ms];
-        let answer = match self.call(include_str!("../sql/queries/hold.sql"), &params, Some("holds_idempotency_key")) {
-            Ok(answer) => answer,
-            Err(CallError::Failed(e)) => return Err(overflow_as_invalid_amount(e, h.amount)),
-            Err(CallError::Unknown(source)) => {
-                return Err(LedgerError::OutcomeUnknown { idempotency_key: key, source })
-            }
-        };
+        let sql = include_str!("../sql/queries/hold.sql");
+        let answer = self.keyed_call(sql, &params, "holds_idempotency_key", &key, h.amount)?;
         hold_outcome(h, key, &answer.row, answer.maybe_applied)
     }
 

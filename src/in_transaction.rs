@@ -44,7 +44,7 @@ use crate::error::{from_db, LedgerError};
 use crate::hold::{capture_outcome, hold_outcome, void_outcome, Hold, HoldId, HoldReceipt};
 use crate::ledger::Ledger;
 use crate::retry::Backoff;
-use crate::transfer::{internal_key, outcome, Receipt, Transfer};
+use crate::transfer::{internal_key, outcome, overflow_as_invalid_amount, Receipt, Transfer};
 
 impl Ledger {
     /// [`Ledger::transfer`] inside the caller's transaction: committed or rolled back with it.
@@ -91,8 +91,9 @@ impl Ledger {
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
         ];
-        let row =
-            self.in_savepoint(tx, include_str!("../sql/queries/transfer.sql"), &params, "transfers_idempotency_key")?;
+        let row = self
+            .in_savepoint(tx, include_str!("../sql/queries/transfer.sql"), &params, "transfers_idempotency_key")
+            .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
         outcome(t, &key, &row)
     }
 
@@ -119,7 +120,9 @@ impl Ledger {
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
         ];
-        let row = self.in_savepoint(tx, include_str!("../sql/queries/hold.sql"), &params, "holds_idempotency_key")?;
+        let row = self
+            .in_savepoint(tx, include_str!("../sql/queries/hold.sql"), &params, "holds_idempotency_key")
+            .map_err(|e| overflow_as_invalid_amount(e, h.amount))?;
         hold_outcome(h, key, &row, false)
     }
 

@@ -332,8 +332,8 @@ impl Ledger {
     }
 }
 
-#[allow(dead_code)]
-fn assert_traits() {
+/// `Ledger: Clone + Send + Sync` is part of the contract: checked at compile time.
+const _: fn() = || {
     fn is<T: Clone + Send + Sync + 'static>() {}
     is::<Ledger>();
-}
+};

@@ -7,7 +7,6 @@ use postgres::types::ToSql;
 use rust_decimal::Decimal;
 
 use crate::account::AccountId;
-use crate::call::CallError;
 use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
@@ -168,15 +167,13 @@ impl Ledger {
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
-        match self.call(include_str!("../sql/queries/transfer.sql"), &params, Some("transfers_idempotency_key")) {
-            Ok(answer) => outcome(t, &key, &answer.row).map(|mut receipt| {
-                // A replay of our own earlier, unanswered attempt is not a replay to the caller.
-                receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
-                receipt
-            }),
-            Err(CallError::Failed(e)) => Err(overflow_as_invalid_amount(e, t.amount)),
-            Err(CallError::Unknown(source)) => Err(LedgerError::OutcomeUnknown { idempotency_key: key, source }),
-        }
+        let sql = include_str!("../sql/queries/transfer.sql");
+        let answer = self.keyed_call(sql, &params, "transfers_idempotency_key", &key, t.amount)?;
+        outcome(t, &key, &answer.row).map(|mut receipt| {
+            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+            receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
+            receipt
+        })
     }
 }
 

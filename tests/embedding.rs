@@ -248,3 +248,17 @@ fn expiry_is_measured_from_the_call_not_the_transaction_start() -> Result<()> {
     tx.commit()?;
     Ok(())
 }
+
+#[test]
+fn an_unrepresentable_balance_is_an_invalid_amount_inside_a_transaction_too() -> Result<()> {
+    let (l, url, issuer, w) = funded("embed_overflow", 1, dec!(1.00))?;
+    let mut app = app_client(&url)?;
+    let mut tx = app.transaction()?;
+    let huge = dec!(1000000000000000000000000000);
+    let e = l.transfer_in(&mut tx, &Transfer::new(issuer, w[0], huge)).unwrap_err();
+    assert!(matches!(e, LedgerError::InvalidAmount { .. }), "{e:?}");
+    tx.execute("INSERT INTO app_orders (total) VALUES (1)", &[])?; // still usable
+    tx.commit()?;
+    assert_eq!(l.balance(w[0])?, dec!(1.00));
+    Ok(())
+}

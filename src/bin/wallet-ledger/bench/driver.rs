@@ -130,7 +130,7 @@ impl Load {
                     self.deadlock_errors += 1;
                 }
                 if self.first_error.is_none() {
-                    self.first_error = Some(error_chain(&e));
+                    self.first_error = Some(format!("{:#}", anyhow::Error::new(e)));
                 }
             }
         }
@@ -149,18 +149,6 @@ fn is_refusal(e: &LedgerError) -> bool {
             | LedgerError::IdempotencyConflict { .. }
             | LedgerError::LockUnavailable { .. }
     )
-}
-
-/// An error with its sources, one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// One client run: `threads` threads, each first sending one unmeasured transfer (to open its

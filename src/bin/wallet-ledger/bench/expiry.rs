@@ -189,7 +189,7 @@ fn worker(ledger: &Ledger, expirer: Expirer, batch: u32) -> Drain {
             Ok(n) => out.expired += n as u64,
             Err(e) => {
                 out.errors += 1;
-                out.first_error = Some(super::driver::error_chain(&e));
+                out.first_error = Some(format!("{:#}", anyhow::Error::new(e)));
                 return out;
             }
         }
