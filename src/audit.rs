@@ -203,18 +203,19 @@ const CHECKS: &[Check] = &[
 ];
 
 fn audit(conn: &mut LedgerConnection) -> Result<Audit, LedgerError> {
+    let schema = conn.schema();
     let mut tx: Transaction<'_> =
         conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
     let mut audit = Audit::default();
     let limit = AUDIT_VIOLATIONS_MAX as i64 + 1;
     for (name, to_violations) in CHECKS {
-        let rows = tx.query(statement(name), &[&limit])?;
+        let rows = tx.query(schema.qualify(statement(name)).as_ref(), &[&limit])?;
         audit.truncated |= rows.len() > AUDIT_VIOLATIONS_MAX;
         for row in rows.iter().take(AUDIT_VIOLATIONS_MAX) {
             to_violations(row, &mut audit.violations);
         }
     }
-    let counts = tx.query_one(statement("counts"), &[])?;
+    let counts = tx.query_one(schema.qualify(statement("counts")).as_ref(), &[])?;
     (audit.accounts, audit.transfers, audit.entries) = (counts.get(0), counts.get(1), counts.get(2));
     tx.commit()?;
     Ok(audit)

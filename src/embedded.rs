@@ -63,7 +63,8 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError
     move |source| EmbeddedError::Io { context, source }
 }
 
-/// The port number in socket file names (`.s.PGSQL.5432`); nothing listens on TCP.
+/// The port number in socket file names (`.s.PGSQL.5432`); nothing listens on TCP unless
+/// the server was started with [`EmbeddedServer::start_tls`].
 const PORT: u16 = 5432;
 
 /// Server settings for the embedded cluster. Durability stays on (fsync, synchronous_commit):
@@ -84,6 +85,10 @@ log_min_error_statement = panic
 pub struct EmbeddedServer {
     dir: PathBuf,
     bin: PathBuf,
+    /// The socket's port number; also the TCP port when the server listens on TCP.
+    port: u16,
+    /// Whether the server also listens on 127.0.0.1 (TCP), with TLS required there.
+    tcp_tls: bool,
     owner: Option<Owner>,
     /// `Some` for a throwaway cluster: closing its stdin makes the watchdog stop the server and
     /// remove the directory.
@@ -104,15 +109,35 @@ impl EmbeddedServer {
     /// [`EmbeddedError::BinariesNotFound`] when PostgreSQL is not installed; otherwise the
     /// failing step with the end of its output.
     pub fn start() -> Result<EmbeddedServer, EmbeddedError> {
+        EmbeddedServer::start_throwaway(None)
+    }
+
+    /// [`start`](EmbeddedServer::start), and also listen on `127.0.0.1` at a free TCP port
+    /// ([`tcp_url`](EmbeddedServer::tcp_url)) with `ssl = on`, serving the PEM certificate
+    /// `cert_pem` with its private key `key_pem`. TCP connections must use TLS (`hostssl`;
+    /// plain ones are rejected); the Unix socket stays plain. For testing TLS clients.
+    ///
+    /// # Errors
+    /// As [`start`](EmbeddedServer::start); the server refuses to start on an unusable
+    /// certificate or key.
+    pub fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<EmbeddedServer, EmbeddedError> {
+        EmbeddedServer::start_throwaway(Some((cert_pem, key_pem)))
+    }
+
+    fn start_throwaway(tls: Option<(&[u8], &[u8])>) -> Result<EmbeddedServer, EmbeddedError> {
         let bin = find_binaries()?;
         let owner = unprivileged_owner()?;
         let dir = make_temp_dir()?;
-        let mut server = EmbeddedServer { dir, bin, owner, watchdog: None };
+        let port = if tls.is_some() { free_tcp_port()? } else { PORT };
+        let mut server = EmbeddedServer { dir, bin, port, tcp_tls: tls.is_some(), owner, watchdog: None };
         if let Some(o) = owner {
             std::os::unix::fs::chown(&server.dir, Some(o.uid), Some(o.gid)).map_err(io_err("chown temp dir"))?;
         }
         server.watchdog = Some(server.spawn_watchdog()?);
         server.init()?;
+        if let Some((cert, key)) = tls {
+            server.enable_tls(cert, key)?;
+        }
         server.pg_ctl_start()?;
         Ok(server)
     }
@@ -127,7 +152,7 @@ impl EmbeddedServer {
         let owner = unprivileged_owner()?;
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
         let dir = fs::canonicalize(dir).map_err(io_err(format!("resolve {}", dir.display())))?;
-        let server = EmbeddedServer { dir, bin, owner, watchdog: None };
+        let server = EmbeddedServer { dir, bin, port: PORT, tcp_tls: false, owner, watchdog: None };
         if !server.data_dir().join("PG_VERSION").exists() {
             fs::set_permissions(&server.dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod data dir"))?;
             if let Some(o) = owner {
@@ -158,12 +183,19 @@ impl EmbeddedServer {
 
     /// The socket's port number (`-p` for pgbench and psql).
     pub fn port(&self) -> u16 {
-        PORT
+        self.port
     }
 
     /// A key=value connection string for database `dbname` as the superuser `postgres`.
     pub fn url(&self, dbname: &str) -> String {
-        format!("host={} port={PORT} user=postgres dbname={dbname}", self.dir.display())
+        format!("host={} port={} user=postgres dbname={dbname}", self.dir.display(), self.port)
+    }
+
+    /// For a server from [`start_tls`](EmbeddedServer::start_tls): a TCP connection string to
+    /// `127.0.0.1` for database `dbname` as `postgres`, with `sslmode=require`. `None` for a
+    /// server that listens on its Unix socket only.
+    pub fn tcp_url(&self, dbname: &str) -> Option<String> {
+        self.tcp_tls.then(|| format!("host=127.0.0.1 port={} user=postgres dbname={dbname} sslmode=require", self.port))
     }
 
     /// Creates database `name` (if it does not exist) and returns its connection string.
@@ -216,12 +248,35 @@ impl EmbeddedServer {
             "--no-instructions",
         ];
         self.run("initdb", &args)?;
-        let socket = format!("unix_socket_directories = '{}'\nport = {PORT}\n", self.dir.display());
+        let socket = format!("unix_socket_directories = '{}'\nport = {}\n", self.dir.display(), self.port);
         let conf = data.join("postgresql.conf");
         let mut file = fs::OpenOptions::new().append(true).open(&conf).map_err(io_err("open postgresql.conf"))?;
         file.write_all(SETTINGS.as_bytes())
             .and_then(|_| file.write_all(socket.as_bytes()))
             .map_err(io_err("write postgresql.conf"))
+    }
+
+    /// Writes the certificate and key (owned by the server's user, key mode 0600), turns TLS on
+    /// and lets TCP clients on 127.0.0.1 in with TLS only.
+    fn enable_tls(&self, cert: &[u8], key: &[u8]) -> Result<(), EmbeddedError> {
+        let data = self.data_dir();
+        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+            let path = data.join(name);
+            fs::write(&path, pem).map_err(io_err(format!("write {name}")))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io_err(format!("chmod {name}")))?;
+            if let Some(o) = self.owner {
+                std::os::unix::fs::chown(&path, Some(o.uid), Some(o.gid)).map_err(io_err(format!("chown {name}")))?;
+            }
+        }
+        let conf =
+            "listen_addresses = '127.0.0.1'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+        let f = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"));
+        f.and_then(|mut f| f.write_all(conf.as_bytes())).map_err(io_err("write postgresql.conf"))?;
+        // First match wins in pg_hba.conf: these lines go before initdb's `host ... trust` ones.
+        let hba_path = data.join("pg_hba.conf");
+        let initdb_rules = fs::read_to_string(&hba_path).map_err(io_err("read pg_hba.conf"))?;
+        let hba = format!("hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{initdb_rules}");
+        fs::write(&hba_path, hba).map_err(io_err("write pg_hba.conf"))
     }
 
     fn pg_ctl_start(&self) -> Result<(), EmbeddedError> {
@@ -297,6 +352,13 @@ impl Drop for EmbeddedServer {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on now (the OS's choice; free again once the
+/// probe socket closes, so a race with another process taking it is possible but unlikely).
+fn free_tcp_port() -> Result<u16, EmbeddedError> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("find a free TCP port"))?;
+    Ok(probe.local_addr().map_err(io_err("find a free TCP port"))?.port())
+}
+
 /// Creates database `name` through the maintenance connection `admin_url`, unless it exists.
 fn create_database_on(admin_url: &str, name: &str) -> Result<(), EmbeddedError> {
     let valid = !name.is_empty()
@@ -349,7 +411,7 @@ pub fn fresh_database(prefix: &str) -> Result<String, EmbeddedError> {
 /// As [`EmbeddedServer::start`]; the error repeats on every call once start failed.
 pub fn shared_server() -> Result<&'static EmbeddedServer, EmbeddedError> {
     static SERVER: OnceLock<Result<EmbeddedServer, String>> = OnceLock::new();
-    match SERVER.get_or_init(|| EmbeddedServer::start().map_err(|e| error_chain(&e))) {
+    match SERVER.get_or_init(|| EmbeddedServer::start().map_err(|e| crate::error::chain(&e))) {
         Ok(server) => Ok(server),
         Err(message) => Err(EmbeddedError::Command {
             program: "embedded server".into(),
@@ -371,17 +433,6 @@ pub fn with_dbname(url: &str, dbname: &str) -> String {
     } else {
         format!("{url} dbname={dbname}")
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn find_binaries() -> Result<PathBuf, EmbeddedError> {

@@ -145,6 +145,17 @@ pub enum LedgerError {
         /// The newest version this build knows.
         supported: i32,
     },
+    /// The database's schema is older than this wallet-ledger needs (or absent), and the ledger
+    /// was built with `migrate(false)`: apply the migrations first.
+    #[error("schema {schema} is at version {found}, this wallet-ledger needs {required}: run the migrations")]
+    SchemaOutdated {
+        /// The PostgreSQL schema checked.
+        schema: String,
+        /// The version found (0: no ledger schema there).
+        found: i32,
+        /// The version this build needs.
+        required: i32,
+    },
     /// A database constraint refused a write the library did not catch first: a defect, or data
     /// changed behind the library's back.
     #[error("database constraint {constraint} refused the write")]
@@ -258,4 +269,16 @@ impl From<r2d2::Error> for LedgerError {
     fn from(e: r2d2::Error) -> Self {
         LedgerError::Pool(e)
     }
+}
+
+/// `e` and its causes, joined with ": " (a `postgres::Error` displays as only "db error").
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -187,7 +187,7 @@ impl Ledger {
         let mut backoff = Backoff::new(self.inner.max_retries);
         loop {
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
-            let error = match savepoint.query_typed_one(sql, params) {
+            let error = match savepoint.query_typed_one(&self.inner.schema.qualify(sql), params) {
                 Ok(row) => {
                     if matches!(row.get::<_, &str>("outcome"), "ok" | "replayed") {
                         savepoint.commit()?;

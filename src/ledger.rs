@@ -5,16 +5,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use r2d2::{Pool, PooledConnection};
+use postgres::tls::{MakeTlsConnect, TlsConnect};
+use postgres::{NoTls, Socket};
+use r2d2::Pool;
+use r2d2_postgres::PostgresConnectionManager;
 use rust_decimal::Decimal;
 
 use crate::account::{Account, AccountId, NewAccount};
 use crate::error::LedgerError;
 use crate::limits::{ACCOUNT_NAME_BYTES_MAX, POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
 use crate::money::{check_currency, check_floor, check_text};
-use crate::pool::{LedgerConnection, LedgerConnectionManager};
+use crate::pool::{LedgerConnection, Manager, Source};
 use crate::retry::Backoff;
-use crate::schema;
+use crate::schema::{self, SchemaName};
 
 /// What a transfer does when an account row it needs is locked by another transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +67,8 @@ pub struct Ledger {
 }
 
 pub(crate) struct Inner {
-    pub(crate) pool: Pool<LedgerConnectionManager>,
+    pub(crate) pool: Arc<dyn Source>,
+    pub(crate) schema: SchemaName,
     pub(crate) lock_wait: LockWait,
     pub(crate) max_retries: u32,
     pub(crate) counters: crate::stats::Counters,
@@ -75,16 +79,56 @@ impl fmt::Debug for Ledger {
         // The connection string is deliberately absent: it may hold a password.
         f.debug_struct("Ledger")
             .field("pool_size", &self.inner.pool.max_size())
+            .field("schema", &self.inner.schema)
             .field("lock_wait", &self.inner.lock_wait)
             .field("max_retries", &self.inner.max_retries)
             .finish()
     }
 }
 
-/// Settings for a [`Ledger`], each with a default; see [`Ledger::builder`].
+/// Opens the pool of a URL-built ledger: `(config, pool settings) -> pool`, with the TLS
+/// connector chosen by [`LedgerBuilder::tls`] captured inside.
+type OpenPool = Arc<dyn Fn(postgres::Config, PoolSettings) -> Arc<dyn Source> + Send + Sync>;
+
+/// What the builder sets on a pool it opens.
+#[derive(Clone, Copy)]
+struct PoolSettings {
+    max_size: u32,
+    checkout_timeout: Duration,
+}
+
+/// Opens a pool with `connector`; lazily: connections are made on first use.
+fn open_pool<T>(config: postgres::Config, connector: T, settings: PoolSettings) -> Arc<dyn Source>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::TlsConnect: Send,
+    T::Stream: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let pool = Pool::builder()
+        .max_size(settings.max_size)
+        .min_idle(Some(0))
+        .test_on_check_out(false)
+        .connection_timeout(settings.checkout_timeout)
+        .build_unchecked(Manager(PostgresConnectionManager::new(config, connector)));
+    Arc::new(pool)
+}
+
+/// Where a ledger's connections come from.
+#[derive(Clone)]
+enum Origin {
+    /// A connection string; the ledger opens its own pool.
+    Url { url: String, open: OpenPool },
+    /// The caller's pool.
+    Pool(Arc<dyn Source>),
+}
+
+/// Settings for a [`Ledger`], each with a default; see [`Ledger::builder`] and
+/// [`Ledger::with_pool`].
 #[derive(Clone)]
 pub struct LedgerBuilder {
-    url: String,
+    origin: Origin,
+    schema: String,
     pool_size: u32,
     lock_wait: LockWait,
     max_retries: u32,
@@ -94,8 +138,13 @@ pub struct LedgerBuilder {
 
 impl fmt::Debug for LedgerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = match self.origin {
+            Origin::Url { .. } => "connection string (not shown)",
+            Origin::Pool(_) => "caller's pool",
+        };
         f.debug_struct("LedgerBuilder")
-            .field("url", &"_")
+            .field("origin", &origin)
+            .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
             .field("lock_wait", &self.lock_wait)
             .field("max_retries", &self.max_retries)
@@ -106,7 +155,8 @@ impl fmt::Debug for LedgerBuilder {
 }
 
 impl LedgerBuilder {
-    /// Most connections the pool opens. Default 16.
+    /// Most connections the pool opens. Default 16. Ignored for a caller's pool
+    /// ([`Ledger::with_pool`]), which has its own.
     ///
     /// # Panics
     /// If `size` is 0.
@@ -130,14 +180,44 @@ impl LedgerBuilder {
     }
 
     /// How long a call waits for a pooled connection before [`LedgerError::Pool`]. Default 30 s.
+    /// Ignored for a caller's pool, which has its own.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
         self.checkout_timeout = timeout;
         self
     }
 
     /// Whether `build` applies pending schema migrations. Default `true`.
+    ///
+    /// With `false`, `build` only checks that the schema is at this build's version
+    /// ([`LedgerError::SchemaOutdated`] or [`LedgerError::SchemaTooNew`] otherwise): for backends
+    /// that apply [`schema::migration_script_for`] with their own migration tool.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// The PostgreSQL schema holding the ledger's tables and functions. Default
+    /// `wallet_ledger`. Checked by `build` ([`SchemaName::new`]).
+    pub fn schema(mut self, name: &str) -> Self {
+        self.schema = name.to_string();
+        self
+    }
+
+    /// Connects through TLS with `connector`, any `postgres` TLS connector (for example
+    /// `postgres_openssl::MakeTlsConnector`, or [`crate::tls::connector`] with the `tls`
+    /// feature). Without it the ledger connects without TLS, and a connection string with
+    /// `sslmode=require` fails to connect. Ignored for a caller's pool, which has its own.
+    pub fn tls<T>(mut self, connector: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::TlsConnect: Send,
+        T::Stream: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        if let Origin::Url { url, .. } = self.origin {
+            let open: OpenPool = Arc::new(move |config, settings| open_pool(config, connector.clone(), settings));
+            self.origin = Origin::Url { url, open };
+        }
         self
     }
 
@@ -148,19 +228,21 @@ impl LedgerBuilder {
     /// repeats it), [`LedgerError::Pool`] or [`LedgerError::Database`] when the server cannot be
     /// reached, [`LedgerError::SchemaTooNew`] when a newer wallet-ledger migrated the database.
     pub fn build(self) -> Result<Ledger, LedgerError> {
-        let config = postgres::Config::from_str(&self.url).map_err(|_| LedgerError::InvalidInput {
-            field: "connection string",
-            reason: "not a valid PostgreSQL URL or key=value string".into(),
-        })?;
-        let pool = Pool::builder()
-            .max_size(self.pool_size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(self.checkout_timeout)
-            .build_unchecked(LedgerConnectionManager::new(config));
+        let schema = SchemaName::new(&self.schema)?;
+        let pool = match self.origin {
+            Origin::Pool(pool) => pool,
+            Origin::Url { url, open } => {
+                let config = postgres::Config::from_str(&url).map_err(|_| LedgerError::InvalidInput {
+                    field: "connection string",
+                    reason: "not a valid PostgreSQL URL or key=value string".into(),
+                })?;
+                open(config, PoolSettings { max_size: self.pool_size, checkout_timeout: self.checkout_timeout })
+            }
+        };
         let ledger = Ledger {
             inner: Arc::new(Inner {
                 pool,
+                schema,
                 lock_wait: self.lock_wait,
                 max_retries: self.max_retries,
                 counters: Default::default(),
@@ -168,9 +250,9 @@ impl LedgerBuilder {
         };
         let mut conn = ledger.connection()?;
         if self.migrate {
-            schema::migrate(conn.client())?;
+            schema::migrate(conn.client(), &ledger.inner.schema)?;
         } else {
-            schema::check_version(conn.client())?;
+            schema::check_version(conn.client(), &ledger.inner.schema)?;
         }
         Ok(ledger)
     }
@@ -203,8 +285,68 @@ impl Ledger {
     /// # Ok(()) }
     /// ```
     pub fn builder(url: &str) -> LedgerBuilder {
+        let open: OpenPool = Arc::new(|config, settings| open_pool(config, NoTls, settings));
+        LedgerBuilder::new(Origin::Url { url: url.to_string(), open })
+    }
+
+    /// A ledger on the caller's own pool, with default settings; migrations run at once.
+    /// The pool may use any TLS connector (`NoTls`, `postgres_openssl::MakeTlsConnector`, ...).
+    /// The ledger keeps its prepared statements in each pooled connection's r2d2 extensions,
+    /// so sharing the pool with the backend's own code is fine.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use postgres::NoTls;
+    /// use r2d2_postgres::PostgresConnectionManager;
+    /// use wallet_ledger::Ledger;
+    ///
+    /// let manager = PostgresConnectionManager::new("host=/run/postgresql dbname=shop".parse()?, NoTls);
+    /// let pool = r2d2::Pool::builder().max_size(32).build(manager)?;
+    /// let ledger = Ledger::from_pool(pool.clone())?; // the backend keeps using `pool` too
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`LedgerBuilder::build`].
+    pub fn from_pool<T>(pool: Pool<PostgresConnectionManager<T>>) -> Result<Ledger, LedgerError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::TlsConnect: Send,
+        T::Stream: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        Ledger::with_pool(pool).build()
+    }
+
+    /// A builder for a ledger on the caller's own pool (see [`Ledger::from_pool`]), to set the
+    /// schema, migrations, lock wait policy and retries first. The pool's size, checkout
+    /// timeout and TLS are its own.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool: r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>> = unimplemented!();
+    /// use wallet_ledger::Ledger;
+    ///
+    /// // The backend's migration tool applied `wallet_ledger::schema::migration_script_for(..)`.
+    /// let ledger = Ledger::with_pool(pool).schema("payments_ledger").migrate(false).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_pool<T>(pool: Pool<PostgresConnectionManager<T>>) -> LedgerBuilder
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::TlsConnect: Send,
+        T::Stream: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        LedgerBuilder::new(Origin::Pool(Arc::new(pool)))
+    }
+}
+
+impl LedgerBuilder {
+    fn new(origin: Origin) -> LedgerBuilder {
         LedgerBuilder {
-            url: url.to_string(),
+            origin,
+            schema: SchemaName::DEFAULT.to_string(),
             pool_size: POOL_SIZE_DEFAULT,
             lock_wait: LockWait::default(),
             max_retries: RETRIES_DEFAULT,
@@ -212,14 +354,23 @@ impl Ledger {
             migrate: true,
         }
     }
+}
 
+impl Ledger {
     /// A pooled connection, for reading the ledger's tables directly (reports, tests).
     /// Writing to them behind the ledger's back breaks its guarantees.
     ///
     /// # Errors
     /// [`LedgerError::Pool`] when no connection can be had in time.
-    pub fn connection(&self) -> Result<PooledConnection<LedgerConnectionManager>, LedgerError> {
-        Ok(self.inner.pool.get()?)
+    pub fn connection(&self) -> Result<LedgerConnection, LedgerError> {
+        let (conn, waited) = LedgerConnection::checkout(&*self.inner.pool, &self.inner.schema)?;
+        self.inner.counters.checked_out(waited);
+        Ok(conn)
+    }
+
+    /// The PostgreSQL schema holding this ledger's tables and functions.
+    pub fn schema(&self) -> &str {
+        self.inner.schema.as_str()
     }
 
     /// Runs an idempotent operation (a read, or a write that is safe to repeat) on a pooled

@@ -60,6 +60,8 @@ pub mod schema;
 mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transfer;
 
 pub use account::{Account, AccountId, NewAccount};
@@ -69,8 +71,8 @@ pub use error::{KeyHolder, LedgerError};
 pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
 pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
-pub use pool::{LedgerConnection, LedgerConnectionManager};
-pub use stats::Stats;
+pub use pool::LedgerConnection;
+pub use stats::{Stats, POOL_WAIT_THRESHOLD};
 pub use transfer::{Receipt, Transfer, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).

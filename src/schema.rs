@@ -1,6 +1,10 @@
 //! Schema migrations: numbered SQL files from `sql/`, embedded in the binary, applied in one
 //! transaction under an advisory lock so that processes connecting at once apply each exactly once.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
 use postgres::Client;
 
 use crate::error::LedgerError;
@@ -18,27 +22,33 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// Advisory lock key that serializes migrations across processes ("wallet_l" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f6c;
 
-const VERSION_TABLE: &str = "CREATE SCHEMA IF NOT EXISTS wallet_ledger;
-CREATE TABLE IF NOT EXISTS wallet_ledger.schema_version (
+/// The version table, created with the schema (see [`version_table`]).
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS wallet_ledger.schema_version (
     version    integer     PRIMARY KEY,
     name       text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );";
 
+/// `CREATE SCHEMA` and the version table, for `schema`.
+fn version_table(schema: &SchemaName) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n{}", schema.qualify(VERSION_TABLE))
+}
+
 /// Applies every migration the database does not have yet; a no-op when it is current.
 /// Returns how many were applied.
-pub(crate) fn migrate(client: &mut Client) -> Result<usize, LedgerError> {
+pub(crate) fn migrate(client: &mut Client, schema: &SchemaName) -> Result<usize, LedgerError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
-    tx.batch_execute(VERSION_TABLE)?;
-    let current = current_version(&mut tx)?;
+    tx.batch_execute(&version_table(schema))?;
+    let current = current_version(&mut tx, schema)?;
     if current > SCHEMA_VERSION {
         return Err(LedgerError::SchemaTooNew { found: current, supported: SCHEMA_VERSION });
     }
     let mut applied = 0;
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
-        tx.batch_execute(sql)?;
-        tx.execute("INSERT INTO wallet_ledger.schema_version (version, name) VALUES ($1, $2)", &[version, name])?;
+        tx.batch_execute(&schema.qualify(sql))?;
+        let record = schema.qualify("INSERT INTO wallet_ledger.schema_version (version, name) VALUES ($1, $2)");
+        tx.execute(record.as_ref(), &[version, name])?;
         applied += 1;
     }
     tx.commit()?;
@@ -46,41 +56,158 @@ pub(crate) fn migrate(client: &mut Client) -> Result<usize, LedgerError> {
 }
 
 /// Checks, without changing anything, that the database is at this build's schema version.
-pub(crate) fn check_version(client: &mut Client) -> Result<(), LedgerError> {
-    let exists: bool = client.query_one("SELECT to_regclass('wallet_ledger.schema_version') IS NOT NULL", &[])?.get(0);
-    let found = if exists { current_version(client)? } else { 0 };
+pub(crate) fn check_version(client: &mut Client, schema: &SchemaName) -> Result<(), LedgerError> {
+    let exists = schema.qualify("SELECT to_regclass('wallet_ledger.schema_version') IS NOT NULL");
+    let exists: bool = client.query_one(exists.as_ref(), &[])?.get(0);
+    let found = if exists { current_version(client, schema)? } else { 0 };
     if found > SCHEMA_VERSION {
         return Err(LedgerError::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     if found < SCHEMA_VERSION {
-        return Err(LedgerError::InvalidInput {
-            field: "database schema",
-            reason: format!("version {found}, this build needs {SCHEMA_VERSION}: run the migrations"),
-        });
+        return Err(LedgerError::SchemaOutdated { schema: schema.to_string(), found, required: SCHEMA_VERSION });
     }
     Ok(())
 }
 
-fn current_version(client: &mut impl postgres::GenericClient) -> Result<i32, LedgerError> {
-    let row = client.query_one("SELECT coalesce(max(version), 0) FROM wallet_ledger.schema_version", &[])?;
+fn current_version(client: &mut impl postgres::GenericClient, schema: &SchemaName) -> Result<i32, LedgerError> {
+    let sql = schema.qualify("SELECT coalesce(max(version), 0) FROM wallet_ledger.schema_version");
+    let row = client.query_one(sql.as_ref(), &[])?;
     Ok(row.get(0))
 }
 
-/// Every migration's SQL in order, as one script, for a backend's own migration tool.
+/// Every migration's SQL in order, as one script, for a backend's own migration tool, for the
+/// default schema `wallet_ledger`. See [`migration_script_for`].
 pub fn migration_script() -> String {
-    let mut script = String::from(VERSION_TABLE);
+    migration_script_for(&SchemaName::default())
+}
+
+/// Every migration's SQL in order, as one script creating everything in `schema`, for a
+/// backend's own migration tool (run it once, in one transaction; then build the ledger with
+/// `migrate(false)`, and it checks the version at connect).
+///
+/// ```
+/// use wallet_ledger::schema::{migration_script_for, SchemaName};
+///
+/// let sql = migration_script_for(&SchemaName::new("payments_ledger")?);
+/// assert!(sql.contains(r#"CREATE TABLE "payments_ledger".accounts"#));
+/// assert!(!sql.contains("wallet_ledger."));
+/// # Ok::<(), wallet_ledger::LedgerError>(())
+/// ```
+pub fn migration_script_for(schema: &SchemaName) -> String {
+    let mut script = version_table(schema);
     for (version, name, sql) in MIGRATIONS {
-        script.push_str(&format!("\n\n-- wallet-ledger migration {version}: {name}\n{sql}"));
-        script.push_str(&format!(
-            "\nINSERT INTO wallet_ledger.schema_version (version, name) VALUES ({version}, '{name}');\n"
-        ));
+        script.push_str(&format!("\n\n-- wallet-ledger migration {version}: {name}\n{}", schema.qualify(sql)));
+        let record = format!("INSERT INTO wallet_ledger.schema_version (version, name) VALUES ({version}, '{name}');");
+        script.push_str(&format!("\n{}\n", schema.qualify(&record)));
     }
     script
+}
+
+/// The PostgreSQL schema that holds the ledger's tables and functions (default `wallet_ledger`),
+/// so they never collide with a backend's own.
+///
+/// A name is 1 to 63 bytes of `a-z`, `0-9` and `_`, not starting with a digit or `pg_`. The
+/// ledger's SQL names its schema as `wallet_ledger.`; every text is rewritten for the chosen
+/// name, quoted, when it is prepared (once per pooled connection) or migrated.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SchemaName(Arc<str>);
+
+impl SchemaName {
+    /// The default schema name.
+    pub const DEFAULT: &'static str = "wallet_ledger";
+
+    /// Checks `name`.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidInput`] for a name outside the rule above.
+    pub fn new(name: &str) -> Result<SchemaName, LedgerError> {
+        let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let starts_well = name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+        if !valid_chars || !starts_well || name.len() > 63 || name.starts_with("pg_") {
+            return Err(LedgerError::InvalidInput {
+                field: "schema name",
+                reason: "1 to 63 bytes of a-z, 0-9 and _, not starting with a digit or pg_".into(),
+            });
+        }
+        Ok(SchemaName(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
+    /// `sql` with every `wallet_ledger.` prefix (a schema-qualified name in the ledger's SQL)
+    /// replaced by this schema, quoted. Borrowed, unchanged, for the default schema.
+    pub fn qualify<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        const PREFIX: &str = "wallet_ledger.";
+        if &*self.0 == Self::DEFAULT {
+            return Cow::Borrowed(sql);
+        }
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut rest = sql;
+        while let Some(at) = rest.find(PREFIX) {
+            // only a whole identifier: not the tail of `my_wallet_ledger.`
+            let boundary = !rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '"');
+            out.push_str(&rest[..at]);
+            if boundary {
+                out.push_str(&format!("\"{}\".", self.0));
+            } else {
+                out.push_str(PREFIX);
+            }
+            rest = &rest[at + PREFIX.len()..];
+        }
+        out.push_str(rest);
+        Cow::Owned(out)
+    }
+}
+
+impl Default for SchemaName {
+    fn default() -> Self {
+        SchemaName(Self::DEFAULT.into())
+    }
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qualify_rewrites_whole_prefixes_only() {
+        let s = SchemaName::new("shop").unwrap();
+        assert_eq!(
+            s.qualify("SELECT wallet_ledger.f(x) FROM wallet_ledger.accounts, my_wallet_ledger.t, 'wallet_ledger.c'"),
+            r#"SELECT "shop".f(x) FROM "shop".accounts, my_wallet_ledger.t, '"shop".c'"#
+        );
+        let default = SchemaName::default();
+        assert!(matches!(default.qualify("SELECT wallet_ledger.f()"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["a", "wallet_ledger", "_x9", &"a".repeat(63)] {
+            assert!(SchemaName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "9a", "A", "a-b", "a b", "pg_x", "x\"; DROP", "é", &"a".repeat(64)] {
+            assert!(SchemaName::new(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn versions_are_consecutive_from_one() {

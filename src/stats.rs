@@ -1,6 +1,7 @@
-//! Counters a backend can export: operations by outcome, retries, lock refusals.
+//! Counters a backend can export: operations by outcome, retries, lock refusals, pool waits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::LedgerError;
 
@@ -21,7 +22,17 @@ pub struct Stats {
     pub failed: u64,
     /// Attempts repeated after a transient error or a lost idempotency-key race.
     pub retries: u64,
+    /// Connection checkouts (by any ledger call) that waited for the pool: longer than
+    /// [`POOL_WAIT_THRESHOLD`], because no idle connection was there and one had to be opened
+    /// or given back. A rising count means the pool is too small for the load.
+    pub pool_waits: u64,
+    /// Total time spent in those waits, in microseconds.
+    pub pool_wait_micros: u64,
 }
+
+/// A checkout that takes longer than this counts as a pool wait (taking an idle connection
+/// takes a few microseconds).
+pub const POOL_WAIT_THRESHOLD: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -30,9 +41,19 @@ pub(crate) struct Counters {
     lock_unavailable: AtomicU64,
     failed: AtomicU64,
     retries: AtomicU64,
+    pool_waits: AtomicU64,
+    pool_wait_micros: AtomicU64,
 }
 
 impl Counters {
+    pub(crate) fn checked_out(&self, waited: Duration) {
+        if waited > POOL_WAIT_THRESHOLD {
+            self.pool_waits.fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            self.pool_wait_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
@@ -48,7 +69,8 @@ impl Counters {
                 | LedgerError::OutcomeUnknown { .. }
                 | LedgerError::HoldOutcomeUnknown { .. }
                 | LedgerError::ConstraintViolation { .. }
-                | LedgerError::SchemaTooNew { .. },
+                | LedgerError::SchemaTooNew { .. }
+                | LedgerError::SchemaOutdated { .. },
             ) => &self.failed,
             Err(_) => &self.refused,
         };
@@ -64,6 +86,8 @@ impl Counters {
             lock_unavailable: get(&self.lock_unavailable),
             failed: get(&self.failed),
             retries: get(&self.retries),
+            pool_waits: get(&self.pool_waits),
+            pool_wait_micros: get(&self.pool_wait_micros),
         }
     }
 }

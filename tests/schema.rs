@@ -41,7 +41,7 @@ fn concurrent_connects_apply_migrations_once() -> Result<()> {
 fn version_checks() -> Result<()> {
     let url = embedded::fresh_database("versions")?;
     let unmigrated = Ledger::builder(&url).migrate(false).build().unwrap_err();
-    assert!(matches!(unmigrated, LedgerError::InvalidInput { field: "database schema", .. }), "{unmigrated:?}");
+    assert!(matches!(unmigrated, LedgerError::SchemaOutdated { found: 0, .. }), "{unmigrated:?}");
     Ledger::connect(&url)?;
     Ledger::builder(&url).migrate(false).build()?;
     let mut client = postgres::Client::connect(&url, postgres::NoTls)?;

@@ -200,12 +200,15 @@ struct State {
 
 fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
     let mut conn = ledger.connection()?;
+    let schema = conn.schema();
     let mut tx =
         conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
     let watermark = setup.last_setup_transfer;
     let transfers = tx
         .query(
-            "SELECT id, from_account, to_account, amount, idempotency_key FROM wallet_ledger.transfers WHERE id > $1",
+            schema
+                .qualify("SELECT id, from_account, to_account, amount, idempotency_key FROM wallet_ledger.transfers WHERE id > $1")
+                .as_ref(),
             &[&watermark],
         )?
         .iter()
@@ -222,8 +225,12 @@ fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
         .collect();
     let mut entries: BTreeMap<AccountId, Vec<EntryRow>> = BTreeMap::new();
     for r in tx.query(
-        "SELECT transfer_id, account_id, balance_after, account_version FROM wallet_ledger.entries
-          WHERE transfer_id > $1 ORDER BY account_id, account_version",
+        schema
+            .qualify(
+                "SELECT transfer_id, account_id, balance_after, account_version FROM wallet_ledger.entries
+                  WHERE transfer_id > $1 ORDER BY account_id, account_version",
+            )
+            .as_ref(),
         &[&watermark],
     )? {
         let e =
@@ -232,7 +239,7 @@ fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
     }
     let ids: Vec<i64> = setup.accounts.iter().chain(&setup.issuers).map(|a| a.0).collect();
     let balances = tx
-        .query("SELECT id, balance FROM wallet_ledger.accounts WHERE id = ANY($1)", &[&ids])?
+        .query(schema.qualify("SELECT id, balance FROM wallet_ledger.accounts WHERE id = ANY($1)").as_ref(), &[&ids])?
         .iter()
         .map(|r| (AccountId(r.get(0)), r.get(1)))
         .collect();

@@ -10,6 +10,7 @@
 
 use postgres::GenericClient;
 
+use crate::schema::SchemaName;
 use crate::{Ledger, LedgerError};
 
 /// Which broken expiry worker to run.
@@ -33,6 +34,7 @@ impl ExpiryControl {
     /// Expires up to `limit` lapsed holds the broken way; returns how many it ended.
     pub fn expire_holds(self, ledger: &Ledger, limit: u32) -> Result<usize, LedgerError> {
         let mut conn = ledger.connection()?;
+        let schema = conn.schema();
         let mut tx = conn.client().transaction()?;
         let claim = match self {
             ExpiryControl::Unlocked => {
@@ -44,14 +46,15 @@ impl ExpiryControl {
                   WHERE state = 'pending' AND expires_at <= now() ORDER BY expires_at, id LIMIT $1 FOR UPDATE"
             }
         };
-        let claimed = tx.query(claim, &[&i64::from(limit)])?;
+        let claimed = tx.query(schema.qualify(claim).as_ref(), &[&i64::from(limit)])?;
         let mut accounts: Vec<i64> = claimed.iter().map(|r| r.get(1)).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        tx.query("SELECT 1 FROM wallet_ledger.lock_accounts($1, 0::smallint, 0)", &[&accounts])?;
+        let lock = schema.qualify("SELECT 1 FROM wallet_ledger.lock_accounts($1, 0::smallint, 0)");
+        tx.query(lock.as_ref(), &[&accounts])?;
         for row in &claimed {
             let (id, from, amount): (i64, i64, rust_decimal::Decimal) = (row.get(0), row.get(1), row.get(2));
-            end_hold(&mut tx, id, from, amount)?;
+            end_hold(&mut tx, &schema, id, from, amount)?;
         }
         tx.commit()?;
         Ok(claimed.len())
@@ -59,12 +62,19 @@ impl ExpiryControl {
 }
 
 /// Releases and marks one hold, trusting the claim: no check that it is still pending.
-fn end_hold(tx: &mut impl GenericClient, id: i64, from: i64, amount: rust_decimal::Decimal) -> Result<(), LedgerError> {
-    tx.execute("UPDATE wallet_ledger.accounts SET held = held - $2 WHERE id = $1", &[&from, &amount])?;
-    tx.execute("UPDATE wallet_ledger.holds SET state = 'expired', ended_at = now() WHERE id = $1", &[&id])?;
-    tx.execute(
-        "INSERT INTO wallet_ledger.hold_events (hold_id, event, amount) VALUES ($1, 'expired', $2)",
-        &[&id, &amount],
-    )?;
+fn end_hold(
+    tx: &mut impl GenericClient,
+    schema: &SchemaName,
+    id: i64,
+    from: i64,
+    amount: rust_decimal::Decimal,
+) -> Result<(), LedgerError> {
+    let release = schema.qualify("UPDATE wallet_ledger.accounts SET held = held - $2 WHERE id = $1");
+    tx.execute(release.as_ref(), &[&from, &amount])?;
+    let mark = schema.qualify("UPDATE wallet_ledger.holds SET state = 'expired', ended_at = now() WHERE id = $1");
+    tx.execute(mark.as_ref(), &[&id])?;
+    let event =
+        schema.qualify("INSERT INTO wallet_ledger.hold_events (hold_id, event, amount) VALUES ($1, 'expired', $2)");
+    tx.execute(event.as_ref(), &[&id, &amount])?;
     Ok(())
 }

@@ -85,12 +85,13 @@ impl Setup {
             accounts.push(id);
         }
         let mut conn = ledger.connection()?;
+        let last_setup_transfer = conn.sql("SELECT coalesce(max(id), 0) FROM wallet_ledger.transfers").into_owned();
+        let max_account = conn.sql("SELECT coalesce(max(id), 0) FROM wallet_ledger.accounts").into_owned();
         let client = conn.client();
-        let last_setup_transfer: i64 =
-            client.query_one("SELECT coalesce(max(id), 0) FROM wallet_ledger.transfers", &[])?.get(0);
+        let last_setup_transfer: i64 = client.query_one(&last_setup_transfer, &[])?.get(0);
         // Identity values only grow, so an id this far past the largest one is never taken
         // while the workload runs.
-        let max_account: i64 = client.query_one("SELECT coalesce(max(id), 0) FROM wallet_ledger.accounts", &[])?.get(0);
+        let max_account: i64 = client.query_one(&max_account, &[])?.get(0);
         let state = |id: AccountId| -> Result<(Decimal, i64), KitError> {
             let account = ledger.account(id)?;
             Ok((account.balance, account.version))

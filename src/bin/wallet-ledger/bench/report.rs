@@ -132,7 +132,7 @@ pub struct Report {
 pub fn fill_ratios(runs: &mut [Run]) {
     let reference = |runs: &[Run], mode: Mode, workload: Option<&str>, threads: usize| {
         runs.iter()
-            .find(|r| r.mode == mode.name() && r.threads == threads && workload.map_or(true, |w| w == r.workload))
+            .find(|r| r.mode == mode.name() && r.threads == threads && workload.is_none_or(|w| w == r.workload))
             .map(|r| r.tps)
             .filter(|&tps| tps > 0.0)
     };
