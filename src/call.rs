@@ -41,7 +41,9 @@ impl Ledger {
         // The error of the first attempt that may have committed before its answer was lost.
         // Once there is one, no exit without an answer can claim that nothing was applied.
         let mut ambiguity: Option<postgres::Error> = None;
-        loop {
+        let mut previous: Option<postgres::Error> = None;
+        for n in 1.. {
+            crate::observe::attempt(n, previous.as_ref());
             let (error, sent) = match self.attempt(sql, params) {
                 Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
                 Err(Attempt::Failed(e)) => return Err(settle(ambiguity, e)),
@@ -67,8 +69,11 @@ impl Ledger {
             }
             if sent && !rolled_back(&error) && ambiguity.is_none() {
                 ambiguity = Some(error);
+            } else {
+                previous = Some(error);
             }
         }
+        unreachable!("the attempt loop returns")
     }
 
     /// [`call`](Self::call) for a request that carries an idempotency key and moves `amount`:

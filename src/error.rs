@@ -212,6 +212,32 @@ impl LedgerError {
         matches!(self, LedgerError::Database(e) if is_transient(e))
     }
 
+    /// A short, stable name of the variant (`insufficient_funds`, `lock_unavailable`, ...), for
+    /// metrics labels and logs; tracing spans record it as `outcome`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LedgerError::InsufficientFunds { .. } => "insufficient_funds",
+            LedgerError::AccountNotFound { .. } => "account_not_found",
+            LedgerError::SameAccount { .. } => "same_account",
+            LedgerError::InvalidAmount { .. } => "invalid_amount",
+            LedgerError::CurrencyMismatch { .. } => "currency_mismatch",
+            LedgerError::UnknownCurrency { .. } => "unknown_currency",
+            LedgerError::CurrencyConflict { .. } => "currency_conflict",
+            LedgerError::IdempotencyConflict { .. } => "idempotency_conflict",
+            LedgerError::HoldNotFound { .. } => "hold_not_found",
+            LedgerError::HoldNotPending { .. } => "hold_not_pending",
+            LedgerError::LockUnavailable { .. } => "lock_unavailable",
+            LedgerError::OutcomeUnknown { .. } => "outcome_unknown",
+            LedgerError::HoldOutcomeUnknown { .. } => "hold_outcome_unknown",
+            LedgerError::InvalidInput { .. } => "invalid_input",
+            LedgerError::SchemaTooNew { .. } => "schema_too_new",
+            LedgerError::SchemaOutdated { .. } => "schema_outdated",
+            LedgerError::ConstraintViolation { .. } => "constraint_violation",
+            LedgerError::Database(_) => "database",
+            LedgerError::Pool(_) => "pool",
+        }
+    }
+
     /// The SQLSTATE of the underlying database error, when there is one.
     pub fn sql_state(&self) -> Option<&SqlState> {
         match self {

@@ -18,6 +18,7 @@ use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX};
 use crate::money::check_transfer_amount;
+use crate::observe::op_span;
 use crate::transfer::{check_key_and_memo, internal_key, Receipt, TransferId};
 
 /// The id of a hold.
@@ -212,7 +213,8 @@ impl Ledger {
     /// `CurrencyMismatch`, `InsufficientFunds` (on the available balance), `IdempotencyConflict`,
     /// `LockUnavailable`, `InvalidInput`, `OutcomeUnknown`. A refusal changes nothing.
     pub fn hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
-        self.inner.counters.record(self.run_hold(h))
+        let span = op_span!("hold", from = h.from.0, to = h.to.0, amount = %h.amount, key = h.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_hold(h)))
     }
 
     fn run_hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
@@ -236,7 +238,8 @@ impl Ledger {
     /// `Expired`); `InvalidAmount` for more than held, a non-positive amount or too many decimal
     /// places; `LockUnavailable`. A refusal changes nothing.
     pub fn capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
-        self.inner.counters.record(self.run_capture(hold_id, amount))
+        let span = op_span!("capture", hold = hold_id.0, amount = amount.map(|a| a.to_string()), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_capture(hold_id, amount)))
     }
 
     fn run_capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
@@ -256,7 +259,8 @@ impl Ledger {
     /// # Errors
     /// `HoldNotFound`; `HoldNotPending` when it already ended or lapsed; `LockUnavailable`.
     pub fn void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
-        self.inner.counters.record(self.run_void(hold_id))
+        let span = op_span!("void", hold = hold_id.0, lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_void(hold_id)))
     }
 
     fn run_void(&self, hold_id: HoldId) -> Result<(), LedgerError> {

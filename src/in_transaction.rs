@@ -43,6 +43,7 @@ use rust_decimal::Decimal;
 use crate::error::{from_db, LedgerError};
 use crate::hold::{capture_outcome, hold_outcome, void_outcome, Hold, HoldId, HoldReceipt};
 use crate::ledger::Ledger;
+use crate::observe::op_span;
 use crate::retry::Backoff;
 use crate::transfer::{internal_key, outcome, overflow_as_invalid_amount, Receipt, Transfer};
 
@@ -75,7 +76,8 @@ impl Ledger {
     /// The refusals of [`Ledger::transfer`]; database errors of the caller's transaction.
     /// See the [module docs](crate::in_transaction) for what the lock order needs from the caller.
     pub fn transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
-        self.inner.counters.record(self.run_transfer_in(tx, t))
+        let span = op_span!("transfer_in", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_transfer_in(tx, t)))
     }
 
     fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
@@ -102,7 +104,8 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::hold`] and [`Ledger::transfer_in`].
     pub fn hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
-        self.inner.counters.record(self.run_hold_in(tx, h))
+        let span = op_span!("hold_in", from = h.from.0, to = h.to.0, amount = %h.amount, key = h.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_hold_in(tx, h)))
     }
 
     fn run_hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
@@ -136,7 +139,8 @@ impl Ledger {
         hold: HoldId,
         amount: Option<Decimal>,
     ) -> Result<Receipt, LedgerError> {
-        self.inner.counters.record(self.run_capture_in(tx, hold, amount))
+        let span = op_span!("capture_in", hold = hold.0, amount = amount.map(|a| a.to_string()), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_capture_in(tx, hold, amount)))
     }
 
     fn run_capture_in(
@@ -160,7 +164,8 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::void`] and [`Ledger::transfer_in`].
     pub fn void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
-        self.inner.counters.record(self.run_void_in(tx, hold))
+        let span = op_span!("void_in", hold = hold.0, lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_void_in(tx, hold)))
     }
 
     fn run_void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
@@ -185,7 +190,9 @@ impl Ledger {
         key_constraint: &str,
     ) -> Result<Row, LedgerError> {
         let mut backoff = Backoff::new(self.inner.max_retries);
-        loop {
+        let mut previous: Option<postgres::Error> = None;
+        for n in 1.. {
+            crate::observe::attempt(n, previous.as_ref());
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
             let error = match savepoint.query_typed_one(&self.inner.schema.qualify(sql), params) {
                 Ok(row) => {
@@ -222,6 +229,8 @@ impl Ledger {
                 return Err(from_db(error));
             }
             self.inner.counters.retried();
+            previous = Some(error);
         }
+        unreachable!("the attempt loop returns")
     }
 }

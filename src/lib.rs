@@ -54,6 +54,7 @@ mod ledger;
 pub mod limits;
 mod lock_plan;
 mod money;
+mod observe;
 mod pool;
 mod retry;
 pub mod schema;

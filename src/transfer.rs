@@ -11,6 +11,7 @@ use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
 use crate::money::{check_text, check_transfer_amount};
+use crate::observe::op_span;
 
 /// The id of a committed transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,7 +160,8 @@ impl Ledger {
     /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
     /// after sending and retries ran out: repeat with the key it names.
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
-        self.inner.counters.record(self.run_transfer(t))
+        let span = op_span!("transfer", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_transfer(t)))
     }
 
     fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {

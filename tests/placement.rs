@@ -264,3 +264,31 @@ fn tempdir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_prints_the_migration_for_a_schema_and_works_in_it() -> Result<()> {
+    let url = embedded::fresh_database("placement_cli")?;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wallet-ledger"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("WALLET_LEDGER_SCHEMA", "cli_ledger")
+            .output()
+    };
+    let printed = cli(&["migrate", "--print"])?;
+    assert!(printed.status.success());
+    let script = String::from_utf8(printed.stdout)?;
+    assert_eq!(script, migration_script_for(&SchemaName::new("cli_ledger")?));
+    let mut client = postgres::Client::connect(&url, NoTls)?;
+    client.batch_execute(&script)?;
+    let defined = cli(&["currency", "define", "USD", "2"])?;
+    assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
+    let n: i64 = client.query_one("SELECT count(*) FROM cli_ledger.currencies", &[])?.get(0);
+    assert_eq!(n, 1);
+    assert_eq!(schemas(&mut client)?, ["cli_ledger", "public"]);
+    let bad = cli(&["--schema", "Robert'); DROP", "migrate", "--print"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid schema name"));
+    Ok(())
+}

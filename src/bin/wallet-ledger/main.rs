@@ -34,6 +34,16 @@ pub struct Target {
     /// Directory of the local server used when no database URL is given (created on first use)
     #[arg(long, global = true, default_value = ".wallet-ledger")]
     pub data_dir: PathBuf,
+    /// PostgreSQL schema holding the ledger's tables and functions
+    #[arg(long, env = "WALLET_LEDGER_SCHEMA", global = true, default_value = "wallet_ledger")]
+    pub schema: String,
+    /// Connect with TLS, trusting the system's roots and this CA file (PEM); the connection
+    /// string's sslmode decides whether TLS is required (sslmode=require)
+    #[arg(long, env = "PGSSLROOTCERT", global = true)]
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Connect with TLS, trusting the system's root certificates only
+    #[arg(long, global = true, conflicts_with = "ssl_root_cert")]
+    pub tls: bool,
 }
 
 #[derive(Subcommand)]
@@ -164,7 +174,10 @@ fn chain(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Migrate { print: true } => print!("{}", wallet_ledger::schema::migration_script()),
+        Command::Migrate { print: true } => {
+            let schema = wallet_ledger::schema::SchemaName::new(&cli.target.schema)?;
+            print!("{}", wallet_ledger::schema::migration_script_for(&schema));
+        }
         Command::Migrate { print: false } => {
             open(&cli.target)?;
             println!("schema at version {}", wallet_ledger::schema::SCHEMA_VERSION);
@@ -279,7 +292,11 @@ fn open(target: &Target) -> Result<Ledger> {
             .with_context(|| format!("local server in {}", target.data_dir.display()))?
             .create_database("wallet_ledger")?,
     };
-    Ok(Ledger::connect(&url)?)
+    let mut builder = Ledger::builder(&url).schema(&target.schema);
+    if target.tls || target.ssl_root_cert.is_some() {
+        builder = builder.tls(wallet_ledger::tls::connector(target.ssl_root_cert.as_deref())?);
+    }
+    Ok(builder.build()?)
 }
 
 pub(crate) fn amount(text: &str) -> Result<Decimal> {

@@ -1,0 +1,90 @@
+//! Tracing spans and counters a backend can export.
+#![cfg(feature = "tracing")]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use rust_decimal_macros::dec;
+use tracing_subscriber::fmt::format::FmtSpan;
+use wallet_ledger::{embedded, Ledger, LedgerError, NewAccount, Transfer};
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn every_operation_has_a_span_with_its_outcome_and_no_secrets() -> Result<()> {
+    let url = embedded::fresh_database("observability")?;
+    // The embedded server trusts local connections, so a password here is ignored by the
+    // server but present in the string the ledger was given: it must not be logged.
+    let url = format!("{url} password=s3cret-pw");
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let (issuer, a, b) = tracing::subscriber::with_default(subscriber, || -> Result<_> {
+        let ledger = Ledger::builder(&url).pool_size(2).build()?;
+        ledger.define_currency("USD", 2)?;
+        let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+        let a = ledger.open_account(&NewAccount::new("USD"))?.id;
+        let b = ledger.open_account(&NewAccount::new("USD"))?.id;
+        ledger.transfer(&Transfer::new(issuer, a, dec!(10)).idempotency_key("fund-a"))?;
+        let refused = ledger.transfer(&Transfer::new(a, b, dec!(99)));
+        assert!(matches!(refused, Err(LedgerError::InsufficientFunds { .. })));
+        let hold = ledger.hold(&wallet_ledger::Hold::new(a, b, dec!(3)))?.hold_id;
+        ledger.void(hold)?;
+        Ok((issuer, a, b))
+    })?;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone())?;
+    let closes: Vec<&str> = text.lines().filter(|l| l.contains("close")).collect();
+    let find = |needle: &str| closes.iter().find(|l| l.contains(needle)).copied();
+    let funded = find("fund-a").unwrap_or_else(|| panic!("no span for the funding transfer in:\n{text}"));
+    for field in [
+        "wallet_ledger.transfer".to_string(),
+        format!("from={}", issuer.0),
+        format!("to={}", a.0),
+        "amount=10".into(),
+        "lock_wait=block".into(),
+        "attempts=1".into(),
+        "outcome=\"ok\"".into(),
+    ] {
+        assert!(funded.contains(&field), "{field} missing in {funded}");
+    }
+    let refused = find("insufficient_funds").unwrap_or_else(|| panic!("no refused span in:\n{text}"));
+    assert!(refused.contains(&format!("from={} to={}", a.0, b.0)), "{refused}");
+    assert!(find("wallet_ledger.hold").is_some_and(|l| l.contains("outcome=\"ok\"")), "{text}");
+    assert!(find("wallet_ledger.void").is_some_and(|l| l.contains("outcome=\"ok\"")), "{text}");
+    assert!(!text.contains("s3cret-pw"), "a password reached the logs:\n{text}");
+    assert!(!text.contains("host="), "a connection string reached the logs:\n{text}");
+    Ok(())
+}
+
+#[test]
+fn stats_count_operations_by_outcome() -> Result<()> {
+    let (ledger, _url, _issuer, wallets) = common::funded("observability_stats", 2, dec!(5))?;
+    let before = ledger.stats();
+    ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(1)))?;
+    let _ = ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(100)));
+    let after = ledger.stats();
+    assert_eq!(after.succeeded - before.succeeded, 1);
+    assert_eq!(after.refused - before.refused, 1);
+    assert_eq!(after.failed, before.failed);
+    Ok(())
+}
