@@ -68,7 +68,7 @@ pub fn hold(ledger: &Ledger, args: HoldArgs) -> Result<()> {
     }
     let r = ledger.hold(&h)?;
     let replay = if r.replayed { " (replayed: created earlier with this key)" } else { "" };
-    println!("hold {} pending until {}{replay}", r.hold_id, seconds_from_now(r.expires_at));
+    println!("hold {} pending, expires {}{replay}", r.hold_id, seconds_from_now(r.expires_at));
     println!("  available {}: {}", args.from, ledger.available(AccountId(args.from))?);
     Ok(())
 }
