@@ -89,11 +89,10 @@ impl EmbeddedServer {
     /// Database errors, or no synchronous standby within `timeout`.
     pub fn require_synchronous_standby(&self, timeout: Duration) -> Result<(), EmbeddedError> {
         let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
-        client.batch_execute(
-            "ALTER SYSTEM SET synchronous_standby_names = '*';
-             ALTER SYSTEM SET synchronous_commit = 'on';
-             SELECT pg_reload_conf();",
-        )?;
+        // One statement per call: ALTER SYSTEM cannot run in the implicit transaction of a batch.
+        client.batch_execute("ALTER SYSTEM SET synchronous_standby_names = '*'")?;
+        client.batch_execute("ALTER SYSTEM SET synchronous_commit = 'on'")?;
+        client.batch_execute("SELECT pg_reload_conf()")?;
         let started = Instant::now();
         loop {
             let sync: i64 =

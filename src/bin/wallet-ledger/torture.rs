@@ -52,7 +52,7 @@ pub struct TortureArgs {
     /// Crash the server (pg_ctl stop -m immediate) and restart it every this many seconds
     #[arg(long)]
     pub crash_every_s: Option<f64>,
-    /// Lock and statement timeouts low enough to fire (lock_timeout 2 ms, statement_timeout 30 ms)
+    /// Lock and statement timeouts low enough to fire (lock_timeout 2 ms, statement_timeout 10 ms)
     #[arg(long)]
     pub low_timeouts: bool,
     /// Pool exhaustion: a pool of a quarter as many connections as threads, 20 ms checkout timeout
@@ -186,7 +186,7 @@ pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
     // The clients' ledger: the faults that are settings.
     let mut session = format!("application_name={APPLICATION}");
     if config.low_timeouts {
-        session.push_str(" options='-c lock_timeout=2 -c statement_timeout=30'");
+        session.push_str(" options='-c lock_timeout=2 -c statement_timeout=10'");
     }
     let threads = (config.clients + config.readers) as u32;
     let mut builder = Ledger::builder(&with_params(&url, &session)).max_retries(8).migrate(false);
