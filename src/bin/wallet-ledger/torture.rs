@@ -200,6 +200,7 @@ pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
     // The load.
     let servers = Servers { primary: primary.as_ref(), standby: standby.as_ref(), admin_url, dbname };
     let (attempts, snapshots, faults, panics, load_end) = load(&config, &ledger, &setup, &servers, args.seed);
+    let stats = ledger.stats();
     drop(ledger);
 
     // Check (on a fresh pool, without the low timeouts).
@@ -220,8 +221,16 @@ pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
         load_end,
     };
     let verdict = checker::check(&check_ledger, &evidence).context("check")?;
-    let report = report(&args, &config, &faults, &verdict, load_end);
+    let mut report = report(&args, &config, &faults, &verdict, load_end);
+    report["library"] = json!({
+        "retries": stats.retries,
+        "succeeded": stats.succeeded,
+        "refused": stats.refused,
+        "lock_unavailable": stats.lock_unavailable,
+        "failed": stats.failed,
+    });
     println!("{}", table(&config, &faults, &verdict));
+    println!("  library retries inside calls (Ledger::stats)          {}", stats.retries);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("write {}", path.display()))?;
