@@ -308,10 +308,12 @@ fn run_transfers(ledger: &Ledger, prefix: &str) -> Result<HashMap<String, Vec<Ro
     let mut conn = ledger.connection()?;
     let rows = conn.client().query(
         "SELECT t.idempotency_key, t.id, t.from_account, t.to_account, t.amount,
-                (SELECT e.balance_after FROM wallet_ledger.entries e WHERE e.transfer_id = t.id AND e.account_id = t.from_account),
-                (SELECT e.balance_after FROM wallet_ledger.entries e WHERE e.transfer_id = t.id AND e.account_id = t.to_account)
+                max(e.balance_after) FILTER (WHERE e.account_id = t.from_account),
+                max(e.balance_after) FILTER (WHERE e.account_id = t.to_account)
            FROM wallet_ledger.transfers t
-          WHERE left(t.idempotency_key, length($1)) = $1",
+           LEFT JOIN wallet_ledger.entries e ON e.transfer_id = t.id
+          WHERE starts_with(t.idempotency_key, $1)
+          GROUP BY t.id",
         &[&prefix],
     )?;
     let mut out: HashMap<String, Vec<Row>> = HashMap::new();
