@@ -182,6 +182,8 @@ pub fn run(
                     match result {
                         Ok(()) => {
                             faults.events.push(Event { kind: "failover", at, back_at: start.elapsed() });
+                            // No crash on top of the failover before its recovery could show.
+                            next_crash = next_crash.map(|t| t.max(Instant::now() + plan.quiet_tail));
                             current = Some(standby);
                             admin.baseline = admin.deadlocks().ok();
                         }
@@ -272,7 +274,11 @@ fn pause(server: &EmbeddedServer, admin: &mut Admin<'_>, pause_for: Duration, fa
     }
     let Some((pid, holds_locks)) = target else { return };
     if let Err(e) = server.signal(pid, Signal::Stop) {
-        faults.errors.push(format!("pause: SIGSTOP {pid}: {}", error_chain(&e)));
+        let e = error_chain(&e);
+        // The backend exited between its selection and the signal: nothing was paused.
+        if !e.contains("No such process") {
+            faults.errors.push(format!("pause: SIGSTOP {pid}: {e}"));
+        }
         return;
     }
     thread::scope(|scope| {
@@ -288,6 +294,8 @@ fn pause(server: &EmbeddedServer, admin: &mut Admin<'_>, pause_for: Duration, fa
         faults.pause_waiters_max = faults.pause_waiters_max.max(waiters.unwrap_or(0));
         match resume.join() {
             Ok(Ok(())) => {}
+            // Stopped as it was exiting (a zombie takes the signal): gone by the resume.
+            Ok(Err(e)) if error_chain(&e).contains("No such process") => {}
             Ok(Err(e)) => faults.errors.push(format!("pause: SIGCONT {pid}: {}", error_chain(&e))),
             Err(_) => faults.errors.push("pause: the resume thread panicked".into()),
         }
