@@ -44,7 +44,7 @@ impl Ledger {
         let mut previous: Option<postgres::Error> = None;
         for n in 1.. {
             crate::observe::attempt(n, previous.as_ref());
-            let (error, sent) = match self.attempt(sql, params) {
+            let (error, sent) = match self.attempt(sql, params, ambiguity.is_some()) {
                 Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
                 Err(Attempt::Failed(e)) => return Err(settle(ambiguity, e)),
                 Err(Attempt::Retry { error, sent }) => (error, sent),
@@ -93,10 +93,22 @@ impl Ledger {
         })
     }
 
-    fn attempt(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Attempt> {
+    /// One attempt. `after_lost_answer`: an earlier attempt of this call may have committed.
+    fn attempt(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        after_lost_answer: bool,
+    ) -> Result<Row, Attempt> {
         let mut conn = self.connection().map_err(Attempt::Failed)?;
         let statement = conn.statement(sql).map_err(|error| Attempt::Retry { error, sent: false })?;
-        conn.client().query_one(&statement, params).map_err(|error| Attempt::Retry { error, sent: true })
+        let row = conn.client().query_one(&statement, params).map_err(|error| Attempt::Retry { error, sent: true })?;
+        if after_lost_answer || is_replay(&row) {
+            // This answer rests on an earlier commit, not on this statement's own (a replay
+            // writes nothing): a failure here leaves nothing of this attempt committed.
+            wait_until_durable(conn.client()).map_err(|error| Attempt::Retry { error, sent: false })?;
+        }
+        Ok(row)
     }
 }
 
@@ -105,6 +117,28 @@ impl Ledger {
 /// or closed socket, a FATAL termination) leaves open whether it committed.
 fn rolled_back(error: &postgres::Error) -> bool {
     error.as_db_error().is_some_and(|db| db.severity() == "ERROR")
+}
+
+/// Whether the function answered with a transfer or hold committed earlier (`replayed`).
+fn is_replay(row: &Row) -> bool {
+    row.try_get::<_, &str>("outcome").is_ok_and(|outcome| outcome == "replayed")
+}
+
+/// Waits until everything committed so far is as durable as a commit of this session would be:
+/// with a synchronous standby, until the standby has it.
+///
+/// An answer that rests on an earlier commit (a replay, or this call's own earlier attempt whose
+/// answer was lost) was never waited for by this call. If that commit's wait for the synchronous
+/// standby was cancelled (its backend terminated: PostgreSQL warns that such a transaction "has
+/// already committed locally, but might not have been replicated to the standby"), it is visible
+/// on the primary yet may be missing on the standby, and acknowledging it would lose it on
+/// failover. A transaction that writes WAL commits with a record later than that commit and
+/// waits for the standby like any commit; this one writes the smallest WAL record a role without
+/// privileges can: a transactional logical-decoding message (prefix `wallet_ledger`, which
+/// logical decoding consumers see and can ignore). A transaction that only takes a transaction
+/// id writes no WAL and does not wait (tried first: the standby-down test acknowledged at once).
+fn wait_until_durable(client: &mut postgres::Client) -> Result<(), postgres::Error> {
+    client.batch_execute("SELECT pg_logical_emit_message(true, 'wallet_ledger', 'durable')")
 }
 
 /// A definite failure, unless an earlier attempt may have committed.

@@ -525,6 +525,43 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Pieces `crate::cluster` (crash, restart, standby, signals) builds on.
+impl EmbeddedServer {
+    /// The cluster's data directory.
+    pub(crate) fn data_path(&self) -> PathBuf {
+        self.data_dir()
+    }
+
+    /// Runs one of the PostgreSQL programs as the server's user; the error carries its output.
+    pub(crate) fn run_program(&self, program: &str, args: &[&str]) -> Result<(), EmbeddedError> {
+        self.run(program, args)
+    }
+
+    /// `pg_ctl start` on the existing data directory, waiting until it accepts connections.
+    pub(crate) fn start_existing(&self) -> Result<(), EmbeddedError> {
+        self.pg_ctl_start()
+    }
+
+    /// Any program (`kill`), run as the server's user.
+    pub(crate) fn command_as_owner(&self, program: &str) -> Command {
+        self.command_raw(program)
+    }
+
+    /// A new throwaway directory owned by the server's user, with its watchdog, and no cluster
+    /// in it yet (a standby's base backup goes there).
+    pub(crate) fn empty_throwaway() -> Result<EmbeddedServer, EmbeddedError> {
+        let bin = find_binaries()?;
+        let owner = unprivileged_owner()?;
+        let dir = make_temp_dir()?;
+        let mut server = EmbeddedServer { dir, bin, port: PORT, tcp_tls: false, owner, watchdog: None };
+        if let Some(o) = owner {
+            std::os::unix::fs::chown(&server.dir, Some(o.uid), Some(o.gid)).map_err(io_err("chown temp dir"))?;
+        }
+        server.watchdog = Some(server.spawn_watchdog()?);
+        Ok(server)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_dbname;

@@ -45,6 +45,7 @@
 mod account;
 mod audit;
 mod call;
+pub mod cluster;
 pub mod embedded;
 mod entry;
 mod error;

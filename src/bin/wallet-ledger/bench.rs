@@ -344,7 +344,7 @@ fn unix_now() -> u64 {
 }
 
 /// The command line, with the value of --database-url hidden (it may hold a password).
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let mut out = Vec::new();
     let mut hide_next = false;
     for arg in std::env::args() {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod holds;
+mod torture;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +113,9 @@ enum Command {
     Server(ServerCommand),
     /// Throughput under contention, beside pgbench on the same server
     Bench(bench::BenchArgs),
+    /// A bank workload under injected faults (killed backends, crashes, failover), then proof
+    /// that nothing was lost, created or applied twice; exit code 1 on any violation
+    Torture(torture::TortureArgs),
 }
 
 #[derive(Subcommand)]
@@ -246,6 +250,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify => return verify(&open(&cli.target)?),
         Command::Server(command) => server(&cli.target, command)?,
         Command::Bench(args) => return bench::run(args, &cli.target),
+        Command::Torture(args) => return torture::run(args, &cli.target),
     }
     Ok(ExitCode::SUCCESS)
 }
