@@ -525,6 +525,32 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+impl EmbeddedServer {
+    /// [`start`](EmbeddedServer::start) with `extra_conf` appended to `postgresql.conf` before
+    /// the server first starts (for the embedded Citus cluster: `shared_preload_libraries`).
+    pub(crate) fn start_with_conf(extra_conf: &str) -> Result<EmbeddedServer, EmbeddedError> {
+        let bin = find_binaries()?;
+        let owner = unprivileged_owner()?;
+        let dir = make_temp_dir()?;
+        let mut server = EmbeddedServer { dir, bin, port: PORT, tcp_tls: false, owner, watchdog: None };
+        if let Some(o) = owner {
+            std::os::unix::fs::chown(&server.dir, Some(o.uid), Some(o.gid)).map_err(io_err("chown temp dir"))?;
+        }
+        server.watchdog = Some(server.spawn_watchdog()?);
+        server.init()?;
+        let conf = server.data_dir().join("postgresql.conf");
+        let f = fs::OpenOptions::new().append(true).open(conf);
+        f.and_then(|mut f| f.write_all(extra_conf.as_bytes())).map_err(io_err("write postgresql.conf"))?;
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+}
+
+/// The directory of the PostgreSQL binaries [`EmbeddedServer::start`] would use.
+pub(crate) fn binaries() -> Result<PathBuf, EmbeddedError> {
+    find_binaries()
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_dbname;

@@ -45,7 +45,9 @@
 mod account;
 mod audit;
 mod call;
+pub mod citus;
 pub mod embedded;
+pub mod embedded_citus;
 mod entry;
 mod error;
 mod hold;
