@@ -160,7 +160,8 @@ impl Ledger {
     /// # Errors
     /// Database and pool errors only: violations are data, in [`Audit::violations`].
     pub fn verify(&self) -> Result<Audit, LedgerError> {
-        self.idempotent(audit)
+        let citus = self.inner.citus;
+        self.idempotent(|conn| audit(conn, citus))
     }
 }
 
@@ -202,14 +203,22 @@ const CHECKS: &[Check] = &[
     }),
 ];
 
-fn audit(conn: &mut LedgerConnection) -> Result<Audit, LedgerError> {
+/// In Citus mode the transaction first closes the writers' gate (see [`crate::citus`]): Citus
+/// has no snapshot across workers, so the audit waits until no transfer is between its first
+/// statement and the end of its commit on every worker, and keeps new ones waiting while it
+/// reads. Each worker's snapshot is then taken with nothing in flight: one consistent state.
+fn audit(conn: &mut LedgerConnection, citus: bool) -> Result<Audit, LedgerError> {
     let schema = conn.schema();
     let mut tx: Transaction<'_> =
         conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+    if citus {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&crate::citus::WRITER_GATE_KEY])?;
+    }
     let mut audit = Audit::default();
     let limit = AUDIT_VIOLATIONS_MAX as i64 + 1;
     for (name, to_violations) in CHECKS {
-        let rows = tx.query(schema.qualify(statement(name)).as_ref(), &[&limit])?;
+        let sql = if citus && *name == "legs" { crate::citus::AUDIT_LEGS } else { statement(name) };
+        let rows = tx.query(schema.qualify(sql).as_ref(), &[&limit])?;
         audit.truncated |= rows.len() > AUDIT_VIOLATIONS_MAX;
         for row in rows.iter().take(AUDIT_VIOLATIONS_MAX) {
             to_violations(row, &mut audit.violations);

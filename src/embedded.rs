@@ -560,6 +560,23 @@ impl EmbeddedServer {
         server.watchdog = Some(server.spawn_watchdog()?);
         Ok(server)
     }
+
+    /// [`start`](EmbeddedServer::start) with `extra_conf` appended to `postgresql.conf` before
+    /// the server first starts (for the embedded Citus cluster: `shared_preload_libraries`).
+    pub(crate) fn start_with_conf(extra_conf: &str) -> Result<EmbeddedServer, EmbeddedError> {
+        let server = EmbeddedServer::empty_throwaway()?;
+        server.init()?;
+        let conf = server.data_dir().join("postgresql.conf");
+        let f = fs::OpenOptions::new().append(true).open(conf);
+        f.and_then(|mut f| f.write_all(extra_conf.as_bytes())).map_err(io_err("write postgresql.conf"))?;
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+}
+
+/// The directory of the PostgreSQL binaries [`EmbeddedServer::start`] would use.
+pub(crate) fn binaries() -> Result<PathBuf, EmbeddedError> {
+    find_binaries()
 }
 
 #[cfg(test)]

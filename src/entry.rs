@@ -72,7 +72,8 @@ impl Ledger {
                     }
                 }
             };
-            let statement = conn.statement(include_str!("../sql/queries/history.sql"))?;
+            let sql = if self.is_citus() { crate::citus::HISTORY } else { include_str!("../sql/queries/history.sql") };
+            let statement = conn.statement(sql)?;
             Ok(conn.client().query(&statement, &[&id.0, &after_version, &i64::from(limit)])?)
         })?;
         if rows.is_empty() && after.is_none() {

@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) lock_wait: LockWait,
     pub(crate) max_retries: u32,
     pub(crate) counters: crate::stats::Counters,
+    /// Citus mode (see [`crate::citus`]).
+    pub(crate) citus: bool,
 }
 
 impl fmt::Debug for Ledger {
@@ -134,6 +136,7 @@ pub struct LedgerBuilder {
     max_retries: u32,
     checkout_timeout: Duration,
     migrate: bool,
+    citus: Option<bool>,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -150,6 +153,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("max_retries", &self.max_retries)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("migrate", &self.migrate)
+            .field("citus", &self.citus)
             .finish()
     }
 }
@@ -196,6 +200,16 @@ impl LedgerBuilder {
         self
     }
 
+    /// Citus mode on or off. Default: on exactly when the database has the `citus` extension.
+    /// In Citus mode `build` also applies the Citus migrations ([`crate::citus`]: the tables
+    /// distributed over the cluster, single-shard lock statements in ascending id order), and
+    /// refuses [`LockWait::Timeout`]. `citus(true)` on a database without the extension is
+    /// [`LedgerError::InvalidInput`].
+    pub fn citus(mut self, on: bool) -> Self {
+        self.citus = Some(on);
+        self
+    }
+
     /// The PostgreSQL schema holding the ledger's tables and functions. Default
     /// `wallet_ledger`. Checked by `build` ([`SchemaName::new`]).
     pub fn schema(mut self, name: &str) -> Self {
@@ -239,21 +253,38 @@ impl LedgerBuilder {
                 open(config, PoolSettings { max_size: self.pool_size, checkout_timeout: self.checkout_timeout })
             }
         };
+        let counters = crate::stats::Counters::default();
+        let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
+        counters.checked_out(waited);
+        let citus = crate::citus::resolve(conn.client(), self.citus)?;
+        if citus && matches!(self.lock_wait, LockWait::Timeout(_)) {
+            return Err(LedgerError::InvalidInput {
+                field: "lock_wait",
+                reason: "LockWait::Timeout is not supported on Citus (the wait happens on a worker, where the coordinator's lock_timeout does not apply): use Block or NoWait".into(),
+            });
+        }
+        if self.migrate {
+            schema::migrate(conn.client(), &schema)?;
+            if citus {
+                crate::citus::migrate(conn.client(), &schema)?;
+            }
+        } else {
+            schema::check_version(conn.client(), &schema)?;
+            if citus {
+                crate::citus::check_version(conn.client(), &schema)?;
+            }
+        }
+        drop(conn);
         let ledger = Ledger {
             inner: Arc::new(Inner {
                 pool,
                 schema,
                 lock_wait: self.lock_wait,
                 max_retries: self.max_retries,
-                counters: Default::default(),
+                counters,
+                citus,
             }),
         };
-        let mut conn = ledger.connection()?;
-        if self.migrate {
-            schema::migrate(conn.client(), &ledger.inner.schema)?;
-        } else {
-            schema::check_version(conn.client(), &ledger.inner.schema)?;
-        }
         Ok(ledger)
     }
 }
@@ -352,6 +383,7 @@ impl LedgerBuilder {
             max_retries: RETRIES_DEFAULT,
             checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
             migrate: true,
+            citus: None,
         }
     }
 }
@@ -394,6 +426,11 @@ impl Ledger {
     /// retries, lock refusals. Cheap: a few relaxed atomic loads.
     pub fn stats(&self) -> crate::Stats {
         self.inner.counters.snapshot()
+    }
+
+    /// Whether this ledger runs in Citus mode ([`crate::citus`]).
+    pub fn is_citus(&self) -> bool {
+        self.inner.citus
     }
 
     /// The lock wait policy in force.

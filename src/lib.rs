@@ -45,8 +45,10 @@
 mod account;
 mod audit;
 mod call;
+pub mod citus;
 pub mod cluster;
 pub mod embedded;
+pub mod embedded_citus;
 mod entry;
 mod error;
 mod hold;

@@ -11,6 +11,7 @@
 //! while a sampler counts lock waits. The report is a table on stdout and a folder with
 //! report.json, report.md and throughput.svg.
 
+mod citus;
 mod db;
 mod driver;
 mod expiry;
@@ -80,6 +81,11 @@ pub struct BenchArgs {
     /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts, 1000 holds to expire
     #[arg(long)]
     pub quick: bool,
+    /// Also run the library on a Citus cluster (an embedded coordinator and two workers, or
+    /// DATABASE_URL_CITUS): every --workloads workload plus same-worker and cross-worker, at every
+    /// thread count, reported beside the single server's library runs
+    #[arg(long)]
+    pub citus: bool,
 }
 
 impl BenchArgs {
@@ -126,6 +132,7 @@ impl BenchArgs {
 
 /// Runs the bench and writes the report. Exit code 1 when a library run was not clean.
 pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
+    let with_citus = args.citus;
     let settings = args.settings();
     settings.check()?;
     let started = unix_now();
@@ -145,7 +152,16 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
     let pgbench_info = pgbench_info(pgbench.as_ref());
     let mut bench = prepare(server, &settings, pgbench, &points)?;
     let mut runs = Vec::new();
-    let failure = measure_all(&mut bench, &points, &mut runs).err();
+    let mut failure = measure_all(&mut bench, &points, &mut runs).err();
+    let (mut citus_cluster, mut citus_runs) = (None, Vec::new());
+    if with_citus && failure.is_none() {
+        let single =
+            runs.iter().filter(|r| r.mode == Mode::Library.name()).map(|r| ((r.workload, r.threads), r.tps)).collect();
+        match citus::run(&settings, &single, &bench.progress) {
+            Ok((cluster, measured)) => (citus_cluster, citus_runs) = (Some(cluster), measured),
+            Err(e) => failure = Some(e.context("the Citus section")),
+        }
+    }
     bench.progress.finish();
     if let Err(e) = cleanup(&mut bench) {
         notes.push(format!("cleanup: {e:#}"));
@@ -169,6 +185,8 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
         checks: report::checks(&runs),
         runs,
         notes,
+        citus_cluster,
+        citus: citus_runs,
     };
     finish(&report, &settings, failure)
 }
@@ -177,6 +195,9 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
 fn finish(report: &Report, settings: &Settings, failure: Option<anyhow::Error>) -> Result<ExitCode> {
     report::write(report, &settings.out)?;
     println!("{}", report::table(&report.runs));
+    if !report.citus.is_empty() {
+        println!("Citus on {}\n\n{}", report.citus_cluster.as_deref().unwrap_or("?"), citus::table(&report.citus));
+    }
     for c in &report.checks {
         let verdict = c.passed.map_or("n/a ", |p| if p { "PASS" } else { "FAIL" });
         println!("{verdict} {}: {}", c.name, c.detail);
@@ -188,7 +209,7 @@ fn finish(report: &Report, settings: &Settings, failure: Option<anyhow::Error>) 
     if let Some(e) = failure {
         return Err(e.context(format!("partial report in {}", settings.out.display())));
     }
-    if report::library_failed(&report.runs) {
+    if report::library_failed(&report.runs) || report.citus.iter().any(|r| !r.audit_clean || r.errors > 0) {
         eprintln!("error: a library run had deadlocks, errors or an unclean audit (see the report)");
         return Ok(ExitCode::from(1));
     }

@@ -125,6 +125,12 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Remarks (skipped references, failures).
     pub notes: Vec<String>,
+    /// `--citus`: the cluster the Citus section ran on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citus_cluster: Option<String>,
+    /// `--citus`: the library on the Citus cluster, one record per point.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citus: Vec<super::citus::CitusRun>,
 }
 
 /// Fills each run's ratios to the pgbench references at the same thread count (and workload,
@@ -409,6 +415,11 @@ pub fn markdown(report: &Report) -> String {
     let expiry = expiry_table(&report.runs);
     if !expiry.is_empty() {
         let _ = writeln!(md, "## Expiry\n\n{EXPIRY_NOTE}\n\n{expiry}");
+    }
+    if !report.citus.is_empty() {
+        let cluster = report.citus_cluster.as_deref().unwrap_or("Citus");
+        let _ =
+            writeln!(md, "## Citus\n\nOn {cluster}. {}\n\n{}", super::citus::NOTE, super::citus::table(&report.citus));
     }
     let _ = writeln!(md, "## Checks\n");
     for c in &report.checks {
