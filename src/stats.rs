@@ -47,6 +47,8 @@ impl Counters {
                 | LedgerError::Pool(_)
                 | LedgerError::OutcomeUnknown { .. }
                 | LedgerError::HoldOutcomeUnknown { .. }
+                | LedgerError::BatchOutcomeUnknown { .. }
+                | LedgerError::BatchFailed { .. }
                 | LedgerError::ConstraintViolation { .. }
                 | LedgerError::SchemaTooNew { .. },
             ) => &self.failed,
