@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) lock_wait: LockWait,
     pub(crate) max_retries: u32,
     pub(crate) counters: crate::stats::Counters,
+    /// The combiner, when [`LedgerBuilder::combine`] turned it on.
+    pub(crate) combiner: Option<crate::combiner::Combiner>,
 }
 
 impl fmt::Debug for Ledger {
@@ -77,6 +79,7 @@ impl fmt::Debug for Ledger {
             .field("pool_size", &self.inner.pool.max_size())
             .field("lock_wait", &self.inner.lock_wait)
             .field("max_retries", &self.inner.max_retries)
+            .field("combine", &self.inner.combiner.as_ref().map(|c| c.config()))
             .finish()
     }
 }
@@ -90,6 +93,7 @@ pub struct LedgerBuilder {
     max_retries: u32,
     checkout_timeout: Duration,
     migrate: bool,
+    combine: Option<crate::combiner::CombineConfig>,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -101,6 +105,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("max_retries", &self.max_retries)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("migrate", &self.migrate)
+            .field("combine", &self.combine)
             .finish()
     }
 }
@@ -141,6 +146,20 @@ impl LedgerBuilder {
         self
     }
 
+    /// Turns the combiner on: concurrent [`Ledger::transfer`] calls of this ledger (and its
+    /// clones) are queued and applied many at a time, each batch in one transaction, by
+    /// whichever caller becomes leader (see [`CombineConfig`](crate::CombineConfig) and the
+    /// `combiner` notes in `docs/design.md`). Off by default: it pays on hot accounts, where
+    /// transfers would otherwise wait for each other's commits one by one.
+    ///
+    /// # Panics
+    /// If `config.max_batch` is 0 or above [`BATCH_ITEMS_MAX`](crate::limits::BATCH_ITEMS_MAX).
+    pub fn combine(mut self, config: crate::combiner::CombineConfig) -> Self {
+        config.check();
+        self.combine = Some(config);
+        self
+    }
+
     /// Parses the connection string, opens the pool and applies pending migrations.
     ///
     /// # Errors
@@ -164,6 +183,7 @@ impl LedgerBuilder {
                 lock_wait: self.lock_wait,
                 max_retries: self.max_retries,
                 counters: Default::default(),
+                combiner: self.combine.map(crate::combiner::Combiner::new),
             }),
         };
         let mut conn = ledger.connection()?;
@@ -210,6 +230,7 @@ impl Ledger {
             max_retries: RETRIES_DEFAULT,
             checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
             migrate: true,
+            combine: None,
         }
     }
 

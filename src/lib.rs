@@ -44,7 +44,9 @@
 
 mod account;
 mod audit;
+mod batch;
 mod call;
+mod combiner;
 pub mod embedded;
 mod entry;
 mod error;
@@ -55,6 +57,7 @@ pub mod limits;
 mod lock_plan;
 mod money;
 mod pool;
+mod posting;
 mod retry;
 pub mod schema;
 mod stats;
@@ -64,12 +67,14 @@ mod transfer;
 
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{Audit, Violation};
+pub use combiner::CombineConfig;
 pub use entry::{Entry, EntryId};
 pub use error::{KeyHolder, LedgerError};
 pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
 pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
 pub use pool::{LedgerConnection, LedgerConnectionManager};
+pub use posting::{Posting, PostingReceipt};
 pub use stats::Stats;
 pub use transfer::{Receipt, Transfer, TransferId};
 

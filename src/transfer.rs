@@ -163,6 +163,9 @@ impl Ledger {
     }
 
     fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        if let Some(combiner) = &self.inner.combiner {
+            return combiner.transfer(self, t);
+        }
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
