@@ -43,7 +43,7 @@ DECLARE
     v_t        integer;
     v_amount   numeric;
     v_saved    text;
-    v_seq      text;
+    v_seq      regclass;
     -- committed keys, per item
     v_db_id    bigint[];
     v_db_same  boolean[];
@@ -79,6 +79,16 @@ DECLARE
     e_bal      numeric[] := '{}';
     e_ver      bigint[] := '{}';
     v_accepted integer := 0;
+    -- the fast path: every item accepted, decided set-based
+    v_simple   boolean := true;
+    v_ok       boolean;
+    f_amount   numeric[];
+    f_from_bal numeric[];
+    f_to_bal   numeric[];
+    f_item     bigint[];
+    a_id       bigint[];
+    a_bal      numeric[];
+    a_ver      bigint[];
 BEGIN
     outcomes := array_fill(NULL::text, ARRAY[n]);
     transfer_ids := array_fill(NULL::bigint, ARRAY[n]);
@@ -109,13 +119,14 @@ BEGIN
                FROM unnest(p_key) WITH ORDINALITY AS k(key, i)
                JOIN wallet_ledger.transfers tr ON tr.idempotency_key = k.key LOOP
         v_db_id[r.i] := r.id;
+        v_simple := false;
         v_db_same[r.i] := r.same;
         v_db_fbal[r.i] := r.fbal;
         v_db_tbal[r.i] := r.tbal;
     END LOOP;
 
     -- The first item of each key, for keys repeated inside the batch.
-    SELECT array_agg(keys.first ORDER BY keys.i) INTO v_first
+    SELECT array_agg(keys.first ORDER BY keys.i), v_simple AND bool_and(keys.first = keys.i) INTO v_first, v_simple
       FROM (SELECT k.i, min(k.i) OVER (PARTITION BY k.key) AS first
               FROM unnest(p_key) WITH ORDINALITY AS k(key, i)) keys;
 
@@ -162,9 +173,76 @@ BEGIN
           LEFT JOIN unnest(v_ids) WITH ORDINALITY AS tp(id, pos) ON tp.id = u.t;
     END IF;
 
+    -- The fast path, for the common batch: no key committed or repeated, and every item accepted.
+    -- Then every item's balances follow from running sums per account (a window over the legs
+    -- in item order), so the whole batch is decided by one statement instead of a plpgsql loop.
+    -- Any item that would be refused (unknown account, currency, scale, floor, overflow) sends
+    -- the batch to the loop below, which decides item by item; both give the same results when
+    -- every item is accepted.
+    v_seq := pg_get_serial_sequence('wallet_ledger.transfers', 'id')::regclass;
+    IF v_simple AND v_ids IS NOT NULL THEN
+        WITH a AS (
+            SELECT * FROM unnest(v_ids, v_bal, v_held, v_min, v_ver, v_cur, v_scale, v_lim)
+                AS a(id, bal, held, floor, ver, cur, scale, lim)),
+        items AS (
+            SELECT u.i, round(u.amount, fa.scale) AS amount,
+                   fa.cur = ta.cur AND min_scale(u.amount) <= fa.scale AS valid, u.f, u.t
+              FROM unnest(p_from, p_to, p_amount) WITH ORDINALITY AS u(f, t, amount, i)
+              JOIN a fa ON fa.id = u.f
+              JOIN a ta ON ta.id = u.t),
+        legs AS (
+            SELECT it.i, 0 AS side, it.f AS acc, -it.amount AS delta FROM items it
+            UNION ALL
+            SELECT it.i, 1, it.t, it.amount FROM items it),
+        run AS (
+            SELECT l.i, l.side, l.acc, l.delta,
+                   a.bal + sum(l.delta) OVER w AS after,
+                   a.ver + row_number() OVER w AS version,
+                   a.held, a.floor, a.lim
+              FROM legs l JOIN a ON a.id = l.acc
+            WINDOW w AS (PARTITION BY l.acc ORDER BY l.i, l.side ROWS UNBOUNDED PRECEDING)),
+        last AS (
+            SELECT DISTINCT ON (q.acc) q.acc, q.after, q.version FROM run q ORDER BY q.acc, q.i DESC, q.side DESC)
+        SELECT (SELECT count(*) FROM items it WHERE it.valid) = n
+               AND NOT EXISTS (SELECT 1 FROM run q
+                                WHERE (q.side = 0 AND q.floor IS NOT NULL AND q.after - q.held < q.floor)
+                                   OR (abs(q.after) >= q.lim
+                                       AND abs(q.after) * power(10::numeric, scale(q.after)) >= 1e28)),
+               (SELECT array_agg(it.amount ORDER BY it.i) FROM items it),
+               (SELECT array_agg(q.after ORDER BY q.i) FROM run q WHERE q.side = 0),
+               (SELECT array_agg(q.after ORDER BY q.i) FROM run q WHERE q.side = 1),
+               (SELECT array_agg(q.i ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(q.acc ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(q.delta ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(q.after ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(q.version ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(l.acc) FROM last l),
+               (SELECT array_agg(l.after) FROM last l),
+               (SELECT array_agg(l.version) FROM last l)
+          INTO v_ok, f_amount, f_from_bal, f_to_bal, f_item, e_acc, e_amt, e_bal, e_ver, a_id, a_bal, a_ver;
+        IF v_ok THEN
+            -- Ids in item order, drawn only now that every item is accepted.
+            SELECT array_agg(nextval(v_seq) ORDER BY g) INTO v_tids FROM generate_series(1, n) g;
+            INSERT INTO wallet_ledger.transfers (id, from_account, to_account, amount, idempotency_key, memo)
+            OVERRIDING SYSTEM VALUE
+            SELECT * FROM unnest(v_tids, p_from, p_to, f_amount, p_key, p_memo);
+            INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version)
+            SELECT v_tids[x.item], x.acc, x.amount, x.after, x.version
+              FROM unnest(f_item, e_acc, e_amt, e_bal, e_ver) AS x(item, acc, amount, after, version);
+            UPDATE wallet_ledger.accounts ac SET balance = x.after, version = x.version
+              FROM unnest(a_id, a_bal, a_ver) AS x(id, after, version)
+             WHERE ac.id = x.id;
+            outcomes := array_fill('ok'::text, ARRAY[n]);
+            transfer_ids := v_tids;
+            from_balances := f_from_bal;
+            to_balances := f_to_bal;
+            RETURN;
+        END IF;
+        e_acc := '{}'; e_amt := '{}'; e_bal := '{}'; e_ver := '{}';
+    END IF;
+
     -- Transfer ids are drawn from the identity's sequence as items are accepted (in item order),
     -- so that later items can name earlier ones (replays and conflicts inside the batch).
-    v_seq := pg_get_serial_sequence('wallet_ledger.transfers', 'id');
 
     -- Decide every item, in order, in memory.
     FOR v_i IN 1 .. n LOOP

@@ -151,13 +151,19 @@ impl Ledger {
     /// idempotency key (the caller's, or an internal one), so a retry after a lost connection
     /// never applies the transfer twice.
     ///
+    /// With the combiner on ([`LedgerBuilder::combine`](crate::LedgerBuilder::combine)) the call
+    /// is queued and applied together with concurrent calls in one transaction; each caller still
+    /// gets its own receipt or refusal, as alone.
+    ///
     /// # Errors
     /// Refusals change nothing: [`LedgerError::InvalidAmount`], [`LedgerError::SameAccount`],
     /// [`LedgerError::AccountNotFound`], [`LedgerError::CurrencyMismatch`],
     /// [`LedgerError::InsufficientFunds`], [`LedgerError::IdempotencyConflict`],
     /// [`LedgerError::LockUnavailable`] (per the [`LockWait`](crate::LockWait) policy),
     /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
-    /// after sending and retries ran out: repeat with the key it names.
+    /// after sending and retries ran out: repeat with the key it names. With the combiner, a
+    /// batch that failed as a whole gives every caller in it [`LedgerError::BatchFailed`] (nothing
+    /// applied) or [`LedgerError::BatchOutcomeUnknown`] (with the caller's own key).
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
         self.inner.counters.record(self.run_transfer(t))
     }

@@ -128,44 +128,75 @@ fn an_oversized_batch_is_a_typed_error_and_sends_nothing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_thousand_items_keep_every_chain_and_balance() -> Result<()> {
-    let (l, _, issuer, w) = funded("batch_thousand", 20, dec!(100.00))?;
-    let items: Vec<Transfer> = (0..1_000)
-        .map(|i| {
-            let (a, b) = (w[(i * 7) % 20], w[(i * 7 + 1 + i % 19) % 20]);
-            if i % 50 == 0 {
-                Transfer::new(issuer, a, dec!(3.00))
-            } else {
-                Transfer::new(a, b, Decimal::new((i % 900 + 1) as i64, 2))
-            }
-        })
-        .collect();
-    let results = l.transfer_batch(&items)?;
-    assert_eq!(results.len(), 1_000);
-    // The same items, one by one, on a second ledger give the same outcomes in the same order.
-    let (l2, _, issuer2, w2) = funded("batch_thousand_serial", 20, dec!(100.00))?;
-    let map = |id: AccountId| if id == issuer { issuer2 } else { w2[w.iter().position(|x| *x == id).unwrap()] };
-    for (t, batched) in items.iter().zip(&results) {
-        let alone = l2.transfer(&Transfer::new(map(t.from), map(t.to), t.amount));
+/// Sends `items` (over `w` and `issuer`) as one batch on a fresh ledger and one by one on a
+/// second one; outcomes, balances and versions must agree. Returns how many were applied.
+fn batch_matches_one_by_one(test: &str, items: impl Fn(&[AccountId], AccountId) -> Vec<Transfer>) -> Result<usize> {
+    let (l, _, issuer, w) = funded(test, 20, dec!(100.00))?;
+    let (l2, _, issuer2, w2) = funded(&format!("{test}_serial"), 20, dec!(100.00))?;
+    let batch = items(&w, issuer);
+    let alone_items = items(&w2, issuer2);
+    let results = l.transfer_batch(&batch)?;
+    assert_eq!(results.len(), batch.len());
+    for ((t, batched), alone) in batch.iter().zip(&results).zip(&alone_items) {
+        let alone = l2.transfer(alone);
         match (batched, &alone) {
-            (Ok(b), Ok(a)) => assert_eq!((b.from_balance, b.to_balance), (a.from_balance, a.to_balance)),
+            (Ok(b), Ok(a)) => assert_eq!((b.from_balance, b.to_balance), (a.from_balance, a.to_balance), "{t:?}"),
             (
                 Err(LedgerError::InsufficientFunds { available: x, .. }),
                 Err(LedgerError::InsufficientFunds { available: y, .. }),
-            ) => {
-                assert_eq!(x, y)
-            }
-            other => panic!("batched and alone differ: {other:?}"),
+            ) => assert_eq!(x, y),
+            other => panic!("batched and alone differ for {t:?}: {other:?}"),
         }
     }
-    assert!(results.iter().filter(|r| r.is_ok()).count() > 500, "too few applied to prove anything");
     for (a, b) in w.iter().zip(&w2) {
         let (x, y) = (l.account(*a)?, l2.account(*b)?);
         assert_eq!((x.balance, x.version), (y.balance, y.version));
     }
     let audit = l.verify()?;
     assert!(audit.is_clean(), "{:?}", audit.violations);
+    // Transfer ids follow item order.
+    let ids: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.transfer_id.0).collect();
+    assert!(ids.windows(2).all(|p| p[0] < p[1]));
+    Ok(ids.len())
+}
+
+/// Items that overdraw now and then: some are refused, so the batch is decided item by item.
+#[test]
+fn a_thousand_items_with_refusals_match_the_same_transfers_one_by_one() -> Result<()> {
+    let applied = batch_matches_one_by_one("batch_thousand", |w, issuer| {
+        (0..1_000)
+            .map(|i| {
+                let (a, b) = (w[(i * 7) % 20], w[(i * 7 + 1 + i % 19) % 20]);
+                if i % 50 == 0 {
+                    Transfer::new(issuer, a, dec!(3.00))
+                } else {
+                    Transfer::new(a, b, Decimal::new((i % 900 + 1) as i64 * 5, 2))
+                }
+            })
+            .collect()
+    })?;
+    assert!((500..1_000).contains(&applied), "{applied} applied: the refusals did not happen");
+    Ok(())
+}
+
+/// Items that all go through: the batch is decided set-based (running sums per account), and
+/// must agree with the same transfers one by one, chains and versions included.
+#[test]
+fn a_thousand_accepted_items_match_the_same_transfers_one_by_one() -> Result<()> {
+    let applied = batch_matches_one_by_one("batch_thousand_ok", |w, issuer| {
+        (0..1_000)
+            .map(|i| {
+                let (a, b) = (w[(i * 3) % 20], w[(i * 3 + 1 + i % 19) % 20]);
+                let t = if i % 10 == 0 {
+                    Transfer::new(issuer, a, dec!(0.50))
+                } else {
+                    Transfer::new(a, b, Decimal::new((i % 7 + 1) as i64, 2))
+                };
+                t.memo(format!("m{i}")).idempotency_key(format!("ok-{i}"))
+            })
+            .collect()
+    })?;
+    assert_eq!(applied, 1_000);
     Ok(())
 }
 

@@ -68,14 +68,19 @@ pub enum Mode {
     /// `Ledger::transfer` on a ledger built with the combiner (group commit in the process).
     Combined,
     /// `Ledger::transfer_batch` of 1 transfer per call (tps counts transfers).
+    #[value(name = "batch-1")]
     Batch1,
     /// `Ledger::transfer_batch` of 10 transfers per call.
+    #[value(name = "batch-10")]
     Batch10,
     /// `Ledger::transfer_batch` of 100 transfers per call.
+    #[value(name = "batch-100")]
     Batch100,
     /// `Ledger::transfer_batch` of 1,000 transfers per call.
+    #[value(name = "batch-1000")]
     Batch1000,
     /// `Ledger::post` of a 3-leg posting (one debit of 2.00, two credits of 1.00); tps counts postings.
+    #[value(name = "posting-3")]
     Posting3,
     /// Alternative: conditional `UPDATE ... balance - $1 >= floor` per side in request order.
     FExpression,
