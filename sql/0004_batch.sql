@@ -14,6 +14,10 @@ ALTER TABLE wallet_ledger.transfers
 
 -- transfer_batch: the items are parallel arrays (p_from[i], p_to[i], p_amount[i], p_key[i],
 -- p_memo[i]); every item carries a key (the library gives keyless items an internal one).
+-- p_union: every account id of the items, sorted ascending, each once; p_fpos[i] / p_tpos[i]:
+-- the 1-based position of p_from[i] / p_to[i] in p_union (computed by the caller, so that no
+-- statement here has to join item arrays with account arrays: with a generic plan such a join
+-- of two function scans can become a nested loop, quadratic in the batch size).
 -- Items are decided in order, in memory, against the locked balances as the earlier accepted
 -- items left them; then every accepted item is written by three set-based statements.
 -- Per item (arrays indexed like the input):
@@ -30,6 +34,7 @@ ALTER TABLE wallet_ledger.transfers
 CREATE FUNCTION wallet_ledger.transfer_batch(
     p_from bigint[], p_to bigint[], p_amount numeric[], p_key text[], p_memo text[],
     p_lock_mode smallint, p_lock_timeout_ms integer,
+    p_union bigint[], p_fpos integer[], p_tpos integer[],
     OUT outcomes text[], OUT transfer_ids bigint[], OUT from_balances numeric[], OUT to_balances numeric[],
     OUT accounts bigint[], OUT availables numeric[], OUT from_currencies text[], OUT to_currencies text[],
     OUT currency_scales smallint[])
@@ -62,9 +67,10 @@ DECLARE
     v_scale    smallint[];
     v_lim      numeric[];
     v_touched  boolean[];
-    v_fpos     bigint[];
-    v_tpos     bigint[];
+    v_fpos     integer[];
+    v_tpos     integer[];
     v_need     bigint[];
+    v_map      integer[];
     -- what is written: transfers and entries
     v_tids     bigint[];
     w_id       bigint[] := '{}';
@@ -108,7 +114,9 @@ BEGIN
     v_db_tbal := array_fill(NULL::numeric, ARRAY[n]);
     v_holder := array_fill(NULL::integer, ARRAY[n]);
 
-    -- Idempotency, one statement for every key: the committed transfers holding any of them.
+    -- Idempotency, one statement for every key: the committed transfers holding any of them
+    -- (one probe of the key's unique index per item: OFFSET 0 keeps the lateral subquery a
+    -- parameterized index scan, never a scan of the whole table, whatever its estimates).
     FOR r IN SELECT k.i, tr.id,
                     coalesce(tr.from_account = p_from[k.i] AND tr.to_account = p_to[k.i]
                              AND tr.amount = p_amount[k.i] AND tr.memo IS NOT DISTINCT FROM p_memo[k.i], false) AS same,
@@ -116,8 +124,8 @@ BEGIN
                       WHERE e.transfer_id = tr.id AND e.account_id = tr.from_account) AS fbal,
                     (SELECT e.balance_after FROM wallet_ledger.entries e
                       WHERE e.transfer_id = tr.id AND e.account_id = tr.to_account) AS tbal
-               FROM unnest(p_key) WITH ORDINALITY AS k(key, i)
-               JOIN wallet_ledger.transfers tr ON tr.idempotency_key = k.key LOOP
+               FROM unnest(p_key) WITH ORDINALITY AS k(key, i),
+                    LATERAL (SELECT * FROM wallet_ledger.transfers t WHERE t.idempotency_key = k.key OFFSET 0) tr LOOP
         v_db_id[r.i] := r.id;
         v_simple := false;
         v_db_same[r.i] := r.same;
@@ -130,13 +138,10 @@ BEGIN
       FROM (SELECT k.i, min(k.i) OVER (PARTITION BY k.key) AS first
               FROM unnest(p_key) WITH ORDINALITY AS k(key, i)) keys;
 
-    -- The accounts of every item not answered by a committed key, each once.
-    SELECT array_agg(DISTINCT x) INTO v_need
-      FROM (SELECT p_from[s] AS x FROM generate_series(1, n) s WHERE v_db_id[s] IS NULL
-            UNION ALL
-            SELECT p_to[s] FROM generate_series(1, n) s WHERE v_db_id[s] IS NULL) u;
-
-    IF v_need IS NOT NULL THEN
+    -- Every account of the batch, each once (those of items a committed key answers included:
+    -- a lock more, never a lock out of order).
+    v_need := p_union;
+    IF cardinality(v_need) > 0 THEN
         -- The lock statement of lock_accounts(), written out and aggregated: every account once,
         -- ascending id (the sort is below the row-locking node), FOR NO KEY UPDATE.
         IF p_lock_mode = 2 THEN
@@ -166,11 +171,28 @@ BEGIN
             PERFORM set_config('lock_timeout', v_saved, true);
         END IF;
         v_touched := array_fill(false, ARRAY[coalesce(cardinality(v_ids), 0)]);
-        -- Each item's accounts as positions in the sorted arrays (NULL: no such account).
-        SELECT array_agg(fp.pos ORDER BY u.i), array_agg(tp.pos ORDER BY u.i) INTO v_fpos, v_tpos
-          FROM unnest(p_from, p_to) WITH ORDINALITY AS u(f, t, i)
-          LEFT JOIN unnest(v_ids) WITH ORDINALITY AS fp(id, pos) ON fp.id = u.f
-          LEFT JOIN unnest(v_ids) WITH ORDINALITY AS tp(id, pos) ON tp.id = u.t;
+        -- Each item's accounts as positions in the locked arrays (NULL: no such account). When
+        -- every id exists the caller's positions are those; otherwise map them with one merge of
+        -- the two sorted lists.
+        IF coalesce(cardinality(v_ids), 0) = cardinality(p_union) THEN
+            v_fpos := p_fpos;
+            v_tpos := p_tpos;
+        ELSE
+            v_map := array_fill(NULL::integer, ARRAY[cardinality(p_union)]);
+            v_j := 1;
+            FOR v_i IN 1 .. cardinality(p_union) LOOP
+                IF v_j <= coalesce(cardinality(v_ids), 0) AND v_ids[v_j] = p_union[v_i] THEN
+                    v_map[v_i] := v_j;
+                    v_j := v_j + 1;
+                END IF;
+            END LOOP;
+            v_fpos := array_fill(NULL::integer, ARRAY[n]);
+            v_tpos := array_fill(NULL::integer, ARRAY[n]);
+            FOR v_i IN 1 .. n LOOP
+                v_fpos[v_i] := v_map[p_fpos[v_i]];
+                v_tpos[v_i] := v_map[p_tpos[v_i]];
+            END LOOP;
+        END IF;
     END IF;
 
     -- The fast path, for the common batch: no key committed or repeated, and every item accepted.
@@ -181,28 +203,24 @@ BEGIN
     -- every item is accepted.
     v_seq := pg_get_serial_sequence('wallet_ledger.transfers', 'id')::regclass;
     IF v_simple AND v_ids IS NOT NULL THEN
-        WITH a AS (
-            SELECT * FROM unnest(v_ids, v_bal, v_held, v_min, v_ver, v_cur, v_scale, v_lim)
-                AS a(id, bal, held, floor, ver, cur, scale, lim)),
-        items AS (
-            SELECT u.i, round(u.amount, fa.scale) AS amount,
-                   fa.cur = ta.cur AND min_scale(u.amount) <= fa.scale AS valid, u.f, u.t
-              FROM unnest(p_from, p_to, p_amount) WITH ORDINALITY AS u(f, t, amount, i)
-              JOIN a fa ON fa.id = u.f
-              JOIN a ta ON ta.id = u.t),
+        WITH items AS (
+            SELECT u.i, u.fp, u.tp, round(u.amount, v_scale[u.fp]) AS amount,
+                   v_cur[u.fp] = v_cur[u.tp] AND min_scale(u.amount) <= v_scale[u.fp] AS valid
+              FROM unnest(p_amount, v_fpos, v_tpos) WITH ORDINALITY AS u(amount, fp, tp, i)
+             WHERE u.fp IS NOT NULL AND u.tp IS NOT NULL),
         legs AS (
-            SELECT it.i, 0 AS side, it.f AS acc, -it.amount AS delta FROM items it
+            SELECT it.i, 0 AS side, it.fp AS pos, -it.amount AS delta FROM items it
             UNION ALL
-            SELECT it.i, 1, it.t, it.amount FROM items it),
+            SELECT it.i, 1, it.tp, it.amount FROM items it),
         run AS (
-            SELECT l.i, l.side, l.acc, l.delta,
-                   a.bal + sum(l.delta) OVER w AS after,
-                   a.ver + row_number() OVER w AS version,
-                   a.held, a.floor, a.lim
-              FROM legs l JOIN a ON a.id = l.acc
-            WINDOW w AS (PARTITION BY l.acc ORDER BY l.i, l.side ROWS UNBOUNDED PRECEDING)),
+            SELECT l.i, l.side, l.pos, l.delta,
+                   v_bal[l.pos] + sum(l.delta) OVER w AS after,
+                   v_ver[l.pos] + row_number() OVER w AS version,
+                   v_held[l.pos] AS held, v_min[l.pos] AS floor, v_lim[l.pos] AS lim
+              FROM legs l
+            WINDOW w AS (PARTITION BY l.pos ORDER BY l.i, l.side ROWS UNBOUNDED PRECEDING)),
         last AS (
-            SELECT DISTINCT ON (q.acc) q.acc, q.after, q.version FROM run q ORDER BY q.acc, q.i DESC, q.side DESC)
+            SELECT DISTINCT ON (q.pos) q.pos, q.after, q.version FROM run q ORDER BY q.pos, q.i DESC, q.side DESC)
         SELECT (SELECT count(*) FROM items it WHERE it.valid) = n
                AND NOT EXISTS (SELECT 1 FROM run q
                                 WHERE (q.side = 0 AND q.floor IS NOT NULL AND q.after - q.held < q.floor)
@@ -212,11 +230,11 @@ BEGIN
                (SELECT array_agg(q.after ORDER BY q.i) FROM run q WHERE q.side = 0),
                (SELECT array_agg(q.after ORDER BY q.i) FROM run q WHERE q.side = 1),
                (SELECT array_agg(q.i ORDER BY q.i, q.side) FROM run q),
-               (SELECT array_agg(q.acc ORDER BY q.i, q.side) FROM run q),
+               (SELECT array_agg(v_ids[q.pos] ORDER BY q.i, q.side) FROM run q),
                (SELECT array_agg(q.delta ORDER BY q.i, q.side) FROM run q),
                (SELECT array_agg(q.after ORDER BY q.i, q.side) FROM run q),
                (SELECT array_agg(q.version ORDER BY q.i, q.side) FROM run q),
-               (SELECT array_agg(l.acc) FROM last l),
+               (SELECT array_agg(v_ids[l.pos]) FROM last l),
                (SELECT array_agg(l.after) FROM last l),
                (SELECT array_agg(l.version) FROM last l)
           INTO v_ok, f_amount, f_from_bal, f_to_bal, f_item, e_acc, e_amt, e_bal, e_ver, a_id, a_bal, a_ver;

@@ -33,6 +33,11 @@ struct Arrays {
     amount: Vec<Decimal>,
     key: Vec<String>,
     memo: Vec<Option<String>>,
+    /// Every account id once, ascending: the lock order.
+    union: Vec<i64>,
+    /// Each item's `from` and `to` as 1-based positions in `union`.
+    from_pos: Vec<i32>,
+    to_pos: Vec<i32>,
 }
 
 /// A batch ready to send: the arrays, and the results so far (validation refusals).
@@ -57,6 +62,9 @@ impl<'a> Prepared<'a> {
             amount: Vec::with_capacity(n),
             key: Vec::with_capacity(n),
             memo: Vec::with_capacity(n),
+            union: Vec::new(),
+            from_pos: Vec::new(),
+            to_pos: Vec::new(),
         };
         let mut results = Vec::with_capacity(n);
         for (i, t) in items.iter().enumerate() {
@@ -77,6 +85,11 @@ impl<'a> Prepared<'a> {
             arrays.key.push(key);
             arrays.memo.push(t.memo.clone());
         }
+        let plan = crate::LockPlan::new(arrays.from.iter().chain(&arrays.to).map(|id| crate::AccountId(*id)));
+        arrays.union = plan.as_i64();
+        let position = |id: &i64| arrays.union.binary_search(id).map_or(0, |p| p as i32 + 1);
+        arrays.from_pos = arrays.from.iter().map(position).collect();
+        arrays.to_pos = arrays.to.iter().map(position).collect();
         Ok(Prepared { items, arrays, results })
     }
 
@@ -266,7 +279,8 @@ impl Ledger {
         }
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let a = &prepared.arrays;
-        let params: [&(dyn ToSql + Sync); 7] = [&a.from, &a.to, &a.amount, &a.key, &a.memo, &mode, &timeout_ms];
+        let params: [&(dyn ToSql + Sync); 10] =
+            [&a.from, &a.to, &a.amount, &a.key, &a.memo, &mode, &timeout_ms, &a.union, &a.from_pos, &a.to_pos];
         match self.call(SQL, &params, Some(KEY_CONSTRAINT)) {
             Ok(answer) => Ok(prepared.finish(Some(&answer.row), answer.maybe_applied)),
             Err(CallError::Failed(e)) => Err(e),
@@ -303,7 +317,7 @@ impl Ledger {
         }
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let a = &prepared.arrays;
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+        let params: [(&(dyn ToSql + Sync), Type); 10] = [
             (&a.from, Type::INT8_ARRAY),
             (&a.to, Type::INT8_ARRAY),
             (&a.amount, Type::NUMERIC_ARRAY),
@@ -311,6 +325,9 @@ impl Ledger {
             (&a.memo, Type::TEXT_ARRAY),
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
+            (&a.union, Type::INT8_ARRAY),
+            (&a.from_pos, Type::INT4_ARRAY),
+            (&a.to_pos, Type::INT4_ARRAY),
         ];
         let row = self.in_savepoint(tx, SQL, &params, KEY_CONSTRAINT)?;
         Ok(prepared.finish(Some(&row), false))
