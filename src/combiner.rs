@@ -48,15 +48,19 @@ use crate::transfer::{internal_key, Receipt, Transfer};
 pub struct CombineConfig {
     /// Most transfers applied in one batch (1 to [`BATCH_ITEMS_MAX`]). Default 128.
     pub max_batch: usize,
-    /// How long a leader waits, from the moment the oldest queued transfer arrived, for the
-    /// queue to reach `max_batch` before it applies what is queued. Default 100 µs. Zero applies
-    /// at once: batches still form, from the transfers that queue while the previous batch runs.
+    /// How long a leader waits at most, from the moment the oldest queued transfer arrived, for
+    /// more transfers before it applies what is queued. Default 500 µs. It waits for as many
+    /// transfers as the previous batch had (the callers of a batch come back with their next
+    /// transfer; the first leader waits for `max_batch`), so under steady load batches stay
+    /// full, and a lone caller waits only once.
+    /// Zero applies at once: batches still form, from the transfers that queue while the
+    /// previous batch runs.
     pub max_wait: Duration,
 }
 
 impl Default for CombineConfig {
     fn default() -> Self {
-        CombineConfig { max_batch: 128, max_wait: Duration::from_micros(100) }
+        CombineConfig { max_batch: 128, max_wait: Duration::from_micros(500) }
     }
 }
 
@@ -84,6 +88,8 @@ struct State {
     queue: VecDeque<Queued>,
     /// Whether some caller is leading (collecting or running a batch).
     leading: bool,
+    /// Transfers in the last batch: how many to wait for in the next one.
+    last_batch: usize,
     /// Results not yet picked up by their callers, by ticket.
     done: HashMap<u64, Result<Receipt, LedgerError>>,
     next_ticket: u64,
@@ -100,7 +106,10 @@ pub(crate) struct Combiner {
 impl Combiner {
     pub(crate) fn new(config: CombineConfig) -> Self {
         config.check();
-        Combiner { config, state: Mutex::new(State::default()), signal: Condvar::new() }
+        // The first leader waits for a full batch (at most `max_wait`); later ones for as many
+        // as the batch before.
+        let state = State { last_batch: config.max_batch, ..State::default() };
+        Combiner { config, state: Mutex::new(state), signal: Condvar::new() }
     }
 
     pub(crate) fn config(&self) -> CombineConfig {
@@ -120,7 +129,7 @@ impl Combiner {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push_back(Queued { ticket, transfer: t.clone(), key, since: Instant::now() });
-        if state.queue.len() >= self.config.max_batch {
+        if state.queue.len() >= state.last_batch.clamp(1, self.config.max_batch) {
             self.signal.notify_all();
         }
         loop {
@@ -139,9 +148,10 @@ impl Combiner {
     /// Collects a batch (bounded by `max_batch` and `max_wait`), applies it without holding the
     /// queue's lock, delivers every result and hands leadership on.
     fn lead<'a>(&'a self, ledger: &Ledger, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let target = state.last_batch.clamp(1, self.config.max_batch);
         while let Some(oldest) = state.queue.front().map(|q| q.since) {
             let waited = oldest.elapsed();
-            if state.queue.len() >= self.config.max_batch || waited >= self.config.max_wait {
+            if state.queue.len() >= target || waited >= self.config.max_wait {
                 break;
             }
             state = self
@@ -151,6 +161,7 @@ impl Combiner {
                 .0;
         }
         let take = state.queue.len().min(self.config.max_batch);
+        state.last_batch = take;
         let batch: Vec<Queued> = state.queue.drain(..take).collect();
         drop(state);
         let results = catch_unwind(AssertUnwindSafe(|| apply(ledger, &batch)));
@@ -183,8 +194,13 @@ impl Combiner {
     }
 }
 
-/// Applies one combined batch and gives each queued transfer its own result.
+/// Applies one combined batch and gives each queued transfer its own result. A batch of one
+/// goes through the single-transfer function, which does less work than the batch function
+/// for one item: a lone caller pays nothing for the combiner but the queue.
 fn apply(ledger: &Ledger, batch: &[Queued]) -> Vec<Result<Receipt, LedgerError>> {
+    if let [q] = batch {
+        return vec![ledger.run_transfer_keyed(&q.transfer, &q.key)];
+    }
     let items: Vec<Transfer> = batch.iter().map(|q| q.transfer.clone()).collect();
     let keys: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
     match ledger.run_batch(&items, Some(&keys)) {
@@ -205,14 +221,8 @@ fn apply(ledger: &Ledger, batch: &[Queued]) -> Vec<Result<Receipt, LedgerError>>
     }
 }
 
-/// One queued transfer as a batch of one: the outcome it would have had alone.
+/// One queued transfer alone, through the single-transfer path: the outcome it would have had
+/// without the combiner.
 fn alone(ledger: &Ledger, q: &Queued) -> Result<Receipt, LedgerError> {
-    match ledger.run_batch(std::slice::from_ref(&q.transfer), Some(std::slice::from_ref(&q.key))) {
-        Ok(mut results) => results.pop().expect("one result per item"),
-        Err(LedgerError::BatchOutcomeUnknown { source, idempotency_keys }) => match Arc::try_unwrap(source) {
-            Ok(source) => Err(LedgerError::OutcomeUnknown { idempotency_key: q.key.clone(), source }),
-            Err(source) => Err(LedgerError::BatchOutcomeUnknown { idempotency_keys, source }),
-        },
-        Err(e) => Err(e),
-    }
+    ledger.run_transfer_keyed(&q.transfer, &q.key)
 }

@@ -174,6 +174,13 @@ impl Ledger {
         }
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+        self.run_transfer_keyed(t, &key)
+    }
+
+    /// The single-transfer path with its key chosen (the caller's, or an internal one); `t` is
+    /// validated.
+    pub(crate) fn run_transfer_keyed(&self, t: &Transfer, key: &str) -> Result<Receipt, LedgerError> {
+        let key = key.to_string();
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
         let sql = include_str!("../sql/queries/transfer.sql");
