@@ -305,3 +305,28 @@ fn concurrent_batches_in_opposite_directions_never_deadlock() -> Result<()> {
     assert_eq!(deadlocks(&url)?, before, "the server counted deadlocks");
     Ok(())
 }
+
+/// A connection killed under the pool is retried, and the retry applies each item once.
+#[test]
+fn a_lost_connection_is_retried_without_applying_twice() -> Result<()> {
+    let (l, url, _, w) = funded("batch_reconnect", 2, dec!(10.00))?;
+    let single = Ledger::builder(&url).pool_size(1).build()?;
+    single.transfer_batch(&[Transfer::new(w[0], w[1], dec!(1))])?;
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls)?;
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )?
+        .get(0);
+    assert!(killed >= 1);
+    thread::sleep(std::time::Duration::from_millis(100));
+    let retries_before = single.stats().retries;
+    let r = single.transfer_batch(&[Transfer::new(w[0], w[1], dec!(1)), Transfer::new(w[0], w[1], dec!(2))])?;
+    assert_eq!(r[1].as_ref().expect("applied").from_balance, dec!(6.00));
+    assert!(single.stats().retries > retries_before, "the killed connection was not retried");
+    assert_eq!(l.balance(w[1])?, dec!(14.00));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}
