@@ -273,9 +273,29 @@ impl Ledger {
         items: &[Transfer],
         keys: Option<&[String]>,
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-        let prepared = Prepared::new(items, keys)?;
+        let mut prepared = Prepared::new(items, keys)?;
         if prepared.is_empty() {
             return Ok(prepared.finish(None, false));
+        }
+        if let [i] = prepared.arrays.sent[..] {
+            // One item: the single-transfer function does less work for it, with the same
+            // outcome; what would fail a whole batch still fails it as a whole.
+            return match self.run_transfer_keyed(&items[i], &prepared.arrays.key[0]) {
+                Err(
+                    e @ (LedgerError::LockUnavailable { .. }
+                    | LedgerError::Database(_)
+                    | LedgerError::Pool(_)
+                    | LedgerError::ConstraintViolation { .. }),
+                ) => Err(e),
+                Err(LedgerError::OutcomeUnknown { idempotency_key, source }) => Err(LedgerError::BatchOutcomeUnknown {
+                    idempotency_keys: vec![idempotency_key],
+                    source: Arc::new(source),
+                }),
+                result => {
+                    prepared.results[i] = Some(result);
+                    Ok(prepared.finish(None, false))
+                }
+            };
         }
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let a = &prepared.arrays;

@@ -36,6 +36,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For throughput on hot accounts, many movements can share one transaction:
+//! [`Ledger::transfer_batch`] (each item its own outcome), [`Ledger::post`] (a multi-leg
+//! [`Posting`], all legs or none) and the opt-in combiner ([`CombineConfig`]), which applies
+//! concurrent [`Ledger::transfer`] calls together.
+//!
 //! Modules hold one concept each; everything a caller needs is re-exported here.
 //! [`embedded`] starts a local PostgreSQL for tests and tools.
 
