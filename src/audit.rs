@@ -67,6 +67,19 @@ pub enum Violation {
         /// What they sum to (should be zero).
         sum: Decimal,
     },
+    /// A posting (a transfer with N legs, see [`Posting`](crate::Posting)) whose legs in a
+    /// currency do not sum to zero, or that has fewer than two legs, two legs on one account, or
+    /// an amount other than the sum of its credits.
+    PostingLegs {
+        /// The posting's transfer.
+        transfer: TransferId,
+        /// The currency whose legs are listed (`None`: the posting has no legs at all).
+        currency: Option<String>,
+        /// Its legs in that currency.
+        legs: i64,
+        /// What they sum to (should be zero).
+        sum: Decimal,
+    },
     /// A bounded account's available balance (balance minus held) is below its floor.
     FloorBroken {
         /// The account.
@@ -106,6 +119,11 @@ impl fmt::Display for Violation {
             Violation::TransferLegs { transfer, legs, sum } => {
                 write!(f, "legs: transfer {transfer} has {legs} legs summing to {sum}")
             }
+            Violation::PostingLegs { transfer, currency, legs, sum } => write!(
+                f,
+                "posting: transfer {transfer} has {legs} legs in {} summing to {sum} (or its legs or amount are malformed)",
+                currency.as_deref().unwrap_or("no currency")
+            ),
             Violation::FloorBroken { account, floor, balance } => {
                 write!(f, "floor: account {account} has {balance} available, below its floor {floor}")
             }
@@ -153,7 +171,8 @@ impl Ledger {
     /// Audits the whole ledger in one snapshot (`REPEATABLE READ, READ ONLY`), changing nothing:
     /// per currency the balances sum to zero; every balance equals the sum of its entries and
     /// every version their count; every account's entries form an unbroken chain; every transfer
-    /// has exactly its two legs; no bounded balance is below its floor.
+    /// has exactly its two legs and every posting balanced legs; no bounded balance is below its
+    /// floor.
     ///
     /// The checks run as aggregates in the server; only violations travel to the client.
     ///
@@ -194,6 +213,14 @@ const CHECKS: &[Check] = &[
     }),
     ("legs", |row, out| {
         out.push(Violation::TransferLegs { transfer: TransferId(row.get(0)), legs: row.get(1), sum: row.get(2) })
+    }),
+    ("postings", |row, out| {
+        out.push(Violation::PostingLegs {
+            transfer: TransferId(row.get(0)),
+            currency: row.get(1),
+            legs: row.get(2),
+            sum: row.get(3),
+        })
     }),
     ("held", |row, out| {
         out.push(Violation::HeldMismatch { account: AccountId(row.get(0)), actual: row.get(1), expected: row.get(2) })
@@ -236,7 +263,7 @@ mod tests {
 
     #[test]
     fn every_check_has_its_own_statement() {
-        for name in ["conservation", "balances", "chain", "legs", "floors", "held", "counts"] {
+        for name in ["conservation", "balances", "chain", "legs", "postings", "floors", "held", "counts"] {
             let sql = statement(name);
             assert!(sql.starts_with(&format!("-- @{name}")));
             assert_eq!(sql.matches("-- @").count(), 1, "{name} runs into the next section");

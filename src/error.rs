@@ -129,6 +129,47 @@ pub enum LedgerError {
         #[source]
         source: postgres::Error,
     },
+    /// A [`Posting`](crate::Posting)'s legs do not sum to zero in a currency: it would create
+    /// or destroy money. Nothing was changed.
+    #[error("unbalanced posting: the legs in {currency} sum to {sum}, not zero")]
+    Unbalanced {
+        /// The first currency (by code) whose legs do not sum to zero.
+        currency: String,
+        /// What they sum to.
+        sum: Decimal,
+    },
+    /// A batch with more items than [`BATCH_ITEMS_MAX`](crate::limits::BATCH_ITEMS_MAX) (or a
+    /// posting with more legs than [`POSTING_LEGS_MAX`](crate::limits::POSTING_LEGS_MAX)).
+    /// Nothing was sent.
+    #[error("{items} items, more than the maximum of {max} per call")]
+    BatchTooLarge {
+        /// How many items (or legs) were given.
+        items: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The connection was lost after a batch was sent and retries could not settle whether it
+    /// was applied. Every item carried an idempotency key: repeat the items **with these keys**
+    /// (the whole batch again, or each transfer alone) to find out; each either replays or
+    /// applies once.
+    #[error("outcome of a batch unknown after the connection was lost; retry with its idempotency keys ({} keys)", idempotency_keys.len())]
+    BatchOutcomeUnknown {
+        /// The keys the items were sent with, in item order (the callers' or internal ones).
+        /// From the combiner, only the caller's own transfer's key.
+        idempotency_keys: Vec<String>,
+        /// The error that left the outcome open (shared by every caller of a combined batch).
+        #[source]
+        source: std::sync::Arc<postgres::Error>,
+    },
+    /// The combined batch this transfer was queued in (see
+    /// [`CombineConfig`](crate::CombineConfig)) failed as a whole, for every transfer in it:
+    /// none of them was applied. `source` is the batch's error, shared by every caller.
+    #[error("the combined batch this transfer was part of failed")]
+    BatchFailed {
+        /// The batch's error.
+        #[source]
+        source: std::sync::Arc<LedgerError>,
+    },
     /// An argument other than an amount is malformed (too long, contains NUL, out of range).
     #[error("invalid {field}: {reason}")]
     InvalidInput {
@@ -203,6 +244,7 @@ impl LedgerError {
         match self {
             LedgerError::LockUnavailable { .. } | LedgerError::Pool(_) => true,
             LedgerError::Database(e) => is_transient(e),
+            LedgerError::BatchFailed { source } => source.is_retryable(),
             _ => false,
         }
     }
@@ -235,6 +277,10 @@ impl LedgerError {
             LedgerError::ConstraintViolation { .. } => "constraint_violation",
             LedgerError::Database(_) => "database",
             LedgerError::Pool(_) => "pool",
+            LedgerError::Unbalanced { .. } => "unbalanced",
+            LedgerError::BatchTooLarge { .. } => "batch_too_large",
+            LedgerError::BatchOutcomeUnknown { .. } => "batch_outcome_unknown",
+            LedgerError::BatchFailed { .. } => "batch_failed",
         }
     }
 
@@ -246,6 +292,8 @@ impl LedgerError {
             | LedgerError::HoldOutcomeUnknown { source, .. }
             | LedgerError::ConstraintViolation { source, .. }
             | LedgerError::Database(source) => source.code(),
+            LedgerError::BatchOutcomeUnknown { source, .. } => source.code(),
+            LedgerError::BatchFailed { source } => source.sql_state(),
             _ => None,
         }
     }

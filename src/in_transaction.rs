@@ -182,7 +182,7 @@ impl Ledger {
     /// also releases the row locks the statement took, so a refused call holds nothing until the
     /// caller's commit. A lost race on `key_constraint` is waited for by the server and retried,
     /// which replays the winner (in READ COMMITTED, where the retry sees the winner's commit).
-    fn in_savepoint(
+    pub(crate) fn in_savepoint(
         &self,
         tx: &mut Transaction<'_>,
         sql: &str,

@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) counters: crate::stats::Counters,
     /// Citus mode (see [`crate::citus`]).
     pub(crate) citus: bool,
+    /// The combiner, when [`LedgerBuilder::combine`] turned it on.
+    pub(crate) combiner: Option<crate::combiner::Combiner>,
 }
 
 impl fmt::Debug for Ledger {
@@ -84,6 +86,7 @@ impl fmt::Debug for Ledger {
             .field("schema", &self.inner.schema)
             .field("lock_wait", &self.inner.lock_wait)
             .field("max_retries", &self.inner.max_retries)
+            .field("combine", &self.inner.combiner.as_ref().map(|c| c.config()))
             .finish()
     }
 }
@@ -137,6 +140,7 @@ pub struct LedgerBuilder {
     checkout_timeout: Duration,
     migrate: bool,
     citus: Option<bool>,
+    combine: Option<crate::combiner::CombineConfig>,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -154,6 +158,7 @@ impl fmt::Debug for LedgerBuilder {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("migrate", &self.migrate)
             .field("citus", &self.citus)
+            .field("combine", &self.combine)
             .finish()
     }
 }
@@ -235,6 +240,20 @@ impl LedgerBuilder {
         self
     }
 
+    /// Turns the combiner on: concurrent [`Ledger::transfer`] calls of this ledger (and its
+    /// clones) are queued and applied many at a time, each batch in one transaction, by
+    /// whichever caller becomes leader (see [`CombineConfig`](crate::CombineConfig) and the
+    /// `combiner` notes in `docs/design.md`). Off by default: it pays on hot accounts, where
+    /// transfers would otherwise wait for each other's commits one by one.
+    ///
+    /// # Panics
+    /// If `config.max_batch` is 0 or above [`BATCH_ITEMS_MAX`](crate::limits::BATCH_ITEMS_MAX).
+    pub fn combine(mut self, config: crate::combiner::CombineConfig) -> Self {
+        config.check();
+        self.combine = Some(config);
+        self
+    }
+
     /// Parses the connection string, opens the pool and applies pending migrations.
     ///
     /// # Errors
@@ -283,6 +302,7 @@ impl LedgerBuilder {
                 max_retries: self.max_retries,
                 counters,
                 citus,
+                combiner: self.combine.map(crate::combiner::Combiner::new),
             }),
         };
         Ok(ledger)
@@ -384,6 +404,7 @@ impl LedgerBuilder {
             checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
             migrate: true,
             citus: None,
+            combine: None,
         }
     }
 }

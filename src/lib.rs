@@ -36,6 +36,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For throughput on hot accounts, many movements can share one transaction:
+//! [`Ledger::transfer_batch`] (each item its own outcome), [`Ledger::post`] (a multi-leg
+//! [`Posting`], all legs or none) and the opt-in combiner ([`CombineConfig`]), which applies
+//! concurrent [`Ledger::transfer`] calls together.
+//!
 //! Modules hold one concept each; everything a caller needs is re-exported here.
 //! [`embedded`] starts a local PostgreSQL for tests and tools.
 
@@ -44,9 +49,11 @@
 
 mod account;
 mod audit;
+mod batch;
 mod call;
 pub mod citus;
 pub mod cluster;
+mod combiner;
 pub mod embedded;
 pub mod embedded_citus;
 mod entry;
@@ -59,6 +66,7 @@ mod lock_plan;
 mod money;
 mod observe;
 mod pool;
+mod posting;
 mod retry;
 pub mod schema;
 mod stats;
@@ -70,12 +78,14 @@ mod transfer;
 
 pub use account::{Account, AccountId, NewAccount};
 pub use audit::{Audit, Violation};
+pub use combiner::CombineConfig;
 pub use entry::{Entry, EntryId};
 pub use error::{KeyHolder, LedgerError};
 pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
 pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
 pub use pool::LedgerConnection;
+pub use posting::{Posting, PostingReceipt};
 pub use stats::{Stats, POOL_WAIT_THRESHOLD};
 pub use transfer::{Receipt, Transfer, TransferId};
 

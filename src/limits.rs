@@ -17,6 +17,12 @@ pub const ACCOUNT_NAME_BYTES_MAX: usize = 256;
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
 pub const AUDIT_VIOLATIONS_MAX: usize = 10_000;
+/// Most items in one [`Ledger::transfer_batch`](crate::Ledger::transfer_batch): one
+/// transaction holds every account of the batch locked until its commit, so a bound keeps lock
+/// hold time and the statement's arrays small. Beyond it: [`LedgerError::BatchTooLarge`](crate::LedgerError::BatchTooLarge).
+pub const BATCH_ITEMS_MAX: usize = 10_000;
+/// Most legs in one [`Posting`](crate::Posting).
+pub const POSTING_LEGS_MAX: usize = 1_000;
 /// Default number of retries after the first attempt, for transient errors.
 pub const RETRIES_DEFAULT: u32 = 8;
 /// First backoff between retries; doubles per retry up to [`BACKOFF_MAX`].

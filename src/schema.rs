@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "core", include_str!("../sql/0001_core.sql")),
     (2, "transfer function", include_str!("../sql/0002_transfer.sql")),
     (3, "holds", include_str!("../sql/0003_holds.sql")),
+    (4, "batches and postings", include_str!("../sql/0004_batch.sql")),
 ];
 
 /// The schema version this build writes and expects.

@@ -68,6 +68,8 @@ impl Counters {
                 | LedgerError::Pool(_)
                 | LedgerError::OutcomeUnknown { .. }
                 | LedgerError::HoldOutcomeUnknown { .. }
+                | LedgerError::BatchOutcomeUnknown { .. }
+                | LedgerError::BatchFailed { .. }
                 | LedgerError::ConstraintViolation { .. }
                 | LedgerError::SchemaTooNew { .. }
                 | LedgerError::SchemaOutdated { .. },

@@ -152,21 +152,37 @@ impl Ledger {
     /// idempotency key (the caller's, or an internal one), so a retry after a lost connection
     /// never applies the transfer twice.
     ///
+    /// With the combiner on ([`LedgerBuilder::combine`](crate::LedgerBuilder::combine)) the call
+    /// is queued and applied together with concurrent calls in one transaction; each caller still
+    /// gets its own receipt or refusal, as alone.
+    ///
     /// # Errors
     /// Refusals change nothing: [`LedgerError::InvalidAmount`], [`LedgerError::SameAccount`],
     /// [`LedgerError::AccountNotFound`], [`LedgerError::CurrencyMismatch`],
     /// [`LedgerError::InsufficientFunds`], [`LedgerError::IdempotencyConflict`],
     /// [`LedgerError::LockUnavailable`] (per the [`LockWait`](crate::LockWait) policy),
     /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
-    /// after sending and retries ran out: repeat with the key it names.
+    /// after sending and retries ran out: repeat with the key it names. With the combiner, a
+    /// batch that failed as a whole gives every caller in it [`LedgerError::BatchFailed`] (nothing
+    /// applied) or [`LedgerError::BatchOutcomeUnknown`] (with the caller's own key).
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
         let span = op_span!("transfer", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
         span.finish(self.inner.counters.record(self.run_transfer(t)))
     }
 
     fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        if let Some(combiner) = &self.inner.combiner {
+            return combiner.transfer(self, t);
+        }
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+        self.run_transfer_keyed(t, &key)
+    }
+
+    /// The single-transfer path with its key chosen (the caller's, or an internal one); `t` is
+    /// validated.
+    pub(crate) fn run_transfer_keyed(&self, t: &Transfer, key: &str) -> Result<Receipt, LedgerError> {
+        let key = key.to_string();
         let (mode, timeout_ms) = self.inner.lock_wait.as_params();
         let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
         let sql = include_str!("../sql/queries/transfer.sql");

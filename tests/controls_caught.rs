@@ -87,6 +87,21 @@ fn multi_statement_passes_the_same_hot_runs() {
     }
 }
 
+/// The ledger's other paths (batches, postings, the combiner) pass the runs that catch the
+/// broken controls.
+#[test]
+fn the_ledgers_other_paths_pass_the_same_hot_runs() {
+    for shape in [Shape::hot_forward(), Shape::hot().ops_per_thread(4..=8)] {
+        let mut runner = TestRunner::deterministic();
+        let case = case(shape).new_tree(&mut runner).expect("a case").current();
+        for control in Control::PATHS {
+            let report = check_case(&case, control, "paths_hot").expect("the case runs");
+            assert!(report.is_clean(), "{report}");
+            assert!(report.stats.applied * 2 > report.stats.attempts, "too little work to prove anything: {report}");
+        }
+    }
+}
+
 /// Through proptest, a caught control fails the property and the failure shrinks: the
 /// counterexample printed is no larger than the case that first failed, usually much smaller.
 #[test]

@@ -16,7 +16,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, TestError, TestRng, TestRunner};
 use rust_decimal::Decimal;
 use wallet_ledger::testkit::{
-    case, check, check_case, config, ledger_for, run, server_deadlocks, Case, Control, Floor, Party, Report,
+    case, check, check_case, config, ledger_with, run, server_deadlocks, Case, Control, Floor, Party, Report,
     ScratchDatabase, Setup, Shape,
 };
 
@@ -105,6 +105,53 @@ fn multi_statement_keeps_every_property() {
     assert!(reports.iter().all(|r| r.skipped == [wallet_ledger::testkit::Property::Idempotency]));
 }
 
+/// Which refusal kinds a path's reports covered, summed over its cases.
+fn coverage(reports: &[Report]) -> BTreeMap<&'static str, usize> {
+    let mut covered: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reports {
+        for (kind, n) in &r.stats.refused_by {
+            *covered.entry(kind).or_default() += n;
+        }
+        *covered.entry("replayed").or_default() += r.stats.replayed;
+        *covered.entry("applied").or_default() += r.stats.applied;
+    }
+    covered
+}
+
+/// Batches (`transfer_batch` calls of 1 to 5 items per thread, keys repeated inside and across
+/// batches) keep every property, idempotency included.
+#[test]
+fn batches_keep_every_property() {
+    property("batches_keep_every_property_on_a_hot_spot", 2, Shape::hot(), Control::Batched);
+    let reports = property("batches_keep_every_property", 8, Shape::mixed(), Control::Batched);
+    let covered = coverage(&reports);
+    if reports.len() >= 8 {
+        for kind in ["applied", "replayed", "InsufficientFunds", "IdempotencyConflict"] {
+            assert!(covered.get(kind).copied().unwrap_or(0) > 0, "no {kind} in {} cases: {covered:?}", reports.len());
+        }
+    }
+}
+
+/// Every transfer sent as a two-leg posting keeps every property.
+#[test]
+fn postings_keep_every_property() {
+    let reports = property("postings_keep_every_property", 8, Shape::mixed(), Control::Posting);
+    assert!(reports.iter().all(|r| r.skipped.is_empty()));
+}
+
+/// Transfers through the combiner keep every property, on mixed work and on a hot spot.
+#[test]
+fn the_combiner_keeps_every_property() {
+    let reports = property("the_combiner_keeps_every_property", 8, Shape::mixed(), Control::Combined);
+    let covered = coverage(&reports);
+    if reports.len() >= 8 {
+        for kind in ["applied", "replayed", "InsufficientFunds", "SameAccount"] {
+            assert!(covered.get(kind).copied().unwrap_or(0) > 0, "no {kind} in {} cases: {covered:?}", reports.len());
+        }
+    }
+    property("the_combiner_keeps_every_property_on_a_hot_spot", 2, Shape::hot(), Control::Combined);
+}
+
 /// The ledger retries a deadlock before reporting it, so the outcomes alone cannot show that
 /// none happened: the server's own counter must not move under hot, opposite-direction work.
 #[test]
@@ -113,14 +160,16 @@ fn ordered_locking_leaves_the_server_deadlock_counter_alone() {
     let before = server_deadlocks(database.url()).expect("counter");
     let mut runner = TestRunner::deterministic();
     let strategy = case(Shape::hot());
-    for control in [Control::Ledger, Control::MultiStatement, Control::Ledger] {
+    let controls = [Control::Ledger, Control::MultiStatement, Control::Batched, Control::Posting, Control::Combined];
+    for control in controls.into_iter().chain([Control::Ledger]) {
         let case = strategy.new_tree(&mut runner).expect("a case").current();
-        let ledger = ledger_for(database.url(), case.workload.threads.len()).expect("ledger");
+        let ledger = ledger_with(database.url(), case.workload.threads.len(), control).expect("ledger");
         let setup = Setup::create(&ledger, &case.spec).expect("setup");
         let log = run(&ledger, &setup, &case.workload, control);
         let report = check(&ledger, &setup, &log).expect("check");
         assert!(report.is_clean(), "{report}");
         assert!(report.stats.applied > 200, "too little work to prove anything: {report}");
+        drop(ledger);
     }
     assert_eq!(server_deadlocks(database.url()).expect("counter"), before, "the server counted deadlocks");
 }

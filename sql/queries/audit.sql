@@ -39,6 +39,21 @@ HAVING count(e.id) <> 2 OR coalesce(sum(e.amount), 0) <> 0 OR fa.currency <> ta.
     OR count(*) FILTER (WHERE e.account_id = t.to_account AND e.amount = t.amount) <> 1
  ORDER BY t.id LIMIT $1;
 
+-- @postings: each posting (a transfer without from/to accounts) has at least two legs, on
+-- distinct accounts, summing to zero in each currency, and its amount is the sum of its credits.
+-- (Ordinary transfers are judged by @legs; transfers_shape keeps from/to both set or both NULL.)
+SELECT t.id, p.currency, coalesce(p.legs, 0) AS legs, coalesce(p.total, 0) AS total
+  FROM wallet_ledger.transfers t
+  LEFT JOIN (SELECT e.transfer_id, a.currency, count(*) AS legs, sum(e.amount) AS total
+               FROM wallet_ledger.entries e JOIN wallet_ledger.accounts a ON a.id = e.account_id
+              GROUP BY e.transfer_id, a.currency) p ON p.transfer_id = t.id
+  LEFT JOIN (SELECT e.transfer_id, count(*) AS legs, count(DISTINCT e.account_id) AS accounts,
+                    coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS credits
+               FROM wallet_ledger.entries e GROUP BY e.transfer_id) s ON s.transfer_id = t.id
+ WHERE t.from_account IS NULL
+   AND (p.transfer_id IS NULL OR p.total <> 0 OR s.legs < 2 OR s.legs <> s.accounts OR s.credits <> t.amount)
+ ORDER BY t.id, p.currency LIMIT $1;
+
 -- @floors: no bounded account's available balance (balance - held) below its floor.
 SELECT id, balance - held AS available, min_balance FROM wallet_ledger.accounts
  WHERE min_balance IS NOT NULL AND balance - held < min_balance

@@ -156,6 +156,9 @@ fn refusal(e: &LedgerError) -> Option<&'static str> {
         LedgerError::CurrencyMismatch { .. } => "CurrencyMismatch",
         LedgerError::IdempotencyConflict { .. } => "IdempotencyConflict",
         LedgerError::InvalidAmount { .. } => "InvalidAmount",
+        LedgerError::Unbalanced { .. } => "Unbalanced",
+        // A posting naming one account in two legs (the posting form of a same-account transfer).
+        LedgerError::InvalidInput { field: "posting legs", .. } => "PostingLegs",
         _ => return None,
     })
 }
@@ -185,8 +188,19 @@ struct Committed {
 struct EntryRow {
     transfer: i64,
     account: AccountId,
+    amount: Decimal,
     balance_after: Decimal,
     version: i64,
+}
+
+/// A committed row of the run before its sides are known: a posting (from/to NULL) gets them
+/// from its two legs.
+struct RawTransfer {
+    id: i64,
+    from: Option<i64>,
+    to: Option<i64>,
+    amount: Decimal,
+    key: Option<String>,
 }
 
 /// The database after the run, read in one snapshot.
@@ -204,7 +218,7 @@ fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
     let mut tx =
         conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
     let watermark = setup.last_setup_transfer;
-    let transfers = tx
+    let raw: Vec<RawTransfer> = tx
         .query(
             schema
                 .qualify("SELECT id, from_account, to_account, amount, idempotency_key FROM wallet_ledger.transfers WHERE id > $1")
@@ -212,31 +226,46 @@ fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
             &[&watermark],
         )?
         .iter()
-        .map(|r| {
-            let c = Committed {
-                id: r.get(0),
-                from: AccountId(r.get(1)),
-                to: AccountId(r.get(2)),
-                amount: r.get(3),
-                key: r.get(4),
-            };
-            (c.id, c)
-        })
+        .map(|r| RawTransfer { id: r.get(0), from: r.get(1), to: r.get(2), amount: r.get(3), key: r.get(4) })
         .collect();
     let mut entries: BTreeMap<AccountId, Vec<EntryRow>> = BTreeMap::new();
+    let mut legs: HashMap<i64, Vec<(AccountId, Decimal)>> = HashMap::new();
     for r in tx.query(
         schema
             .qualify(
-                "SELECT transfer_id, account_id, balance_after, account_version FROM wallet_ledger.entries
+                "SELECT transfer_id, account_id, amount, balance_after, account_version FROM wallet_ledger.entries
                   WHERE transfer_id > $1 ORDER BY account_id, account_version",
             )
             .as_ref(),
         &[&watermark],
     )? {
-        let e =
-            EntryRow { transfer: r.get(0), account: AccountId(r.get(1)), balance_after: r.get(2), version: r.get(3) };
+        let e = EntryRow {
+            transfer: r.get(0),
+            account: AccountId(r.get(1)),
+            amount: r.get(2),
+            balance_after: r.get(3),
+            version: r.get(4),
+        };
+        legs.entry(e.transfer).or_default().push((e.account, e.amount));
         entries.entry(e.account).or_default().push(e);
     }
+    // A posting's sides are its debited and its credited leg; one with other legs than one of
+    // each keeps sides that name no account, so every check flags it.
+    let nobody = AccountId(i64::MIN);
+    let transfers = raw
+        .into_iter()
+        .map(|t| {
+            let (from, to) = match (t.from, t.to) {
+                (Some(from), Some(to)) => (AccountId(from), AccountId(to)),
+                _ => match legs.get(&t.id).map(Vec::as_slice) {
+                    Some(&[(a, x), (b, y)]) if x < Decimal::ZERO && y == -x => (a, b),
+                    Some(&[(a, x), (b, y)]) if y < Decimal::ZERO && x == -y => (b, a),
+                    _ => (nobody, nobody),
+                },
+            };
+            (t.id, Committed { id: t.id, from, to, amount: t.amount, key: t.key })
+        })
+        .collect();
     let ids: Vec<i64> = setup.accounts.iter().chain(&setup.issuers).map(|a| a.0).collect();
     let balances = tx
         .query(schema.qualify("SELECT id, balance FROM wallet_ledger.accounts WHERE id = ANY($1)").as_ref(), &[&ids])?
@@ -424,8 +453,16 @@ fn accounting(judge: &mut Judge<'_>, run: &RunLog, state: &State) -> Stats {
         if matches!(k, Kind::Deadlock | Kind::Unexpected) {
             continue;
         }
+        let posting = run.control == Control::Posting;
         match (static_refusal(judge, o), &o.result) {
             (Some("SameAccount"), Err(LedgerError::SameAccount { .. })) => {}
+            // The posting forms: an account in two legs, legs unbalanced in each currency.
+            (Some("SameAccount"), Err(LedgerError::InvalidInput { field: "posting legs", .. })) if posting => {}
+            (Some("CurrencyMismatch"), Err(LedgerError::Unbalanced { .. })) if posting => {}
+            // Across currencies a leg may also carry more decimal places than its account's
+            // currency has, which the posting checks first.
+            (Some("CurrencyMismatch"), Err(LedgerError::InvalidAmount { amount, .. }))
+                if posting && *amount == o.op.amount => {}
             (Some("AccountNotFound"), Err(LedgerError::AccountNotFound { account }))
                 if *account == judge.setup.unknown => {}
             (Some("CurrencyMismatch"), Err(LedgerError::CurrencyMismatch { .. })) => {}

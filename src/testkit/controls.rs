@@ -18,6 +18,13 @@
 //! transaction, seven round trips with the rows locked instead of one. It exists to measure what
 //! the single server-side function saves.
 //!
+//! Three more variants are not controls but the ledger's other correct paths, run by the same
+//! runner and judged by the same checker: [`Control::Batched`] (the runner sends each thread's
+//! transfers in `transfer_batch` calls of 1 to 5 items), [`Control::Posting`] (each transfer as
+//! a two-leg [`Posting`](crate::Posting): `from` −amount, `to` +amount, same key and memo) and
+//! [`Control::Combined`] (`Ledger::transfer` on a ledger built with the combiner; see
+//! [`ledger_with`](super::ledger_with)).
+//!
 //! Idempotency keys are ignored by the controls.
 
 use postgres::error::SqlState;
@@ -41,12 +48,21 @@ pub enum Control {
     RequestOrder,
     /// Correct, but one client round trip per statement while the rows are locked.
     MultiStatement,
+    /// [`Ledger::transfer_batch`]: the runner groups each thread's transfers into batches.
+    Batched,
+    /// [`Ledger::post`] of a two-leg posting per transfer.
+    Posting,
+    /// [`Ledger::transfer`] through the combiner ([`CombineConfig`](crate::CombineConfig)).
+    Combined,
 }
 
 impl Control {
     /// Every control, the real ledger first.
     pub const ALL: [Control; 5] =
         [Control::Ledger, Control::Naive, Control::Unlocked, Control::RequestOrder, Control::MultiStatement];
+
+    /// The ledger's correct paths besides [`Control::Ledger`]: batches, postings, the combiner.
+    pub const PATHS: [Control; 3] = [Control::Batched, Control::Posting, Control::Combined];
 
     /// A short lowercase name for reports (`ledger`, `naive`, `unlocked`, `request-order`).
     pub fn name(self) -> &'static str {
@@ -56,6 +72,9 @@ impl Control {
             Control::Unlocked => "unlocked",
             Control::RequestOrder => "request-order",
             Control::MultiStatement => "multi-statement",
+            Control::Batched => "batched",
+            Control::Posting => "posting",
+            Control::Combined => "combined",
         }
     }
 
@@ -64,8 +83,15 @@ impl Control {
     /// they do not retry, so a deadlock comes back as [`LedgerError::Database`] with SQLSTATE
     /// 40P01.
     pub fn transfer(self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
-        if self == Control::Ledger {
-            return ledger.transfer(t);
+        match self {
+            // The combiner is the ledger's own: `ledger` must be built with it (see `ledger_with`).
+            Control::Ledger | Control::Combined => return ledger.transfer(t),
+            Control::Batched => {
+                let mut results = ledger.transfer_batch(std::slice::from_ref(t))?;
+                return results.pop().expect("one result per item");
+            }
+            Control::Posting => return post_as_transfer(ledger, t),
+            _ => {}
         }
         t.validate()?;
         let mut conn = ledger.connection()?;
@@ -76,7 +102,9 @@ impl Control {
             Control::Unlocked => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::None)),
             Control::RequestOrder => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::RequestOrder)),
             Control::MultiStatement => in_transaction(client, |tx| read_decide_write(tx, &p, t, Locking::Ordered)),
-            Control::Ledger => unreachable!("handled above"),
+            Control::Ledger | Control::Batched | Control::Posting | Control::Combined => {
+                unreachable!("handled above")
+            }
         }
     }
 }
@@ -221,12 +249,34 @@ impl Control {
     /// controls ignore keys, so idempotency properties are checked against [`Control::Ledger`]
     /// alone.
     pub fn honours_idempotency_keys(self) -> bool {
-        self == Control::Ledger
+        matches!(self, Control::Ledger | Control::Batched | Control::Posting | Control::Combined)
     }
 
     /// Whether this implementation is meant to be correct: [`Control::Ledger`] and
     /// [`Control::MultiStatement`] must pass every property, the others must be caught.
     pub fn is_correct(self) -> bool {
-        matches!(self, Control::Ledger | Control::MultiStatement)
+        matches!(
+            self,
+            Control::Ledger | Control::MultiStatement | Control::Batched | Control::Posting | Control::Combined
+        )
     }
+}
+
+/// `t` as a two-leg posting (`from` −amount, `to` +amount, same key and memo), its receipt
+/// read back as a transfer's. Refusals are the posting's own: a transfer to the same account is
+/// an `InvalidInput` (an account in two legs), one across currencies `Unbalanced`.
+fn post_as_transfer(ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
+    let mut posting = crate::Posting::new().leg(t.from, -t.amount).leg(t.to, t.amount);
+    posting.idempotency_key = t.idempotency_key.clone();
+    posting.memo = t.memo.clone();
+    let r = ledger.post(&posting)?;
+    Ok(Receipt {
+        transfer_id: r.transfer_id,
+        from: t.from,
+        to: t.to,
+        amount: t.amount,
+        from_balance: r.balances[0].1,
+        to_balance: r.balances[1].1,
+        replayed: r.replayed,
+    })
 }

@@ -50,7 +50,9 @@ mod strategy;
 pub use checker::{check, Finding, Property, Report, Stats};
 pub use controls::{is_deadlock, Control};
 pub use model::{AccountSpec, Case, CurrencySpec, Floor, LedgerSpec, Op, Party, Workload};
-pub use runner::{ledger_for, run, server_deadlocks, KitError, Outcome, RunLog, ScratchDatabase, Setup};
+pub use runner::{
+    ledger_for, ledger_with, run, server_deadlocks, KitError, Outcome, RunLog, ScratchDatabase, Setup, BATCH_SIZES,
+};
 pub use strategy::{case, ledger_spec, workload, Shape, CURRENCIES, KEY_TEMPLATES};
 
 use proptest::test_runner::Config;
@@ -63,7 +65,7 @@ use proptest::test_runner::Config;
 /// never because a property is broken (that is in the [`Report`]).
 pub fn check_case(case: &Case, control: Control, prefix: &str) -> Result<Report, KitError> {
     let database = ScratchDatabase::new(prefix)?;
-    let ledger = ledger_for(database.url(), case.workload.threads.len())?;
+    let ledger = ledger_with(database.url(), case.workload.threads.len(), control)?;
     let setup = Setup::create(&ledger, &case.spec)?;
     let log = run(&ledger, &setup, &case.workload, control);
     let report = check(&ledger, &setup, &log)?;

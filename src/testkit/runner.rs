@@ -199,6 +199,9 @@ pub fn run(ledger: &Ledger, setup: &Setup, workload: &Workload, control: Control
                     warm.wait();
                     drop(connection);
                     start.wait();
+                    if control == Control::Batched {
+                        return batched(ledger, setup, thread, ops);
+                    }
                     ops.iter()
                         .enumerate()
                         .map(|(position, op)| {
@@ -220,6 +223,54 @@ pub fn run(ledger: &Ledger, setup: &Setup, workload: &Workload, control: Control
         }
     });
     RunLog { control, attempts: workload.attempts(), outcomes, panicked_threads, elapsed: started.elapsed() }
+}
+
+/// Batch sizes [`Control::Batched`] cycles through (a thread's batches have 1 to 5 items).
+pub const BATCH_SIZES: std::ops::RangeInclusive<usize> = 1..=5;
+
+/// One thread's operations as `transfer_batch` calls of 1 to 5 items, in order; every item's
+/// outcome is recorded with its batch's time. A batch that fails as a whole gives each of its
+/// items a `BatchFailed` sharing the error (an unexpected error to the checker).
+fn batched(ledger: &Ledger, setup: &Setup, thread: usize, ops: &[Op]) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut position = 0;
+    let mut round = 0;
+    while position < ops.len() {
+        let size = (BATCH_SIZES.start() + (thread + round) % BATCH_SIZES.count()).min(ops.len() - position);
+        let chunk = &ops[position..position + size];
+        let transfers: Vec<Transfer> = chunk.iter().map(|op| setup.transfer(op)).collect();
+        let began = Instant::now();
+        let results = ledger.transfer_batch(&transfers);
+        let elapsed = began.elapsed();
+        let results: Vec<Result<Receipt, LedgerError>> = match results {
+            Ok(results) => results,
+            Err(e) => {
+                let shared = std::sync::Arc::new(e);
+                chunk.iter().map(|_| Err(LedgerError::BatchFailed { source: shared.clone() })).collect()
+            }
+        };
+        for ((op, transfer), result) in chunk.iter().zip(transfers).zip(results) {
+            outcomes.push(Outcome { thread, position, op: op.clone(), transfer, result, elapsed });
+            position += 1;
+        }
+        round += 1;
+    }
+    outcomes
+}
+
+/// The ledger a run of `control` needs on `url`: [`ledger_for`], with the combiner for
+/// [`Control::Combined`] (default settings, batches up to the thread count).
+///
+/// # Errors
+/// As [`LedgerBuilder::build`](crate::LedgerBuilder::build).
+pub fn ledger_with(url: &str, threads: usize, control: Control) -> Result<Ledger, LedgerError> {
+    if control != Control::Combined {
+        return ledger_for(url, threads);
+    }
+    let size = u32::try_from(threads).unwrap_or(u32::MAX).saturating_add(2);
+    let config =
+        crate::CombineConfig { max_batch: threads.clamp(1, crate::limits::BATCH_ITEMS_MAX), ..Default::default() };
+    Ledger::builder(url).pool_size(size).combine(config).build()
 }
 
 /// A ledger on `url` whose pool has a connection for each of `threads` threads, plus two for the

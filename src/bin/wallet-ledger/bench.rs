@@ -11,6 +11,7 @@
 //! while a sampler counts lock waits. The report is a table on stdout and a folder with
 //! report.json, report.md and throughput.svg.
 
+mod alternatives;
 mod citus;
 mod db;
 mod driver;
@@ -140,6 +141,7 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
     let mut notes = Vec::new();
     let mut server = Server::start(target)?;
     let (pg_version, pg_settings) = server.settings().context("read the server's settings")?;
+    let durability = durability_check(&pg_settings);
     let pgbench = find_pgbench(&server, &settings, &mut notes);
     let points: Vec<Point> =
         plan::points(&settings).into_iter().filter(|p| !p.mode.is_pgbench() || pgbench.is_some()).collect();
@@ -182,7 +184,7 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
         machine: machine(load_before),
         postgres,
         pgbench: pgbench_info,
-        checks: report::checks(&runs),
+        checks: report::checks(&runs).into_iter().chain([durability]).collect(),
         runs,
         notes,
         citus_cluster,
@@ -214,6 +216,17 @@ fn finish(report: &Report, settings: &Settings, failure: Option<anyhow::Error>) 
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// No figure may come from weakened durability: fsync and synchronous_commit must be on.
+fn durability_check(settings: &BTreeMap<String, String>) -> report::Check {
+    let get = |name: &str| settings.get(name).map_or("?", String::as_str);
+    let (fsync, sync) = (get("fsync"), get("synchronous_commit"));
+    report::Check {
+        name: "durability: fsync on and synchronous_commit on for every figure".into(),
+        passed: Some(fsync == "on" && sync == "on"),
+        detail: format!("fsync={fsync}, synchronous_commit={sync}"),
+    }
 }
 
 /// pgbench when a pgbench mode is wanted and it is installed; otherwise a note says why not.

@@ -6,7 +6,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wallet_ledger::testkit::controls::{is_deadlock, Control};
-use wallet_ledger::{AccountId, Decimal, Hold, Ledger, LedgerError, Receipt, Transfer};
+use wallet_ledger::{AccountId, Decimal, Hold, Ledger, LedgerError, Posting, Receipt, Transfer};
+
+use super::alternatives::{self, Strategy};
 
 use super::hist::Histogram;
 use super::progress::Progress;
@@ -71,6 +73,12 @@ pub enum Sender {
     HoldCapture,
     /// A testkit control.
     Control(Control),
+    /// `Ledger::transfer_batch` of this many random transfers per call.
+    Batch(usize),
+    /// `Ledger::post` of a 3-leg posting among three distinct random accounts: -2.00, +1.00, +1.00.
+    Posting3,
+    /// An alternative strategy (see `alternatives`).
+    Alternative(Strategy),
 }
 
 impl Sender {
@@ -82,12 +90,54 @@ impl Sender {
                 ledger.capture(hold.hold_id, None)
             }
             Sender::Control(c) => c.transfer(ledger, t),
+            Sender::Batch(_) | Sender::Posting3 | Sender::Alternative(_) => {
+                unreachable!("sent by step, not one transfer at a time")
+            }
+        }
+    }
+
+    /// One call: draws its accounts, sends, and counts every outcome in `load`.
+    fn step(self, ledger: &Ledger, pairs: Pairs, rng: &mut SplitMix, load: &mut Load) {
+        match self {
+            Sender::Batch(n) => {
+                let items: Vec<Transfer> = (0..n)
+                    .map(|_| {
+                        let (from, to) = pairs.draw(rng);
+                        Transfer::new(from, to, AMOUNT)
+                    })
+                    .collect();
+                match ledger.transfer_batch(&items) {
+                    Ok(results) => results.into_iter().for_each(|r| load.count(r)),
+                    Err(e) => load.count::<()>(Err(e)),
+                }
+            }
+            Sender::Posting3 => {
+                let (a, b) = pairs.draw(rng);
+                let c = loop {
+                    let (c, _) = pairs.draw(rng);
+                    if c != a && c != b {
+                        break c;
+                    }
+                };
+                let posting = Posting::new().leg(a, -(AMOUNT + AMOUNT)).leg(b, AMOUNT).leg(c, AMOUNT);
+                load.count(ledger.post(&posting));
+            }
+            Sender::Alternative(strategy) => {
+                let (from, to) = pairs.draw(rng);
+                let (result, retries) = alternatives::transfer(ledger, strategy, from, to, AMOUNT);
+                load.retries += retries;
+                load.count(result);
+            }
+            _ => {
+                let (from, to) = pairs.draw(rng);
+                load.count(self.send(ledger, &Transfer::new(from, to, AMOUNT)));
+            }
         }
     }
 
     /// Whether the library sends (it retries internally; the controls never do).
     pub fn is_library(self) -> bool {
-        matches!(self, Sender::Library | Sender::HoldCapture)
+        matches!(self, Sender::Library | Sender::HoldCapture | Sender::Batch(_) | Sender::Posting3)
     }
 }
 
@@ -102,6 +152,8 @@ pub struct Load {
     pub errors: u64,
     /// Errors that were deadlocks (SQLSTATE 40P01).
     pub deadlock_errors: u64,
+    /// Attempts an alternative strategy repeated (its aborts and conflicts).
+    pub retries: u64,
     /// Latency of every call, refused or failed ones included.
     pub latency: Histogram,
     /// Measured time, from the start signal until the last thread stopped.
@@ -116,11 +168,12 @@ impl Load {
         self.refusals += other.refusals;
         self.errors += other.errors;
         self.deadlock_errors += other.deadlock_errors;
+        self.retries += other.retries;
         self.latency.merge(&other.latency);
         self.first_error = self.first_error.take().or(other.first_error);
     }
 
-    fn count(&mut self, result: Result<Receipt, LedgerError>) {
+    fn count<T>(&mut self, result: Result<T, LedgerError>) {
         match result {
             Ok(_) => self.ok += 1,
             Err(e) if is_refusal(&e) => self.refusals += 1,
@@ -173,9 +226,8 @@ pub fn drive(
                 let (stop, barrier, warm_up) = (&stop, &barrier, &warm_up);
                 scope.spawn(move || {
                     let mut rng = SplitMix::new(seed, client as u64);
-                    let (from, to) = pairs.draw(&mut rng);
                     let turn = warm_up.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = sender.send(ledger, &Transfer::new(from, to, AMOUNT));
+                    sender.step(ledger, pairs, &mut rng, &mut Load::default());
                     drop(turn);
                     barrier.wait();
                     client_loop(ledger, sender, pairs, &mut rng, stop)
@@ -201,12 +253,9 @@ pub fn drive(
 fn client_loop(ledger: &Ledger, sender: Sender, pairs: Pairs, rng: &mut SplitMix, stop: &AtomicBool) -> Load {
     let mut load = Load::default();
     while !stop.load(Ordering::Relaxed) {
-        let (from, to) = pairs.draw(rng);
-        let t = Transfer::new(from, to, AMOUNT);
         let start = Instant::now();
-        let result = sender.send(ledger, &t);
+        sender.step(ledger, pairs, rng, &mut load);
         load.latency.record(start.elapsed());
-        load.count(result);
     }
     load
 }

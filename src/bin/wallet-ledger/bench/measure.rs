@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use wallet_ledger::testkit::controls::Control;
 use wallet_ledger::testkit::expiry_controls::ExpiryControl;
-use wallet_ledger::Ledger;
+use wallet_ledger::{CombineConfig, Ledger};
 
+use super::alternatives::Strategy;
 use super::db::{money_created, transfer_count, DbStats, Server};
 use super::driver::{drive, Pairs, Sender};
 use super::expiry::{self, Expirer, HoldCounts, Tables};
@@ -69,6 +70,14 @@ impl Bench<'_> {
             Mode::RequestOrder => self.rust_point(point, Sender::Control(Control::RequestOrder))?,
             Mode::PgbenchOwnSql => self.own_sql_point(point)?,
             Mode::PgbenchTpcbLike => self.tpcb_point(point)?,
+            Mode::Combined => self.rust_point(point, Sender::Library)?,
+            Mode::Batch1 | Mode::Batch10 | Mode::Batch100 | Mode::Batch1000 => {
+                self.rust_point(point, Sender::Batch(point.mode.batch_size().unwrap_or(1)))?
+            }
+            Mode::Posting3 => self.rust_point(point, Sender::Posting3)?,
+            Mode::FExpression => self.rust_point(point, Sender::Alternative(Strategy::FExpression))?,
+            Mode::Optimistic => self.rust_point(point, Sender::Alternative(Strategy::Optimistic))?,
+            Mode::Serializable => self.rust_point(point, Sender::Alternative(Strategy::Serializable))?,
         };
         if !point.mode.is_control() && run.audit_clean == Some(false) {
             bail!(
@@ -94,11 +103,11 @@ impl Bench<'_> {
     /// The library or a control, driven by Rust client threads.
     fn rust_point(&mut self, point: Point, sender: Sender) -> Result<Run> {
         let (name, url) = self.fresh_db(point, None)?;
-        let ledger = Ledger::builder(&url)
-            .pool_size(point.threads as u32)
-            .migrate(false)
-            .build()
-            .with_context(|| format!("connect to {name}"))?;
+        let mut builder = Ledger::builder(&url).pool_size(point.threads as u32).migrate(false);
+        if point.mode == Mode::Combined {
+            builder = builder.combine(CombineConfig::default());
+        }
+        let ledger = builder.build().with_context(|| format!("connect to {name}"))?;
         // Open every connection now, as pgbench does before its clock starts.
         let held = (0..point.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;
         drop(held);
@@ -110,13 +119,18 @@ impl Bench<'_> {
         let seen = inspect(&url)?;
         self.server.drop_db(&name)?;
         let secs = load.elapsed.as_secs_f64();
-        let retries =
-            if sender.is_library() { (after.rollbacks - before.rollbacks - load.errors as i64).max(0) } else { 0 };
+        let rollbacks = after.rollbacks - before.rollbacks;
+        let retries = match sender {
+            Sender::Alternative(_) => load.retries as i64,
+            _ if sender.is_library() => (rollbacks - load.errors as i64).max(0),
+            _ => 0,
+        };
         Ok(Run {
             transfers: load.ok,
             tps: load.ok as f64 / secs,
             duration_s: secs,
             retries: Some(retries),
+            aborts: matches!(sender, Sender::Alternative(_)).then_some(rollbacks),
             refusals: Some(load.refusals),
             errors: load.errors,
             first_error: load.first_error.or(seen.first_violation.clone()),
@@ -250,6 +264,7 @@ fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Op
         max_ms: latency.max_ms(),
         mean_ms: latency.mean_ms(),
         retries: None,
+        aborts: None,
         refusals: None,
         errors: 0,
         deadlocks,

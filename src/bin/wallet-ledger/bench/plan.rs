@@ -65,11 +65,34 @@ pub enum Mode {
     Expire,
     /// Control: expiry workers claiming with `FOR UPDATE` without `SKIP LOCKED` (they queue).
     ExpireNoSkipLocked,
+    /// `Ledger::transfer` on a ledger built with the combiner (group commit in the process).
+    Combined,
+    /// `Ledger::transfer_batch` of 1 transfer per call (tps counts transfers).
+    #[value(name = "batch-1")]
+    Batch1,
+    /// `Ledger::transfer_batch` of 10 transfers per call.
+    #[value(name = "batch-10")]
+    Batch10,
+    /// `Ledger::transfer_batch` of 100 transfers per call.
+    #[value(name = "batch-100")]
+    Batch100,
+    /// `Ledger::transfer_batch` of 1,000 transfers per call.
+    #[value(name = "batch-1000")]
+    Batch1000,
+    /// `Ledger::post` of a 3-leg posting (one debit of 2.00, two credits of 1.00); tps counts postings.
+    #[value(name = "posting-3")]
+    Posting3,
+    /// Alternative: conditional `UPDATE ... balance - $1 >= floor` per side in request order.
+    FExpression,
+    /// Alternative: optimistic version columns, retried on conflict.
+    Optimistic,
+    /// Alternative: `SERIALIZABLE` transactions, retried on serialization failure.
+    Serializable,
 }
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 9] = [
+    pub const ALL: [Mode; 18] = [
         Mode::Library,
         Mode::HoldCapture,
         Mode::PgbenchOwnSql,
@@ -79,6 +102,15 @@ impl Mode {
         Mode::RequestOrder,
         Mode::Expire,
         Mode::ExpireNoSkipLocked,
+        Mode::Combined,
+        Mode::Batch1,
+        Mode::Batch10,
+        Mode::Batch100,
+        Mode::Batch1000,
+        Mode::Posting3,
+        Mode::FExpression,
+        Mode::Optimistic,
+        Mode::Serializable,
     ];
 
     /// The name used in reports.
@@ -93,7 +125,39 @@ impl Mode {
             Mode::RequestOrder => "request-order",
             Mode::Expire => "expire",
             Mode::ExpireNoSkipLocked => "expire-no-skip-locked",
+            Mode::Combined => "combined",
+            Mode::Batch1 => "batch-1",
+            Mode::Batch10 => "batch-10",
+            Mode::Batch100 => "batch-100",
+            Mode::Batch1000 => "batch-1000",
+            Mode::Posting3 => "posting-3",
+            Mode::FExpression => "f-expression",
+            Mode::Optimistic => "optimistic",
+            Mode::Serializable => "serializable",
         }
+    }
+
+    /// Transfers per `transfer_batch` call, for the batch modes.
+    pub fn batch_size(self) -> Option<usize> {
+        match self {
+            Mode::Batch1 => Some(1),
+            Mode::Batch10 => Some(10),
+            Mode::Batch100 => Some(100),
+            Mode::Batch1000 => Some(1_000),
+            _ => None,
+        }
+    }
+
+    /// Whether the mode is one of the alternative strategies compared with ordered row locks.
+    pub fn is_alternative(self) -> bool {
+        matches!(self, Mode::FExpression | Mode::Optimistic | Mode::Serializable)
+    }
+
+    /// Whether the mode is compared with `library` at the same point (`ratio_library`).
+    pub fn compares_to_library(self) -> bool {
+        matches!(self, Mode::HoldCapture | Mode::Combined | Mode::Posting3)
+            || self.batch_size().is_some()
+            || self.is_alternative()
     }
 
     /// Whether pgbench runs this mode.
@@ -224,7 +288,33 @@ fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool
             let at = if wanted.is_empty() { vec![s.threads[0]] } else { wanted };
             workload == Workload::Uniform && at.contains(&threads)
         }
+        // Three distinct accounts: never on `pair`.
+        Mode::Posting3 if workload == Workload::Pair => false,
+        _ if s.modes_explicit => true,
+        // The modes, by default where they answer its questions, and few in --quick:
+        // the combiner on the contended workloads at every thread count (quick: pair);
+        // batch sizes on uniform at 1 and 16 threads (quick: 100); postings on uniform
+        // and hot; the alternatives on every workload at 1 and 16 threads (quick: pair).
+        Mode::Combined => workload != Workload::Uniform && (!s.quick || workload == Workload::Pair),
+        Mode::Batch1 | Mode::Batch10 | Mode::Batch1000 if s.quick => false,
+        Mode::Batch1 | Mode::Batch10 | Mode::Batch100 | Mode::Batch1000 => {
+            workload == Workload::Uniform && at_one_and_sixteen(s, threads)
+        }
+        Mode::Posting3 => !s.quick || workload == Workload::Uniform,
+        Mode::FExpression | Mode::Optimistic | Mode::Serializable => {
+            at_one_and_sixteen(s, threads) && (!s.quick || workload == Workload::Pair)
+        }
         _ => true,
+    }
+}
+
+/// Whether `threads` is 1 or 16, or, when neither is measured, the largest count.
+fn at_one_and_sixteen(s: &Settings, threads: usize) -> bool {
+    let wanted: Vec<usize> = s.threads.iter().copied().filter(|t| [1, 16].contains(t)).collect();
+    if wanted.is_empty() {
+        s.threads.last() == Some(&threads)
+    } else {
+        wanted.contains(&threads)
     }
 }
 

@@ -94,5 +94,11 @@ fn color(mode: Mode) -> RGBColor {
         Mode::Naive => RGBColor(214, 39, 40),
         Mode::RequestOrder => RGBColor(140, 86, 75),
         Mode::ExpireNoSkipLocked => RGBColor(227, 119, 194),
+        Mode::Combined => RGBColor(0, 0, 128),
+        Mode::Batch1 | Mode::Batch10 | Mode::Batch100 | Mode::Batch1000 => RGBColor(188, 189, 34),
+        Mode::Posting3 => RGBColor(127, 127, 127),
+        Mode::FExpression => RGBColor(255, 152, 150),
+        Mode::Optimistic => RGBColor(197, 176, 213),
+        Mode::Serializable => RGBColor(196, 156, 148),
     }
 }

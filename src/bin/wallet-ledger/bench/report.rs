@@ -42,6 +42,9 @@ pub struct Run {
     /// Attempts retried inside the library (server rollbacks not surfaced as errors); 0 for the
     /// controls, which never retry; null for pgbench.
     pub retries: Option<i64>,
+    /// Alternatives only: transactions the server rolled back during the point (serialization
+    /// failures, deadlocks broken by the server, optimistic conflicts undone).
+    pub aborts: Option<i64>,
     /// Typed refusals (nothing changed); null for tpcb-like.
     pub refusals: Option<u64>,
     /// Calls that failed (deadlocks included).
@@ -56,7 +59,8 @@ pub struct Run {
     pub ratio_pgbench_own_sql: Option<f64>,
     /// tps / tps of pgbench-tpcb-like at the same threads.
     pub ratio_pgbench_tpcb_like: Option<f64>,
-    /// hold-capture only: tps / tps of `library` (plain transfers) at the same workload and threads.
+    /// hold-capture, combined, batch-N, posting-3 and the alternatives: tps / tps of `library`
+    /// (plain transfers) at the same workload and threads.
     pub ratio_library: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
@@ -147,7 +151,7 @@ pub fn fill_ratios(runs: &mut [Run]) {
             continue;
         }
         let (w, t, tps) = (runs[i].workload, runs[i].threads, runs[i].tps);
-        if runs[i].mode == Mode::HoldCapture.name() {
+        if Mode::ALL.iter().any(|m| m.compares_to_library() && runs[i].mode == m.name()) {
             runs[i].ratio_library = reference(runs, Mode::Library, Some(w), t).map(|r| tps / r);
         }
         runs[i].ratio_pgbench_own_sql = reference(runs, Mode::PgbenchOwnSql, Some(w), t).map(|r| tps / r);
@@ -194,6 +198,7 @@ pub fn checks(runs: &[Run]) -> Vec<Check> {
         format!("{deadlocks} deadlocks over {} runs", order.len()),
     ));
     out.extend(uniform16(runs));
+    out.extend(contention_checks(runs));
     out.extend(expiry_checks(runs));
     out
 }
@@ -202,9 +207,95 @@ fn library_clean(r: &Run) -> bool {
     r.deadlocks == 0 && r.errors == 0 && r.audit_clean == Some(true)
 }
 
-/// Whether the run is the library's own (transfers, hold+capture, expiry workers).
+/// Whether the run is the library's own (transfers, hold+capture, expiry workers, the combiner,
+/// batches, postings).
 fn is_library(r: &Run) -> bool {
-    [Mode::Library, Mode::HoldCapture, Mode::Expire].iter().any(|m| r.mode == m.name())
+    [
+        Mode::Library,
+        Mode::HoldCapture,
+        Mode::Expire,
+        Mode::Combined,
+        Mode::Batch1,
+        Mode::Batch10,
+        Mode::Batch100,
+        Mode::Batch1000,
+        Mode::Posting3,
+    ]
+    .iter()
+    .any(|m| r.mode == m.name())
+}
+
+/// The throughput-under-contention targets: the combiner on `pair` at 16 threads (5x, p99 no
+/// worse), a batch of 100 on `uniform` (10x, counting transfers), every new library path clean,
+/// and the alternatives' audits.
+fn contention_checks(runs: &[Run]) -> Vec<Check> {
+    let find = |mode: Mode, workload: &str, threads: usize| {
+        runs.iter().find(|r| r.mode == mode.name() && r.workload == workload && r.threads == threads)
+    };
+    let combined = find(Mode::Combined, "pair", 16);
+    let library = find(Mode::Library, "pair", 16);
+    let ratio = combined.and_then(|r| r.ratio_library);
+    // The batch target at 16 threads, or the most threads both ran at.
+    let batch_at = [16]
+        .into_iter()
+        .chain(runs.iter().map(|r| r.threads).rev())
+        .find(|&t| find(Mode::Batch100, "uniform", t).is_some() && find(Mode::Library, "uniform", t).is_some());
+    let batch = batch_at.and_then(|t| find(Mode::Batch100, "uniform", t));
+    let p99 = combined.zip(library).and_then(|(c, l)| c.p99_ms.zip(l.p99_ms));
+    let paths: Vec<&Run> = runs
+        .iter()
+        .filter(|r| {
+            is_library(r) && ![Mode::Library, Mode::HoldCapture, Mode::Expire].iter().any(|m| r.mode == m.name())
+        })
+        .collect();
+    let bad: Vec<String> = paths
+        .iter()
+        .filter(|r| !library_clean(r))
+        .map(|r| {
+            format!(
+                "{} {} at {} threads: {} deadlocks, {} errors, audit {:?}",
+                r.workload, r.mode, r.threads, r.deadlocks, r.errors, r.audit_clean
+            )
+        })
+        .collect();
+    let alternatives: Vec<&Run> = runs
+        .iter()
+        .filter(|r| [Mode::FExpression, Mode::Optimistic, Mode::Serializable].iter().any(|m| r.mode == m.name()))
+        .collect();
+    let unclean: Vec<String> = alternatives
+        .iter()
+        .filter(|r| r.audit_clean != Some(true))
+        .map(|r| format!("{} {} at {} threads", r.workload, r.mode, r.threads))
+        .collect();
+    vec![
+        Check {
+            name: "pair, 16 threads: combined >= 5x library".into(),
+            passed: ratio.map(|r| r >= 5.0),
+            detail: ratio.map_or("not measured".into(), |r| format!("{r:.2}x (target 5x)")),
+        },
+        Check {
+            name: "pair, 16 threads: combined p99 no worse than library p99".into(),
+            passed: p99.map(|(c, l)| c <= l),
+            detail: p99.map_or("not measured".into(), |(c, l)| format!("{c:.2} ms vs {l:.2} ms")),
+        },
+        Check {
+            name: "uniform: batch-100 >= 10x library (transfers/s, same threads)".into(),
+            passed: batch.and_then(|r| r.ratio_library).map(|r| r >= 10.0),
+            detail: batch.and_then(|r| r.ratio_library).map_or("not measured".into(), |r| {
+                format!("{r:.2}x at {} threads (target 10x)", batch_at.unwrap_or(0))
+            }),
+        },
+        Check {
+            name: "combined, batches, postings: zero deadlocks, zero errors and a clean audit in every run".into(),
+            passed: (!paths.is_empty()).then_some(bad.is_empty()),
+            detail: if bad.is_empty() { format!("{} runs", paths.len()) } else { bad.join("; ") },
+        },
+        Check {
+            name: "alternatives (f-expression, optimistic, serializable): clean audit in every run".into(),
+            passed: (!alternatives.is_empty()).then_some(unclean.is_empty()),
+            detail: if unclean.is_empty() { format!("{} runs", alternatives.len()) } else { unclean.join("; ") },
+        },
+    ]
 }
 
 /// The holds targets: hold+capture and the expiry workers clean; the queueing control waits.
@@ -308,14 +399,14 @@ pub fn transfer_table(runs: &[Run]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| {:<8} | {:<17} | {:>3} | {:>9} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
-        "workload", "mode", "thr", "tps", "p50 ms", "p99 ms", "max ms", "retries", "refusals", "errors", "deadlocks", "audit", "money", "x own", "x tpcb", "x lib"
+        "| {:<8} | {:<17} | {:>3} | {:>9} | {:>7} | {:>7} | {:>8} | {:>7} | {:>6} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
+        "workload", "mode", "thr", "tps", "p50 ms", "p99 ms", "max ms", "retries", "aborts", "refusals", "errors", "deadlocks", "audit", "money", "x own", "x tpcb", "x lib"
     );
-    let _ = writeln!(t, "|{}|", ["-"; 16].map(|_| "---").join("|"));
+    let _ = writeln!(t, "|{}|", ["-"; 17].map(|_| "---").join("|"));
     for r in runs.iter().filter(|r| r.workload != Workload::Expiry.name()) {
         let _ = writeln!(
             t,
-            "| {:<8} | {:<17} | {:>3} | {:>9.1} | {:>7} | {:>7} | {:>8} | {:>7} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
+            "| {:<8} | {:<17} | {:>3} | {:>9.1} | {:>7} | {:>7} | {:>8} | {:>7} | {:>6} | {:>8} | {:>6} | {:>9} | {:<5} | {:>11} | {:>7} | {:>6} | {:>5} |",
             r.workload,
             r.mode,
             r.threads,
@@ -324,6 +415,7 @@ pub fn transfer_table(runs: &[Run]) -> String {
             opt(r.p99_ms, 2),
             opt(r.max_ms, 1),
             r.retries.map_or("-".into(), |v| v.to_string()),
+            r.aborts.map_or("-".into(), |v| v.to_string()),
             r.refusals.map_or("-".into(), |v| v.to_string()),
             r.errors,
             r.deadlocks,
@@ -384,7 +476,13 @@ pub fn expiry_table(runs: &[Run]) -> String {
 /// How to read the hold-capture rows (report.md).
 const HOLD_CAPTURE_NOTE: &str = "`hold-capture`: each operation is `Ledger::hold` then `Ledger::capture` of the \
 whole amount between the pair the workload draws (two transactions, two commit flushes); tps counts hold+capture \
-pairs per second, and `x lib` is that rate over `library` (plain transfers) at the same workload and threads.";
+pairs per second, and `x lib` is that rate over `library` (plain transfers) at the same workload and threads.\n\n\
+`combined`: `Ledger::transfer` with the combiner (default `CombineConfig`). `batch-N`: `transfer_batch` of N random \
+transfers per call; tps counts transfers, latencies are per call. `posting-3`: `Ledger::post` of a 3-leg posting \
+(tps counts postings). `f-expression`, `optimistic`, `serializable`: the alternative strategies (one statement with \
+conditional UPDATEs in request order; version columns checked at write; SERIALIZABLE), each retrying its own \
+aborts: `retries` = attempts repeated by the client, `aborts` = transactions the server rolled back. `x lib` = tps \
+over `library` at the same workload and threads.";
 
 /// How to read the expiry table (report.md).
 const EXPIRY_NOTE: &str = "Each run drains a fresh copy of the same lapsed holds (`config.expiry_holds`, spread \
