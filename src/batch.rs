@@ -18,6 +18,7 @@ use crate::call::CallError;
 use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::BATCH_ITEMS_MAX;
+use crate::observe::op_span;
 use crate::transfer::{internal_key, Receipt, Transfer, TransferId};
 
 const SQL: &str = include_str!("../sql/queries/transfer_batch.sql");
@@ -251,8 +252,23 @@ impl Ledger {
     /// [`LedgerError::BatchOutcomeUnknown`] when the connection was lost after sending and
     /// retries could not settle it (repeat the items with the keys it names).
     pub fn transfer_batch(&self, items: &[Transfer]) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+        let span = op_span!("transfer_batch", items = items.len(), lock_wait = %self.inner.lock_wait);
+        self.refuse_on_citus("transfer_batch")?;
         let results = self.run_batch(items, None);
-        self.record_batch(results)
+        let results = self.record_batch(results);
+        span.finish(results)
+    }
+
+    /// [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
+    pub(crate) fn refuse_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        if self.inner.citus {
+            return Err(LedgerError::Unsupported {
+                operation,
+                reason: "not in Citus mode yet: its one ordered lock statement over many accounts is refused \
+                         across shards; send the transfers one by one",
+            });
+        }
+        Ok(())
     }
 
     /// Counts every item as one operation (and a failed batch as one failure).
@@ -322,8 +338,11 @@ impl Ledger {
         tx: &mut Transaction<'_>,
         items: &[Transfer],
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+        let span = op_span!("transfer_batch_in", items = items.len(), lock_wait = %self.inner.lock_wait);
+        self.refuse_on_citus("transfer_batch_in")?;
         let results = self.run_batch_in(tx, items);
-        self.record_batch(results)
+        let results = self.record_batch(results);
+        span.finish(results)
     }
 
     fn run_batch_in(

@@ -197,6 +197,16 @@ pub enum LedgerError {
         /// The version this build needs.
         required: i32,
     },
+    /// The operation is not available on this database: batches and multi-leg postings in
+    /// Citus mode (their set-based statements lock many accounts in one statement, which Citus
+    /// refuses across shards). Nothing was sent.
+    #[error("{operation} is not supported here: {reason}")]
+    Unsupported {
+        /// The operation asked for.
+        operation: &'static str,
+        /// Why not, and what to use instead.
+        reason: &'static str,
+    },
     /// A database constraint refused a write the library did not catch first: a defect, or data
     /// changed behind the library's back.
     #[error("database constraint {constraint} refused the write")]
@@ -281,6 +291,7 @@ impl LedgerError {
             LedgerError::BatchTooLarge { .. } => "batch_too_large",
             LedgerError::BatchOutcomeUnknown { .. } => "batch_outcome_unknown",
             LedgerError::BatchFailed { .. } => "batch_failed",
+            LedgerError::Unsupported { .. } => "unsupported",
         }
     }
 

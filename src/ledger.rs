@@ -276,6 +276,12 @@ impl LedgerBuilder {
         let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
         counters.checked_out(waited);
         let citus = crate::citus::resolve(conn.client(), self.citus)?;
+        if citus && self.combine.is_some() {
+            return Err(LedgerError::Unsupported {
+                operation: "combine",
+                reason: "the combiner applies transfers as batches, which Citus mode does not support yet",
+            });
+        }
         if citus && matches!(self.lock_wait, LockWait::Timeout(_)) {
             return Err(LedgerError::InvalidInput {
                 field: "lock_wait",

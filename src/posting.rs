@@ -12,6 +12,7 @@ use crate::error::{KeyHolder, LedgerError};
 use crate::ledger::Ledger;
 use crate::limits::{CURRENCY_SCALE_MAX, POSTING_LEGS_MAX};
 use crate::money::significant_scale;
+use crate::observe::op_span;
 use crate::transfer::{check_key_and_memo, internal_key, overflow_as_invalid_amount, TransferId};
 
 const SQL: &str = include_str!("../sql/queries/post.sql");
@@ -162,7 +163,9 @@ impl Ledger {
     /// [`LedgerError::IdempotencyConflict`], [`LedgerError::LockUnavailable`];
     /// [`LedgerError::OutcomeUnknown`] as for [`Ledger::transfer`].
     pub fn post(&self, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
-        self.inner.counters.record(self.run_post(posting))
+        let span = op_span!("post", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        self.refuse_on_citus("post")?;
+        span.finish(self.inner.counters.record(self.run_post(posting)))
     }
 
     fn run_post(&self, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
@@ -185,7 +188,9 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::post`], and database errors of the caller's transaction.
     pub fn post_in(&self, tx: &mut Transaction<'_>, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
-        self.inner.counters.record(self.run_post_in(tx, posting))
+        let span = op_span!("post_in", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        self.refuse_on_citus("post_in")?;
+        span.finish(self.inner.counters.record(self.run_post_in(tx, posting)))
     }
 
     fn run_post_in(&self, tx: &mut Transaction<'_>, posting: &Posting) -> Result<PostingReceipt, LedgerError> {

@@ -348,3 +348,23 @@ fn verify_is_exact_while_two_phase_transfers_commit() -> Result<()> {
     assert!(l.verify()?.is_clean());
     Ok(())
 }
+
+#[test]
+fn batches_postings_and_the_combiner_are_refused_with_a_typed_error() -> Result<()> {
+    let url = citus_or_skip!("batches_postings_and_the_combiner_are_refused");
+    let schema = Schema::new(&url, "unsupported");
+    let l = schema.ledger(2)?;
+    let (_issuer, groups) = funded_on_both_workers(&schema, &l, 1, dec!(10.00))?;
+    let (a, c) = (groups[0][0], groups[1][0]);
+    let batch = l.transfer_batch(&[Transfer::new(a, c, dec!(1)), Transfer::new(c, a, dec!(1))]);
+    assert!(matches!(batch, Err(LedgerError::Unsupported { operation: "transfer_batch", .. })), "{batch:?}");
+    let posting = wallet_ledger::Posting::new().leg(a, dec!(-1)).leg(c, dec!(1));
+    let posted = l.post(&posting);
+    assert!(matches!(posted, Err(LedgerError::Unsupported { operation: "post", .. })), "{posted:?}");
+    let combined = schema.builder(2).combine(wallet_ledger::CombineConfig::default()).build();
+    assert!(matches!(combined, Err(LedgerError::Unsupported { operation: "combine", .. })), "{combined:?}");
+    // Nothing moved.
+    assert_eq!((l.balance(a)?, l.balance(c)?), (dec!(10.00), dec!(10.00)));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}

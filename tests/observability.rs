@@ -1,7 +1,8 @@
-//! Tracing spans and counters a backend can export.
+//! Tracing spans of every operation. The only test in its binary: tracing caches each
+//! callsite's interest process-wide, so a test running the ledger on another thread without a
+//! subscriber could leave the spans disabled for this one (seen: it failed 3 runs in 5 while
+//! the stats test ran beside it; the stats test now lives in `tests/placement.rs`).
 #![cfg(feature = "tracing")]
-
-mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -73,18 +74,5 @@ fn every_operation_has_a_span_with_its_outcome_and_no_secrets() -> Result<()> {
     assert!(find("wallet_ledger.void").is_some_and(|l| l.contains("outcome=\"ok\"")), "{text}");
     assert!(!text.contains("s3cret-pw"), "a password reached the logs:\n{text}");
     assert!(!text.contains("host="), "a connection string reached the logs:\n{text}");
-    Ok(())
-}
-
-#[test]
-fn stats_count_operations_by_outcome() -> Result<()> {
-    let (ledger, _url, _issuer, wallets) = common::funded("observability_stats", 2, dec!(5))?;
-    let before = ledger.stats();
-    ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(1)))?;
-    let _ = ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(100)));
-    let after = ledger.stats();
-    assert_eq!(after.succeeded - before.succeeded, 1);
-    assert_eq!(after.refused - before.refused, 1);
-    assert_eq!(after.failed, before.failed);
     Ok(())
 }

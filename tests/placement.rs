@@ -292,3 +292,16 @@ fn the_cli_prints_the_migration_for_a_schema_and_works_in_it() -> Result<()> {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid schema name"));
     Ok(())
 }
+
+#[test]
+fn stats_count_operations_by_outcome() -> Result<()> {
+    let (ledger, _url, _issuer, wallets) = common::funded("observability_stats", 2, dec!(5))?;
+    let before = ledger.stats();
+    ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(1)))?;
+    let _ = ledger.transfer(&Transfer::new(wallets[0], wallets[1], dec!(100)));
+    let after = ledger.stats();
+    assert_eq!(after.succeeded - before.succeeded, 1);
+    assert_eq!(after.refused - before.refused, 1);
+    assert_eq!(after.failed, before.failed);
+    Ok(())
+}
