@@ -96,6 +96,7 @@ impl Ledger {
         let row = self
             .in_savepoint(tx, include_str!("../sql/queries/transfer.sql"), &params, "transfers_idempotency_key")
             .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
+        self.inner.counters.lock_waited(&row);
         outcome(t, &key, &row)
     }
 

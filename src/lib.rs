@@ -86,7 +86,7 @@ pub use ledger::{Ledger, LedgerBuilder, LockWait};
 pub use lock_plan::LockPlan;
 pub use pool::LedgerConnection;
 pub use posting::{Posting, PostingReceipt};
-pub use stats::{Stats, POOL_WAIT_THRESHOLD};
+pub use stats::{Stats, LOCK_WAIT_THRESHOLD, POOL_WAIT_THRESHOLD};
 pub use transfer::{Receipt, Transfer, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).

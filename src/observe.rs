@@ -2,8 +2,9 @@
 //!
 //! Every money-moving operation runs inside an `INFO` span named after it (`wallet_ledger.transfer`,
 //! `wallet_ledger.hold`, ...) with the account ids, amount and idempotency key it was asked for,
-//! the lock wait policy, and, when it ends, `attempts` (1 unless transient errors were retried)
-//! and `outcome` ([`LedgerError::kind`](crate::LedgerError::kind), or `ok`). Each retry is a
+//! the lock wait policy, and, when it ends, `attempts` (1 unless transient errors were retried),
+//! `lock_wait_us` (transfers: how long the server waited for the row locks), and `outcome`
+//! ([`LedgerError::kind`](crate::LedgerError::kind), or `ok`). Each retry is a
 //! `DEBUG` event inside the span with the error's SQLSTATE. A subscriber's span timing gives
 //! each operation's latency. Spans never carry a connection string, a password or a memo.
 //!
@@ -48,6 +49,7 @@ macro_rules! op_span {
             concat!("wallet_ledger.", $name),
             $($fields)*,
             attempts = tracing::field::Empty,
+            lock_wait_us = tracing::field::Empty,
             outcome = tracing::field::Empty
         ))
     };
@@ -61,6 +63,13 @@ macro_rules! op_span {
 }
 
 pub(crate) use op_span;
+
+/// Records the lock wait (microseconds) the server reported, in the current span.
+#[allow(unused_variables)]
+pub(crate) fn lock_wait(micros: i64) {
+    #[cfg(feature = "tracing")]
+    tracing::Span::current().record("lock_wait_us", micros);
+}
 
 /// Records attempt `n` (from 1) of the operation in the current span, and the error that made
 /// the previous attempt fail.

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "transfer function", include_str!("../sql/0002_transfer.sql")),
     (3, "holds", include_str!("../sql/0003_holds.sql")),
     (4, "batches and postings", include_str!("../sql/0004_batch.sql")),
+    (5, "transfer reports its lock wait", include_str!("../sql/0005_lock_wait.sql")),
 ];
 
 /// The schema version this build writes and expects.

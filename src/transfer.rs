@@ -187,6 +187,7 @@ impl Ledger {
         let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
         let sql = include_str!("../sql/queries/transfer.sql");
         let answer = self.keyed_call(sql, &params, "transfers_idempotency_key", &key, t.amount)?;
+        self.inner.counters.lock_waited(&answer.row);
         outcome(t, &key, &answer.row).map(|mut receipt| {
             // A replay of our own earlier, unanswered attempt is not a replay to the caller.
             receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();

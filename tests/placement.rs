@@ -305,3 +305,51 @@ fn stats_count_operations_by_outcome() -> Result<()> {
     assert_eq!(after.failed, before.failed);
     Ok(())
 }
+
+#[test]
+fn a_transfer_that_waits_for_a_row_lock_is_counted_as_a_lock_wait() -> Result<()> {
+    let (ledger, url, _issuer, wallets) = common::funded("lock_waits", 2, dec!(10))?;
+    let (a, b) = (wallets[0], wallets[1]);
+    let before = ledger.stats();
+    // Uncontended: no wait counted.
+    ledger.transfer(&Transfer::new(a, b, dec!(1)))?;
+    assert_eq!(ledger.stats().lock_waits, before.lock_waits);
+    // Another transaction holds b's row for 300 ms; the transfer waits for it.
+    let mut other = postgres::Client::connect(&url, NoTls)?;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || -> Result<()> {
+        let mut tx = other.transaction()?;
+        tx.execute("SELECT 1 FROM wallet_ledger.accounts WHERE id = $1 FOR NO KEY UPDATE", &[&b.0])?;
+        locked_tx.send(())?;
+        std::thread::sleep(Duration::from_millis(300));
+        tx.commit()?;
+        Ok(())
+    });
+    locked_rx.recv()?;
+    ledger.transfer(&Transfer::new(a, b, dec!(1)))?;
+    holder.join().expect("holder thread")?;
+    let after = ledger.stats();
+    assert_eq!(after.lock_waits - before.lock_waits, 1, "{after:?}");
+    let waited = after.lock_wait_micros - before.lock_wait_micros;
+    assert!((200_000..5_000_000).contains(&waited), "waited {waited} µs: {after:?}");
+    // The caller's-transaction form reports it too: uncontended, then behind a held lock.
+    let mut client = postgres::Client::connect(&url, NoTls)?;
+    let mut tx = client.transaction()?;
+    ledger.transfer_in(&mut tx, &Transfer::new(b, a, dec!(1)))?;
+    tx.commit()?;
+    assert_eq!(ledger.stats().lock_waits, after.lock_waits, "an uncontended transfer_in waited");
+    let mut other = postgres::Client::connect(&url, NoTls)?;
+    let mut holding = other.transaction()?;
+    holding.execute("SELECT 1 FROM wallet_ledger.accounts WHERE id = $1 FOR NO KEY UPDATE", &[&a.0])?;
+    let waiter = std::thread::spawn(move || -> Result<wallet_ledger::Stats> {
+        let mut tx = client.transaction()?;
+        ledger.transfer_in(&mut tx, &Transfer::new(b, a, dec!(1)))?;
+        tx.commit()?;
+        Ok(ledger.stats())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    holding.commit()?;
+    let last = waiter.join().expect("waiter thread")?;
+    assert_eq!(last.lock_waits - after.lock_waits, 1, "{last:?}");
+    Ok(())
+}

@@ -159,7 +159,7 @@ CREATE OR REPLACE FUNCTION wallet_ledger.transfer(
     p_lock_mode smallint, p_lock_timeout_ms integer,
     OUT outcome text, OUT transfer_id bigint, OUT from_balance numeric, OUT to_balance numeric,
     OUT account bigint, OUT available numeric, OUT from_currency text, OUT to_currency text,
-    OUT currency_scale smallint)
+    OUT currency_scale smallint, OUT lock_wait_us bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_caller_key boolean := left(p_key, 1) <> '~';
