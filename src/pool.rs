@@ -24,26 +24,6 @@ use crate::schema::SchemaName;
 #[derive(Default)]
 struct StatementCache(HashMap<(usize, usize, Arc<str>), Statement>);
 
-/// One checked-out connection of some pool, whatever its TLS type.
-trait Pooled: Send {
-    fn client(&mut self) -> &mut Client;
-    fn cache(&mut self) -> &mut StatementCache;
-}
-
-impl<M: ManageConnection<Connection = Client>> Pooled for PooledConnection<M> {
-    fn client(&mut self) -> &mut Client {
-        self
-    }
-
-    fn cache(&mut self) -> &mut StatementCache {
-        let extensions = PooledConnection::extensions_mut(self);
-        if extensions.get::<StatementCache>().is_none() {
-            extensions.insert(StatementCache::default());
-        }
-        extensions.get_mut::<StatementCache>().expect("inserted above")
-    }
-}
-
 /// A pool of some TLS type, behind one object type so that [`Ledger`](crate::Ledger) needs no
 /// type parameter.
 pub(crate) trait Source: Send + Sync {
@@ -51,24 +31,30 @@ pub(crate) trait Source: Send + Sync {
     fn max_size(&self) -> u32;
 }
 
-/// [`Pooled`] under a name the crate can hold in a `Box`.
+/// One checked-out connection of some pool, whatever its TLS type, with the statements the
+/// ledger prepared on it.
 pub(crate) trait PooledAny: Send {
     fn client(&mut self) -> &mut Client;
     fn statement(&mut self, schema: &SchemaName, sql: &'static str) -> Result<Statement, postgres::Error>;
 }
 
-impl<P: Pooled> PooledAny for P {
+impl<M: ManageConnection<Connection = Client>> PooledAny for PooledConnection<M> {
     fn client(&mut self) -> &mut Client {
-        Pooled::client(self)
+        self
     }
 
     fn statement(&mut self, schema: &SchemaName, sql: &'static str) -> Result<Statement, postgres::Error> {
         let key = (sql.as_ptr() as usize, sql.len(), schema.shared());
-        if let Some(statement) = self.cache().0.get(&key) {
+        let cached = PooledConnection::extensions(self).get::<StatementCache>().and_then(|c| c.0.get(&key));
+        if let Some(statement) = cached {
             return Ok(statement.clone());
         }
-        let statement = Pooled::client(self).prepare(&schema.qualify(sql))?;
-        self.cache().0.insert(key, statement.clone());
+        let statement = self.prepare(&schema.qualify(sql))?;
+        let extensions = PooledConnection::extensions_mut(self);
+        if extensions.get::<StatementCache>().is_none() {
+            extensions.insert(StatementCache::default());
+        }
+        extensions.get_mut::<StatementCache>().expect("inserted above").0.insert(key, statement.clone());
         Ok(statement)
     }
 }
@@ -84,8 +70,8 @@ impl<M: ManageConnection<Connection = Client>> Source for Pool<M> {
 }
 
 /// A pooled connection checked out by the ledger: the client, the statements the ledger
-/// prepared on it, and the schema the ledger's SQL is rewritten for. Dereferences to
-/// [`postgres::Client`]; returned to its pool on drop.
+/// prepared on it, and the schema the ledger's SQL is rewritten for; [`client`](Self::client)
+/// gives the [`postgres::Client`]. Returned to its pool on drop.
 pub struct LedgerConnection {
     inner: Box<dyn PooledAny>,
     schema: SchemaName,
