@@ -8,6 +8,10 @@
 //! flush for all of them. Meanwhile the next transfers queue up behind it, so the batches grow
 //! with the load by themselves.
 //!
+//! Each caller waits parked on its own thread and is woken alone: when its result is in, or when
+//! it is the first queued caller and a collector is wanted. (Waking every waiting caller on
+//! every hand-over cost a context switch per caller on 2 cores.)
+//!
 //! No thread or runtime is added: the leader is a caller's own thread, blocked in its own
 //! `transfer` call anyway. Every caller gets its own result, as alone:
 //!
@@ -24,7 +28,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::error::LedgerError;
@@ -50,9 +55,9 @@ pub struct CombineConfig {
     pub max_batch: usize,
     /// How long a leader waits at most, from the moment the oldest queued transfer arrived, for
     /// more transfers before it applies what is queued. Default 500 µs. It waits for as many
-    /// transfers as the previous batch had (the callers of a batch come back with their next
-    /// transfer; the first leader waits for `max_batch`), so under steady load batches stay
-    /// full, and a lone caller waits only once.
+    /// transfers as were queued when the previous batch was taken (the callers of a batch come
+    /// back with their next transfer; the first leader waits for `max_batch`), so under steady
+    /// load batches stay full, and a lone caller waits only once.
     /// Zero applies at once: batches still form, from the transfers that queue while the
     /// previous batch runs.
     pub max_wait: Duration,
@@ -75,41 +80,89 @@ impl CombineConfig {
     }
 }
 
-/// A transfer waiting in the queue.
+/// Batches applied at the same time at most. One: while a batch runs, the next one gathers in
+/// the queue. Two was measured (the second batch sent while the first still runs, waiting
+/// behind its row locks inside the server) and was slower on this project's 2-core reference
+/// machine, 4,200-4,700 against 5,600-6,400 transfers/s on `pair` at 16 threads: the server
+/// is CPU-bound there, and halving the batches doubles the fixed cost per transfer while the
+/// second batch's lock wait adds a wake-up. The code keeps the bound general for machines
+/// where the server has idle cores (docs/benchmarks.md, "The combiner").
+const DEPTH: usize = 1;
+
+/// A transfer waiting in the queue, and the caller to wake when its result is in.
 struct Queued {
     ticket: u64,
     transfer: Transfer,
     key: String,
     since: Instant,
+    caller: Thread,
 }
 
-#[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
-    /// Whether some caller is leading (collecting or running a batch).
-    leading: bool,
-    /// Transfers in the last batch: how many to wait for in the next one.
-    last_batch: usize,
+    /// The caller collecting the next batch, if any (at most one at a time).
+    collector: Option<Thread>,
+    /// Batches taken from the queue and not yet answered, and their transfers.
+    in_flight: usize,
+    items_in_flight: usize,
+    /// Callers seen at the last hand-over (queued plus in flight): how many transfers are
+    /// likely to come back, which sets how many the next collector waits for.
+    active: usize,
     /// Results not yet picked up by their callers, by ticket.
     done: HashMap<u64, Result<Receipt, LedgerError>>,
     next_ticket: u64,
+}
+
+impl State {
+    /// How many queued transfers the collector waits for (at most `max_wait`): the callers not
+    /// already in a running batch, or half of them when none is running, so that the two
+    /// batches settle into alternating halves.
+    fn target(&self, max_batch: usize) -> usize {
+        let waiting = if self.in_flight == 0 {
+            self.active.div_ceil(DEPTH)
+        } else {
+            self.active.saturating_sub(self.items_in_flight)
+        };
+        waiting.clamp(1, max_batch)
+    }
+
+    /// Whether a queued caller may start collecting the next batch.
+    fn collector_wanted(&self) -> bool {
+        self.collector.is_none() && self.in_flight < DEPTH && !self.queue.is_empty()
+    }
+
+    /// Wakes the first queued caller when a collector is wanted (it checks again, under the
+    /// lock, and takes the role).
+    fn wake_collector(&self) {
+        if self.collector_wanted() {
+            if let Some(front) = self.queue.front() {
+                front.caller.unpark();
+            }
+        }
+    }
 }
 
 /// The queue and its one lock; shared by the clones of a [`Ledger`].
 pub(crate) struct Combiner {
     config: CombineConfig,
     state: Mutex<State>,
-    /// Signalled when results are delivered, leadership is free, or the queue is full.
-    signal: Condvar,
 }
 
 impl Combiner {
     pub(crate) fn new(config: CombineConfig) -> Self {
         config.check();
-        // The first leader waits for a full batch (at most `max_wait`); later ones for as many
-        // as the batch before.
-        let state = State { last_batch: config.max_batch, ..State::default() };
-        Combiner { config, state: Mutex::new(state), signal: Condvar::new() }
+        // Until a first hand-over has counted the callers, a collector waits for a full batch
+        // (at most `max_wait`): a lone caller waits once.
+        let state = State {
+            queue: VecDeque::new(),
+            collector: None,
+            in_flight: 0,
+            items_in_flight: 0,
+            active: config.max_batch.saturating_mul(DEPTH),
+            done: HashMap::new(),
+            next_ticket: 0,
+        };
+        Combiner { config, state: Mutex::new(state) }
     }
 
     pub(crate) fn config(&self) -> CombineConfig {
@@ -121,52 +174,74 @@ impl Combiner {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `t` and returns its own result, leading batches while no one else does.
+    /// Waits (lock released) until this thread is unparked or `timeout` passes, then relocks.
+    /// A wake-up may be spurious: callers re-check the state.
+    fn park<'a>(&'a self, state: MutexGuard<'a, State>, timeout: Option<Duration>) -> MutexGuard<'a, State> {
+        drop(state);
+        match timeout {
+            Some(t) => thread::park_timeout(t),
+            None => thread::park(),
+        }
+        self.lock()
+    }
+
+    /// Queues `t` and returns its own result, collecting and applying batches when it is the
+    /// caller's turn.
     pub(crate) fn transfer(&self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let mut state = self.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push_back(Queued { ticket, transfer: t.clone(), key, since: Instant::now() });
-        if state.queue.len() >= state.last_batch.clamp(1, self.config.max_batch) {
-            self.signal.notify_all();
+        state.queue.push_back(Queued {
+            ticket,
+            transfer: t.clone(),
+            key,
+            since: Instant::now(),
+            caller: thread::current(),
+        });
+        if let Some(collector) = &state.collector {
+            if state.queue.len() >= state.target(self.config.max_batch) {
+                collector.unpark();
+            }
         }
         loop {
             if let Some(result) = state.done.remove(&ticket) {
                 return result;
             }
-            if !state.leading {
-                state.leading = true;
+            if state.collector_wanted() && state.queue.iter().any(|q| q.ticket == ticket) {
                 state = self.lead(ledger, state);
                 continue;
             }
-            state = self.signal.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self.park(state, None);
         }
     }
 
-    /// Collects a batch (bounded by `max_batch` and `max_wait`), applies it without holding the
-    /// queue's lock, delivers every result and hands leadership on.
+    /// Collects a batch (bounded by `max_batch` and `max_wait`), hands the collector's role on,
+    /// applies the batch without holding the queue's lock and delivers every result.
     fn lead<'a>(&'a self, ledger: &Ledger, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        let target = state.last_batch.clamp(1, self.config.max_batch);
+        state.collector = Some(thread::current());
         while let Some(oldest) = state.queue.front().map(|q| q.since) {
             let waited = oldest.elapsed();
-            if state.queue.len() >= target || waited >= self.config.max_wait {
+            if state.queue.len() >= state.target(self.config.max_batch) || waited >= self.config.max_wait {
                 break;
             }
-            state = self
-                .signal
-                .wait_timeout(state, self.config.max_wait - waited)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            state = self.park(state, Some(self.config.max_wait - waited));
         }
         let take = state.queue.len().min(self.config.max_batch);
-        state.last_batch = take;
+        state.active = state.queue.len() + state.items_in_flight;
         let batch: Vec<Queued> = state.queue.drain(..take).collect();
+        state.collector = None;
+        state.in_flight += 1;
+        state.items_in_flight += batch.len();
+        state.wake_collector();
         drop(state);
+
         let results = catch_unwind(AssertUnwindSafe(|| apply(ledger, &batch)));
+
         let mut state = self.lock();
-        state.leading = false;
+        state.in_flight -= 1;
+        state.items_in_flight -= batch.len();
         let panic = match results {
             Ok(results) => {
                 for (q, result) in batch.iter().zip(results) {
@@ -185,7 +260,11 @@ impl Combiner {
                 Some(panic)
             }
         };
-        self.signal.notify_all();
+        let me = thread::current().id();
+        for q in batch.iter().filter(|q| q.caller.id() != me) {
+            q.caller.unpark();
+        }
+        state.wake_collector();
         if let Some(panic) = panic {
             drop(state);
             resume_unwind(panic);
