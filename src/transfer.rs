@@ -56,7 +56,9 @@ impl Transfer {
         Transfer { from, to, amount, idempotency_key: None, memo: None }
     }
 
-    /// Sets the idempotency key (at most 256 bytes; keys starting with `~` are reserved).
+    /// Sets the idempotency key (at most 256 bytes; keys starting with `~` are reserved, except
+    /// the library's own keys for keyless transfers, which an unknown-outcome error names so
+    /// that the transfer can be repeated with them).
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
@@ -82,10 +84,13 @@ impl Transfer {
 pub(crate) fn check_key_and_memo(key: Option<&str>, memo: Option<&str>) -> Result<(), LedgerError> {
     if let Some(key) = key {
         check_text("idempotency key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
-        if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) {
+        if key.is_empty() || key.starts_with(INTERNAL_KEY_PREFIX) && !is_internal_key(key) {
             return Err(LedgerError::InvalidInput {
                 field: "idempotency key",
-                reason: format!("must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved)"),
+                reason: format!(
+                    "must be non-empty and not start with {INTERNAL_KEY_PREFIX:?} (reserved), unless it is a key \
+                     the library named in an unknown-outcome error"
+                ),
             });
         }
     }
@@ -125,6 +130,16 @@ pub(crate) const INTERNAL_KEY_PREFIX: &str = "~";
 /// index instead of random ones.
 pub(crate) fn internal_key() -> String {
     format!("{INTERNAL_KEY_PREFIX}{}", uuid::Uuid::now_v7())
+}
+
+/// Whether `key` has exactly the form of an [`internal_key`]. Such a key comes back to the
+/// caller in [`LedgerError::OutcomeUnknown`] and [`LedgerError::BatchOutcomeUnknown`] for a
+/// transfer sent without one, and repeating the transfer with it is how the caller settles the
+/// outcome, so it is accepted as a caller key. Any other key starting with `~` stays reserved.
+fn is_internal_key(key: &str) -> bool {
+    key.strip_prefix(INTERNAL_KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == 36 && uuid::Uuid::try_parse(rest).is_ok_and(|u| u.hyphenated().to_string() == rest)
+    })
 }
 
 /// A balance or reservation that would outgrow what the ledger can represent comes back from
@@ -237,5 +252,22 @@ pub(crate) fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Re
             requested: t.amount,
         }),
         other => unreachable!("transfer() returned an outcome the library does not know: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_librarys_own_key_form_is_accepted_under_the_reserved_prefix() {
+        let own = internal_key();
+        assert!(is_internal_key(&own), "{own}");
+        assert!(check_key_and_memo(Some(&own), None).is_ok());
+        let upper = own.to_uppercase();
+        for bad in ["~", "~x", "~reserved", &format!("{own}x"), &own[..own.len() - 1], &upper, &own.replace('-', "")] {
+            assert!(!is_internal_key(bad), "{bad}");
+            assert!(check_key_and_memo(Some(bad), None).is_err(), "{bad}");
+        }
     }
 }

@@ -91,3 +91,142 @@ fn a_replay_is_acknowledged_only_once_the_synchronous_standby_has_it() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Starts a server and a ledger with two funded wallets; the ledger gives up quickly once the
+/// server is gone (two retries, 1 s checkout timeout).
+fn crashable(combine: bool) -> (EmbeddedServer, String, Ledger, [wallet_ledger::AccountId; 3]) {
+    let server = EmbeddedServer::start().expect("server");
+    let url = server.create_database("outcome").expect("database");
+    let builder = || Ledger::builder(&url).pool_size(20).max_retries(2).checkout_timeout(Duration::from_secs(1));
+    // Set up without the combiner, so that the combiner's first batch waits for a full batch
+    // (up to `max_wait`) and the test's transfers travel together.
+    let setup = builder().build().expect("ledger");
+    setup.define_currency("USD", 2).expect("currency");
+    let issuer = setup.open_account(&NewAccount::new("USD").unbounded()).expect("issuer").id;
+    let a = setup.open_account(&NewAccount::new("USD")).expect("a").id;
+    let b = setup.open_account(&NewAccount::new("USD")).expect("b").id;
+    setup.transfer(&Transfer::new(issuer, a, dec!(100.00))).expect("fund a");
+    setup.transfer(&Transfer::new(issuer, b, dec!(100.00))).expect("fund b");
+    let ledger = if combine {
+        let config = wallet_ledger::CombineConfig { max_batch: 16, max_wait: Duration::from_millis(300) };
+        builder().combine(config).build().expect("combined ledger")
+    } else {
+        setup
+    };
+    (server, url, ledger, [issuer, a, b])
+}
+
+/// Holds a row lock on `account` from another session, so that the ledger's next statement
+/// touching it is sent and then waits inside the server.
+fn hold_lock(url: &str, account: wallet_ledger::AccountId) -> postgres::Client {
+    let mut blocker = postgres::Client::connect(url, postgres::NoTls).expect("blocker");
+    blocker.batch_execute("BEGIN").expect("begin");
+    blocker.execute("SELECT 1 FROM wallet_ledger.accounts WHERE id = $1 FOR UPDATE", &[&account.0]).expect("lock");
+    blocker
+}
+
+/// Waits until `n` sessions of the test database wait for a row lock.
+fn wait_for_lock_waiters(url: &str, n: i64) {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("admin");
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .expect("activity")
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never saw {n} sessions waiting for a lock");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A batch whose connection dies while the statement runs, with the server gone for every
+/// retry, may or may not have committed: the whole batch is `BatchOutcomeUnknown` naming every
+/// item's key, in item order, and nothing else. Repeating the items with those keys once the
+/// server is back applies each exactly once.
+#[test]
+fn a_batch_lost_in_flight_is_outcome_unknown_with_every_key_and_repeats_exactly_once() {
+    let (server, url, ledger, [issuer, a, b]) = crashable(false);
+    let items = vec![
+        Transfer::new(a, b, dec!(10.00)).idempotency_key("lost-1"),
+        Transfer::new(issuer, a, dec!(5.00)).idempotency_key("lost-2"),
+        Transfer::new(b, issuer, dec!(1.00)),
+    ];
+    let _blocker = hold_lock(&url, a);
+    let worker = {
+        let (ledger, items) = (ledger.clone(), items.clone());
+        thread::spawn(move || ledger.transfer_batch(&items))
+    };
+    wait_for_lock_waiters(&url, 1);
+    server.crash().expect("crash");
+    let err = worker.join().expect("no panic").expect_err("no answer from a crashed server");
+    let keys = match &err {
+        wallet_ledger::LedgerError::BatchOutcomeUnknown { idempotency_keys, .. } => idempotency_keys.clone(),
+        other => panic!("expected BatchOutcomeUnknown, got {other:?}"),
+    };
+    assert_eq!(err.kind(), "batch_outcome_unknown");
+    assert_eq!(keys.len(), 3, "one key per item: {keys:?}");
+    assert_eq!(&keys[..2], ["lost-1", "lost-2"], "the callers' keys, in item order");
+    assert!(!keys[2].is_empty(), "the keyless item's internal key is named too");
+
+    server.restart().expect("restart");
+    let again: Vec<Transfer> =
+        items.iter().zip(&keys).map(|(t, key)| t.clone().idempotency_key(key.as_str())).collect();
+    let results = ledger.transfer_batch(&again).expect("the batch, repeated");
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    // Repeating once more only replays.
+    for r in ledger.transfer_batch(&again).expect("the batch, repeated twice") {
+        assert!(r.expect("replayed").replayed);
+    }
+    assert_eq!(ledger.balance(a).expect("a"), dec!(95.00), "each item applied exactly once");
+    assert_eq!(ledger.balance(b).expect("b"), dec!(109.00));
+    let audit = ledger.verify().expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+}
+
+/// The combiner's version: every caller of the lost batch gets `BatchOutcomeUnknown` naming
+/// only its own key, and a repeat with that key applies it exactly once.
+#[test]
+fn a_combined_batch_lost_in_flight_tells_each_caller_its_own_key() {
+    let (server, url, ledger, [issuer, a, b]) = crashable(true);
+    let _blocker = hold_lock(&url, a);
+    let transfers = [
+        Transfer::new(a, b, dec!(10.00)).idempotency_key("c-lost-1"),
+        Transfer::new(b, a, dec!(3.00)).idempotency_key("c-lost-2"),
+        Transfer::new(issuer, a, dec!(7.00)).idempotency_key("c-lost-3"),
+    ];
+    let callers: Vec<_> = transfers
+        .iter()
+        .map(|t| {
+            let (ledger, t) = (ledger.clone(), t.clone());
+            thread::spawn(move || ledger.transfer(&t))
+        })
+        .collect();
+    // The three queue within the first collector's wait and travel as one batch, which waits
+    // on the held row inside the server.
+    wait_for_lock_waiters(&url, 1);
+    server.crash().expect("crash");
+    for (caller, t) in callers.into_iter().zip(&transfers) {
+        match caller.join().expect("no panic") {
+            Err(wallet_ledger::LedgerError::BatchOutcomeUnknown { idempotency_keys, .. }) => {
+                assert_eq!(idempotency_keys, [t.idempotency_key.clone().expect("keyed")], "only its own key");
+            }
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+    }
+    server.restart().expect("restart");
+    for t in &transfers {
+        ledger.transfer(t).expect("repeated with its key");
+    }
+    assert_eq!(ledger.balance(a).expect("a"), dec!(100.00));
+    assert_eq!(ledger.balance(b).expect("b"), dec!(107.00));
+    let audit = ledger.verify().expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+}
