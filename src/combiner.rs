@@ -83,10 +83,10 @@ impl CombineConfig {
 /// Batches applied at the same time at most. One: while a batch runs, the next one gathers in
 /// the queue. Two was measured (the second batch sent while the first still runs, waiting
 /// behind its row locks inside the server) and was slower on this project's 2-core reference
-/// machine, 4,200-4,700 against 5,600-6,400 transfers/s on `pair` at 16 threads: the server
-/// is CPU-bound there, and halving the batches doubles the fixed cost per transfer while the
-/// second batch's lock wait adds a wake-up. The code keeps the bound general for machines
-/// where the server has idle cores (docs/benchmarks.md, "The combiner").
+/// machine: 4,168 and 4,703 against 5,465 and 7,190 transfers/s on `pair` at 16 threads. The
+/// server is CPU-bound there, and halving the batches doubles the fixed cost per transfer while
+/// the second batch's lock wait adds a wake-up. The code keeps the bound general for machines
+/// where the server has idle cores (docs/design.md, "The combiner").
 const DEPTH: usize = 1;
 
 /// A transfer waiting in the queue, and the caller to wake when its result is in.
