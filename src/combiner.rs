@@ -80,15 +80,6 @@ impl CombineConfig {
     }
 }
 
-/// Batches applied at the same time at most. One: while a batch runs, the next one gathers in
-/// the queue. Two was measured (the second batch sent while the first still runs, waiting
-/// behind its row locks inside the server) and was slower on this project's 2-core reference
-/// machine: 4,168 and 4,703 against 5,465 and 7,190 transfers/s on `pair` at 16 threads. The
-/// server is CPU-bound there, and halving the batches doubles the fixed cost per transfer while
-/// the second batch's lock wait adds a wake-up. The code keeps the bound general for machines
-/// where the server has idle cores (docs/design.md, "The combiner").
-const DEPTH: usize = 1;
-
 /// A transfer waiting in the queue, and the caller to wake when its result is in.
 struct Queued {
     ticket: u64,
@@ -102,33 +93,26 @@ struct State {
     queue: VecDeque<Queued>,
     /// The caller collecting the next batch, if any (at most one at a time).
     collector: Option<Thread>,
-    /// Batches taken from the queue and not yet answered, and their transfers.
-    in_flight: usize,
-    items_in_flight: usize,
-    /// Callers seen at the last hand-over (queued plus in flight): how many transfers are
-    /// likely to come back, which sets how many the next collector waits for.
-    active: usize,
+    /// Whether a batch taken from the queue is being applied. One at a time: two at once was
+    /// measured and was slower (docs/design.md, "The combiner").
+    running: bool,
+    /// Transfers queued when the last batch was taken: how many are likely to come back, which
+    /// the next collector waits for (clamped to 1..=`max_batch`).
+    last_batch: usize,
     /// Results not yet picked up by their callers, by ticket.
     done: HashMap<u64, Result<Receipt, LedgerError>>,
     next_ticket: u64,
 }
 
 impl State {
-    /// How many queued transfers the collector waits for (at most `max_wait`): the callers not
-    /// already in a running batch, or half of them when none is running, so that the two
-    /// batches settle into alternating halves.
+    /// How many queued transfers the collector waits for (at most `max_wait`).
     fn target(&self, max_batch: usize) -> usize {
-        let waiting = if self.in_flight == 0 {
-            self.active.div_ceil(DEPTH)
-        } else {
-            self.active.saturating_sub(self.items_in_flight)
-        };
-        waiting.clamp(1, max_batch)
+        self.last_batch.clamp(1, max_batch)
     }
 
     /// Whether a queued caller may start collecting the next batch.
     fn collector_wanted(&self) -> bool {
-        self.collector.is_none() && self.in_flight < DEPTH && !self.queue.is_empty()
+        self.collector.is_none() && !self.running && !self.queue.is_empty()
     }
 
     /// Wakes the first queued caller when a collector is wanted (it checks again, under the
@@ -156,9 +140,8 @@ impl Combiner {
         let state = State {
             queue: VecDeque::new(),
             collector: None,
-            in_flight: 0,
-            items_in_flight: 0,
-            active: config.max_batch.saturating_mul(DEPTH),
+            running: false,
+            last_batch: config.max_batch,
             done: HashMap::new(),
             next_ticket: 0,
         };
@@ -229,19 +212,17 @@ impl Combiner {
             state = self.park(state, Some(self.config.max_wait - waited));
         }
         let take = state.queue.len().min(self.config.max_batch);
-        state.active = state.queue.len() + state.items_in_flight;
+        state.last_batch = state.queue.len();
         let batch: Vec<Queued> = state.queue.drain(..take).collect();
         state.collector = None;
-        state.in_flight += 1;
-        state.items_in_flight += batch.len();
+        state.running = true;
         state.wake_collector();
         drop(state);
 
         let results = catch_unwind(AssertUnwindSafe(|| apply(ledger, &batch)));
 
         let mut state = self.lock();
-        state.in_flight -= 1;
-        state.items_in_flight -= batch.len();
+        state.running = false;
         let panic = match results {
             Ok(results) => {
                 for (q, result) in batch.iter().zip(results) {
