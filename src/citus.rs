@@ -23,8 +23,10 @@ use crate::schema::SchemaName;
 
 /// `(version, name, sql)` of the Citus migrations, applied in order after the core ones.
 /// Released migrations never change; fixes are new migrations.
-pub const CITUS_MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "distribute", include_str!("../sql/citus/0001_distribute.sql"))];
+pub const CITUS_MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "distribute", include_str!("../sql/citus/0001_distribute.sql")),
+    (2, "key_gate", include_str!("../sql/citus/0002_key_gate.sql")),
+];
 
 /// The Citus schema version this build writes and expects.
 pub const CITUS_SCHEMA_VERSION: i32 = CITUS_MIGRATIONS[CITUS_MIGRATIONS.len() - 1].0;

@@ -215,18 +215,22 @@ impl Ledger {
 pub(crate) fn outcome(t: &Transfer, key: &str, row: &postgres::Row) -> Result<Receipt, LedgerError> {
     let outcome: &str = row.get("outcome");
     let transfer_id = row.get::<_, Option<i64>>("transfer_id").map(TransferId);
-    let receipt = |replayed| Receipt {
-        transfer_id: transfer_id.expect("a committed transfer has an id"),
-        from: t.from,
-        to: t.to,
-        amount: t.amount,
-        from_balance: row.get("from_balance"),
-        to_balance: row.get("to_balance"),
-        replayed,
+    // A receipt's columns are read with `try_get`: a row without them (a defect, or a replay
+    // that could not find the transfer's entries) is a typed database error, not a panic.
+    let receipt = |replayed| -> Result<Receipt, LedgerError> {
+        Ok(Receipt {
+            transfer_id: TransferId(row.try_get("transfer_id")?),
+            from: t.from,
+            to: t.to,
+            amount: t.amount,
+            from_balance: row.try_get("from_balance")?,
+            to_balance: row.try_get("to_balance")?,
+            replayed,
+        })
     };
     match outcome {
-        "ok" => Ok(receipt(false)),
-        "replayed" => Ok(receipt(true)),
+        "ok" => receipt(false),
+        "replayed" => receipt(true),
         "idempotency_conflict" => Err(LedgerError::IdempotencyConflict {
             key: key.to_string(),
             existing: KeyHolder::Transfer(transfer_id.expect("a conflicting transfer has an id")),
