@@ -175,22 +175,22 @@ fn kind(result: &Result<Receipt, LedgerError>) -> Kind {
 
 /// A committed transfer of the run.
 #[derive(Debug, Clone)]
-struct Committed {
-    id: i64,
-    from: AccountId,
-    to: AccountId,
-    amount: Decimal,
-    key: Option<String>,
+pub(super) struct Committed {
+    pub(super) id: i64,
+    pub(super) from: AccountId,
+    pub(super) to: AccountId,
+    pub(super) amount: Decimal,
+    pub(super) key: Option<String>,
 }
 
 /// An entry of the run.
 #[derive(Debug, Clone)]
-struct EntryRow {
-    transfer: i64,
-    account: AccountId,
-    amount: Decimal,
-    balance_after: Decimal,
-    version: i64,
+pub(super) struct EntryRow {
+    pub(super) transfer: i64,
+    pub(super) account: AccountId,
+    pub(super) amount: Decimal,
+    pub(super) balance_after: Decimal,
+    pub(super) version: i64,
 }
 
 /// A committed row of the run before its sides are known: a posting (from/to NULL) gets them
@@ -204,15 +204,17 @@ struct RawTransfer {
 }
 
 /// The database after the run, read in one snapshot.
-struct State {
-    transfers: BTreeMap<i64, Committed>,
+pub(super) struct State {
+    pub(super) transfers: BTreeMap<i64, Committed>,
     /// Per account, its entries of the run by version.
-    entries: BTreeMap<AccountId, Vec<EntryRow>>,
+    pub(super) entries: BTreeMap<AccountId, Vec<EntryRow>>,
+    /// Per transfer (or posting), its legs in entry order: account and signed amount.
+    pub(super) legs: HashMap<i64, Vec<(AccountId, Decimal)>>,
     /// Balance of every account of the case.
-    balances: HashMap<AccountId, Decimal>,
+    pub(super) balances: HashMap<AccountId, Decimal>,
 }
 
-fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
+pub(super) fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
     let mut conn = ledger.connection()?;
     let schema = conn.schema();
     let mut tx =
@@ -273,32 +275,54 @@ fn read_state(ledger: &Ledger, setup: &Setup) -> Result<State, KitError> {
         .map(|r| (AccountId(r.get(0)), r.get(1)))
         .collect();
     tx.commit()?;
-    Ok(State { transfers, entries, balances })
+    Ok(State { transfers, entries, legs, balances })
 }
 
 /// An account of the case as the checker knows it.
 #[derive(Debug, Clone)]
-struct Known {
-    name: String,
-    currency: usize,
-    floor: Floor,
-    opening: Decimal,
-    opening_version: i64,
+pub(super) struct Known {
+    pub(super) name: String,
+    pub(super) currency: usize,
+    pub(super) floor: Floor,
+    pub(super) opening: Decimal,
+    pub(super) opening_version: i64,
 }
 
 /// Collects findings.
-struct Judge<'a> {
-    setup: &'a Setup,
-    known: HashMap<AccountId, Known>,
-    findings: Vec<Finding>,
+pub(super) struct Judge<'a> {
+    pub(super) setup: &'a Setup,
+    pub(super) known: HashMap<AccountId, Known>,
+    pub(super) findings: Vec<Finding>,
 }
 
-impl Judge<'_> {
-    fn find(&mut self, property: Property, detail: String) {
+impl<'a> Judge<'a> {
+    /// A judge that knows the case's accounts and issuers, with their openings.
+    pub(super) fn new(setup: &'a Setup) -> Judge<'a> {
+        let mut known = HashMap::new();
+        for (i, id) in setup.accounts.iter().enumerate() {
+            let a = &setup.spec.accounts[i];
+            let k = Known {
+                name: format!("a{i}"),
+                currency: a.currency,
+                floor: a.floor,
+                opening: setup.opening[i],
+                opening_version: setup.opening_versions[i],
+            };
+            known.insert(*id, k);
+        }
+        for (c, id) in setup.issuers.iter().enumerate() {
+            let (opening, opening_version) = setup.issuer_opening[c];
+            let name = format!("issuer {}", setup.spec.currencies[c].code);
+            known.insert(*id, Known { name, currency: c, floor: Floor::Unbounded, opening, opening_version });
+        }
+        Judge { setup, known, findings: Vec::new() }
+    }
+
+    pub(super) fn find(&mut self, property: Property, detail: String) {
         self.findings.push(Finding { property, detail });
     }
 
-    fn name(&self, id: AccountId) -> String {
+    pub(super) fn name(&self, id: AccountId) -> String {
         self.known.get(&id).map_or_else(|| format!("account {id}"), |k| format!("{} (id {id})", k.name))
     }
 
@@ -333,24 +357,7 @@ impl Judge<'_> {
 pub fn check(ledger: &Ledger, setup: &Setup, run: &RunLog) -> Result<Report, KitError> {
     let audit = ledger.verify()?;
     let state = read_state(ledger, setup)?;
-    let mut known = HashMap::new();
-    for (i, id) in setup.accounts.iter().enumerate() {
-        let a = &setup.spec.accounts[i];
-        let k = Known {
-            name: format!("a{i}"),
-            currency: a.currency,
-            floor: a.floor,
-            opening: setup.opening[i],
-            opening_version: setup.opening_versions[i],
-        };
-        known.insert(*id, k);
-    }
-    for (c, id) in setup.issuers.iter().enumerate() {
-        let (opening, opening_version) = setup.issuer_opening[c];
-        let name = format!("issuer {}", setup.spec.currencies[c].code);
-        known.insert(*id, Known { name, currency: c, floor: Floor::Unbounded, opening, opening_version });
-    }
-    let mut judge = Judge { setup, known, findings: Vec::new() };
+    let mut judge = Judge::new(setup);
 
     audit_findings(&mut judge, &audit);
     conservation(&mut judge, &state);
@@ -365,7 +372,7 @@ pub fn check(ledger: &Ledger, setup: &Setup, run: &RunLog) -> Result<Report, Kit
     Ok(Report { control: run.control, stats, findings: judge.findings, skipped, audit })
 }
 
-fn audit_findings(judge: &mut Judge<'_>, audit: &Audit) {
+pub(super) fn audit_findings(judge: &mut Judge<'_>, audit: &Audit) {
     for v in &audit.violations {
         let property = match v {
             Violation::Conservation { .. } => Property::Conservation,
@@ -381,7 +388,7 @@ fn audit_findings(judge: &mut Judge<'_>, audit: &Audit) {
 
 /// Per currency, the case's accounts hold in total what they held before the run; and every
 /// bounded account is at or above its floor.
-fn conservation(judge: &mut Judge<'_>, state: &State) {
+pub(super) fn conservation(judge: &mut Judge<'_>, state: &State) {
     let mut delta: BTreeMap<usize, Decimal> = BTreeMap::new();
     let mut broken = Vec::new();
     for (id, k) in &judge.known {
@@ -516,9 +523,11 @@ fn accounting(judge: &mut Judge<'_>, run: &RunLog, state: &State) -> Stats {
     stats
 }
 
-/// Orders the run's transfers as their entries record per account, replays them serially from
-/// the opening balances, and compares with entries, receipts and final balances.
-fn serial_equivalence(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
+/// The run's committed transfers (or postings) in the order their entries record per account:
+/// each account's consecutive entries give an edge earlier -> later, and Kahn's algorithm takes
+/// the lowest id first among the ready ones. Versions that are not consecutive from the
+/// account's opening, and transfers ordered in a cycle, are findings.
+pub(super) fn serial_order(judge: &mut Judge<'_>, state: &State) -> Vec<i64> {
     // Per-account order: each account's consecutive entries give an edge earlier -> later.
     let mut successors: HashMap<i64, BTreeSet<i64>> = HashMap::new();
     let mut indegree: BTreeMap<i64, usize> = state.transfers.keys().map(|id| (*id, 0)).collect();
@@ -567,6 +576,13 @@ fn serial_equivalence(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
         );
     }
 
+    order
+}
+
+/// Orders the run's transfers as their entries record per account, replays them serially from
+/// the opening balances, and compares with entries, receipts and final balances.
+fn serial_equivalence(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
+    let order = serial_order(judge, state);
     let mut balances: HashMap<AccountId, Decimal> = judge.known.iter().map(|(id, k)| (*id, k.opening)).collect();
     let mut after: HashMap<i64, (Decimal, Decimal)> = HashMap::new();
     let entries_of: HashMap<(i64, AccountId), Decimal> =

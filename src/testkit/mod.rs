@@ -38,12 +38,16 @@
 //!     .expect("the ledger keeps every property");
 //! ```
 //!
+//! [`postings`] does the same for multi-leg postings (three and four legs, several debits and
+//! credits in one atomic unit), with its own broken control.
+//!
 //! Nothing here is meant for production code paths.
 
 mod checker;
 pub mod controls;
 pub mod expiry_controls;
 mod model;
+pub mod postings;
 mod runner;
 mod strategy;
 
