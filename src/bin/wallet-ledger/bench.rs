@@ -82,6 +82,13 @@ pub struct BenchArgs {
     /// A smoke run under 30 seconds: 2 threads, 1 s per point, 1000 accounts, 1000 holds to expire
     #[arg(long)]
     pub quick: bool,
+    /// Measure every point this many times, round by round (all points, then all of them
+    /// again), so that a drift of the machine's speed reaches every point alike; each point
+    /// reports its median round, and every round's transfers/s are listed beside it. A point
+    /// with a round that had deadlocks, errors, an unclean audit or money created or lost
+    /// reports that round instead: a median never hides a failure or a broken control's damage
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Also run the library on a Citus cluster (an embedded coordinator and two workers, or
     /// DATABASE_URL_CITUS): every --workloads workload plus same-worker and cross-worker, at every
     /// thread count, reported beside the single server's library runs
@@ -127,6 +134,7 @@ impl BenchArgs {
             expiry_holds: pick(self.expiry_holds.map(|h| h as u64), 1_000, 100_000) as usize,
             expiry_workers,
             expiry_batch: pick(self.expiry_batch.map(u64::from), 100, 500) as u32,
+            rounds: self.rounds,
         }
     }
 }
@@ -154,7 +162,7 @@ pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
     let pgbench_info = pgbench_info(pgbench.as_ref());
     let mut bench = prepare(server, &settings, pgbench, &points)?;
     let mut runs = Vec::new();
-    let mut failure = measure_all(&mut bench, &points, &mut runs).err();
+    let mut failure = measure_all(&mut bench, &points, settings.rounds, &mut runs).err();
     let (mut citus_cluster, mut citus_runs) = (None, Vec::new());
     if with_citus && failure.is_none() {
         let single =
@@ -263,8 +271,14 @@ fn prepare<'a>(
     pgbench: Option<Pgbench>,
     points: &[Point],
 ) -> Result<Bench<'a>> {
-    let progress = Progress::new(points.len(), Duration::from_secs(settings.duration_s));
-    progress.log(&format!("bench on {}: {} points of {} s", server.describe(), points.len(), settings.duration_s));
+    let progress = Progress::new(points.len() * settings.rounds, Duration::from_secs(settings.duration_s));
+    let rounds = if settings.rounds > 1 { format!(", {} rounds", settings.rounds) } else { String::new() };
+    progress.log(&format!(
+        "bench on {}: {} points of {} s{rounds}",
+        server.describe(),
+        points.len(),
+        settings.duration_s
+    ));
     progress.set_message(format!("setting up {} funded accounts", settings.accounts));
     let template = server.db_name("template");
     let start = Instant::now();
@@ -287,17 +301,35 @@ fn prepare<'a>(
     Ok(Bench { server, settings, template, accounts, pgbench, tpcb_db, expiry_template: None, progress })
 }
 
-/// Measures every point in order, logging each one as it completes.
-fn measure_all(bench: &mut Bench<'_>, points: &[Point], runs: &mut Vec<Run>) -> Result<()> {
-    for (i, &point) in points.iter().enumerate() {
-        let label = format!("{} {} {} threads", point.workload.name(), point.mode.name(), point.threads);
-        bench.progress.set_message(format!("[{}/{}] {label}", i + 1, points.len()));
-        let run = bench.measure(point).with_context(|| label.clone())?;
-        bench.progress.finish_point();
-        bench.progress.log(&format!("{label}: {}", summary(&run)));
-        runs.push(run);
+/// Measures every point in order, `rounds` times round by round, logging each one as it
+/// completes; `runs` gets one record per point (its median round, see [`report::representative`]).
+/// On an error, the points measured in every round so far are kept.
+fn measure_all(bench: &mut Bench<'_>, points: &[Point], rounds: usize, runs: &mut Vec<Run>) -> Result<()> {
+    let mut by_point: Vec<Vec<Run>> = points.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    let mut result = Ok(());
+    'rounds: for round in 1..=rounds {
+        for (i, &point) in points.iter().enumerate() {
+            let mut label = format!("{} {} {} threads", point.workload.name(), point.mode.name(), point.threads);
+            if rounds > 1 {
+                label = format!("round {round}/{rounds}: {label}");
+            }
+            bench.progress.set_message(format!("[{}/{}] {label}", i + 1, points.len()));
+            match bench.measure(point).with_context(|| label.clone()) {
+                Ok(run) => {
+                    bench.progress.finish_point();
+                    bench.progress.log(&format!("{label}: {}", summary(&run)));
+                    by_point[i].push(run);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break 'rounds;
+                }
+            }
+        }
     }
-    Ok(())
+    let complete = by_point.iter().map(Vec::len).max().unwrap_or(0);
+    runs.extend(by_point.into_iter().filter(|r| !r.is_empty()).map(|r| report::representative(r, complete)));
+    result
 }
 
 /// One line on a finished point, for the log.
@@ -346,6 +378,7 @@ fn config(s: &Settings) -> BTreeMap<&'static str, Value> {
         ("expiry_holds", json!(s.expiry_holds)),
         ("expiry_workers", json!(s.expiry_workers)),
         ("expiry_batch", json!(s.expiry_batch)),
+        ("rounds", json!(s.rounds)),
     ])
 }
 

@@ -284,6 +284,7 @@ fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Op
         lock_wait_share: None,
         max_lock_waiters: None,
         busy_share: None,
+        rounds_tps: Vec::new(),
     }
 }
 

@@ -205,6 +205,8 @@ pub struct Settings {
     pub expiry_workers: Vec<usize>,
     /// Holds per `expire_holds` call.
     pub expiry_batch: u32,
+    /// Times every point is measured, round by round; each point reports its median round.
+    pub rounds: usize,
 }
 
 impl Settings {
@@ -229,6 +231,7 @@ impl Settings {
             "--expiry-workers: give counts of 1 to {MAX_THREADS}"
         );
         ensure!((1..=100_000).contains(&self.expiry_batch), "--expiry-batch: 1 to 100,000");
+        ensure!((1..=25).contains(&self.rounds), "--rounds: 1 to 25");
         Ok(())
     }
 }
@@ -337,6 +340,7 @@ mod tests {
             expiry_holds: 10,
             expiry_workers: vec![1, 2, 4],
             expiry_batch: 5,
+            rounds: 1,
         }
     }
 

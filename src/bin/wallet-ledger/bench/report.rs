@@ -14,7 +14,7 @@ use wallet_ledger::Decimal;
 use super::plan::{Mode, Workload};
 
 /// One measured point. `None` (JSON null) where a figure does not apply to the mode.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Run {
     /// `uniform`, `hot`, `pair`, or `expiry` (the expiry section).
     pub workload: &'static str,
@@ -87,6 +87,40 @@ pub struct Run {
     pub max_lock_waiters: Option<u64>,
     /// Expiry: time the workers spent inside `expire_holds` / (workers x duration).
     pub busy_share: Option<f64>,
+    /// `--rounds` above 1: this point's transfers/s in every round, in round order (the record
+    /// itself is the median round's, or the first round with a failure).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds_tps: Vec<f64>,
+}
+
+/// Whether a run shows a failure or a control's damage: deadlocks, errors, an unclean audit,
+/// money created or lost.
+fn shows_damage(r: &Run) -> bool {
+    let money = r.money_created.as_deref().and_then(|m| Decimal::from_str(m).ok()).is_some_and(|d| !d.is_zero());
+    r.deadlocks > 0 || r.errors > 0 || r.audit_clean == Some(false) || money
+}
+
+/// One record for a point measured in several rounds: the first round that shows damage (so
+/// a median never hides a failure, nor a broken control's), otherwise the median round by
+/// transfers/s (the lower median for an even count); every round's transfers/s go in
+/// `rounds_tps`. A point measured in fewer rounds than `complete` (the bench stopped) is
+/// flagged with an error. One round is returned as it is.
+pub fn representative(mut rounds: Vec<Run>, complete: usize) -> Run {
+    if rounds.len() == 1 && complete <= 1 {
+        return rounds.pop().expect("one round");
+    }
+    let tps: Vec<f64> = rounds.iter().map(|r| r.tps).collect();
+    let index = rounds.iter().position(shows_damage).unwrap_or_else(|| {
+        let mut order: Vec<usize> = (0..rounds.len()).collect();
+        order.sort_by(|&a, &b| rounds[a].tps.total_cmp(&rounds[b].tps));
+        order[(order.len() - 1) / 2]
+    });
+    let mut run = rounds.swap_remove(index);
+    if tps.len() < complete && run.first_error.is_none() {
+        run.first_error = Some(format!("measured in {} of {complete} rounds (the bench stopped)", tps.len()));
+    }
+    run.rounds_tps = tps;
+    run
 }
 
 /// One of the issue's targets, judged on this report.
@@ -235,6 +269,14 @@ fn contention_checks(runs: &[Run]) -> Vec<Check> {
     let combined = find(Mode::Combined, "pair", 16);
     let library = find(Mode::Library, "pair", 16);
     let ratio = combined.and_then(|r| r.ratio_library);
+    let by_round = |a: Option<&Run>, b: Option<&Run>| match (a, b) {
+        (Some(a), Some(b)) if a.rounds_tps.len() > 1 && a.rounds_tps.len() == b.rounds_tps.len() => {
+            let each: Vec<String> =
+                a.rounds_tps.iter().zip(&b.rounds_tps).map(|(x, y)| format!("{:.2}x", x / y)).collect();
+            format!("; round by round {}", each.join(", "))
+        }
+        _ => String::new(),
+    };
     // The batch target at 16 threads, or the most threads both ran at.
     let batch_at = [16]
         .into_iter()
@@ -271,7 +313,8 @@ fn contention_checks(runs: &[Run]) -> Vec<Check> {
         Check {
             name: "pair, 16 threads: combined >= 5x library".into(),
             passed: ratio.map(|r| r >= 5.0),
-            detail: ratio.map_or("not measured".into(), |r| format!("{r:.2}x (target 5x)")),
+            detail: ratio
+                .map_or("not measured".into(), |r| format!("{r:.2}x (target 5x){}", by_round(combined, library))),
         },
         Check {
             name: "pair, 16 threads: combined p99 no worse than library p99".into(),
@@ -282,7 +325,8 @@ fn contention_checks(runs: &[Run]) -> Vec<Check> {
             name: "uniform: batch-100 >= 10x library (transfers/s, same threads)".into(),
             passed: batch.and_then(|r| r.ratio_library).map(|r| r >= 10.0),
             detail: batch.and_then(|r| r.ratio_library).map_or("not measured".into(), |r| {
-                format!("{r:.2}x at {} threads (target 10x)", batch_at.unwrap_or(0))
+                let library = batch_at.and_then(|t| find(Mode::Library, "uniform", t));
+                format!("{r:.2}x at {} threads (target 10x){}", batch_at.unwrap_or(0), by_round(batch, library))
             }),
         },
         Check {
@@ -494,6 +538,26 @@ of `wallet_ledger.holds` / `wallet_ledger.accounts` (from the tuple lock the wai
 share of the workers' time spent blocked), `busy` = time inside `expire_holds` / (workers x duration). \
 `expire-no-skip-locked` is the control claiming with `FOR UPDATE` without `SKIP LOCKED`.";
 
+const ROUNDS_NOTE: &str = "Every point was measured once per round, round by round (all points, then all of them \
+again), so a drift of the machine's speed reaches every point alike. The results table shows each point's median \
+round (or its first round with a failure or damage); here are the transfers/s of every round.";
+
+/// With `--rounds` above 1: every point's transfers/s in each round (empty otherwise).
+fn rounds_table(runs: &[Run]) -> String {
+    let Some(n) = runs.iter().map(|r| r.rounds_tps.len()).max().filter(|&n| n > 1) else {
+        return String::new();
+    };
+    let mut t = String::new();
+    let heads: Vec<String> = (1..=n).map(|i| format!("round {i}")).collect();
+    let _ = writeln!(t, "| workload | mode | thr | {} | reported |", heads.join(" | "));
+    let _ = writeln!(t, "|---|---|---:|{}---:|", "---:|".repeat(n));
+    for r in runs.iter().filter(|r| !r.rounds_tps.is_empty()) {
+        let each: Vec<String> = (0..n).map(|i| r.rounds_tps.get(i).map_or("-".into(), |v| format!("{v:.1}"))).collect();
+        let _ = writeln!(t, "| {} | {} | {} | {} | {:.1} |", r.workload, r.mode, r.threads, each.join(" | "), r.tps);
+    }
+    t
+}
+
 /// report.md: the command, the environment, the table, the checks and the plot.
 pub fn markdown(report: &Report) -> String {
     let mut md = String::from("# wallet-ledger bench report\n\n");
@@ -510,6 +574,10 @@ pub fn markdown(report: &Report) -> String {
         "## Results\n\n![transfers/s against threads](throughput.svg)\n\n{}\n{HOLD_CAPTURE_NOTE}\n",
         transfer_table(&report.runs)
     );
+    let rounds = rounds_table(&report.runs);
+    if !rounds.is_empty() {
+        let _ = writeln!(md, "## Rounds\n\n{ROUNDS_NOTE}\n\n{rounds}");
+    }
     let expiry = expiry_table(&report.runs);
     if !expiry.is_empty() {
         let _ = writeln!(md, "## Expiry\n\n{EXPIRY_NOTE}\n\n{expiry}");
@@ -551,4 +619,42 @@ pub fn write(report: &Report, out: &Path) -> Result<()> {
     fs::write(out.join("report.json"), json + "\n").with_context(|| format!("write {}/report.json", out.display()))?;
     fs::write(out.join("report.md"), markdown(report)).with_context(|| format!("write {}/report.md", out.display()))?;
     super::plot::draw(&report.runs, &out.join("throughput.svg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(tps: f64) -> Run {
+        Run { workload: "pair", mode: "combined", threads: 16, tps, audit_clean: Some(true), ..Run::default() }
+    }
+
+    #[test]
+    fn several_rounds_report_the_median_round_and_list_every_round() {
+        let r = representative(vec![round(100.0), round(300.0), round(200.0)], 3);
+        assert_eq!((r.tps, r.rounds_tps.clone()), (200.0, vec![100.0, 300.0, 200.0]));
+        assert_eq!(r.first_error, None);
+        // An even count takes the lower median.
+        assert_eq!(representative(vec![round(4.0), round(1.0), round(3.0), round(2.0)], 4).tps, 2.0);
+        // One round is left as it is.
+        assert!(representative(vec![round(7.0)], 1).rounds_tps.is_empty());
+    }
+
+    #[test]
+    fn a_round_with_damage_is_reported_instead_of_the_median() {
+        let failed = Run { errors: 1, ..round(250.0) };
+        assert_eq!(representative(vec![round(100.0), failed, round(300.0)], 3).errors, 1);
+        let lost = Run { money_created: Some("-3.00".into()), ..round(400.0) };
+        let r = representative(vec![round(100.0), round(200.0), lost], 3);
+        assert_eq!((r.tps, r.money_created.as_deref()), (400.0, Some("-3.00")));
+        let unclean = Run { audit_clean: Some(false), ..round(50.0) };
+        assert_eq!(representative(vec![unclean, round(100.0), round(200.0)], 3).audit_clean, Some(false));
+    }
+
+    #[test]
+    fn a_point_cut_short_by_a_stopped_bench_says_so() {
+        let r = representative(vec![round(100.0)], 3);
+        assert_eq!(r.rounds_tps, vec![100.0]);
+        assert!(r.first_error.is_some_and(|e| e.contains("1 of 3 rounds")));
+    }
 }
