@@ -89,6 +89,7 @@ struct Queued {
     caller: Thread,
 }
 
+#[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
     /// The caller collecting the next batch, if any (at most one at a time).
@@ -137,14 +138,7 @@ impl Combiner {
         config.check();
         // Until a first hand-over has counted the callers, a collector waits for a full batch
         // (at most `max_wait`): a lone caller waits once.
-        let state = State {
-            queue: VecDeque::new(),
-            collector: None,
-            running: false,
-            last_batch: config.max_batch,
-            done: HashMap::new(),
-            next_ticket: 0,
-        };
+        let state = State { last_batch: config.max_batch, ..State::default() };
         Combiner { config, state: Mutex::new(state) }
     }
 

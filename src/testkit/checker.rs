@@ -110,31 +110,30 @@ const SHOWN: usize = 25;
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.stats;
-        write!(
-            f,
-            "{}: {} attempts: {} applied, {} replayed, {} refused, {} deadlocks, {} errors; {} committed",
-            self.control.name(),
-            s.attempts,
-            s.applied,
-            s.replayed,
-            s.refused,
-            s.deadlocks,
-            s.errors,
-            s.committed
-        )?;
-        if self.is_clean() {
-            return write!(f, "; clean");
-        }
-        write!(f, "; broken: {:?}", self.properties())?;
-        for finding in self.findings.iter().take(SHOWN) {
-            write!(f, "\n  {finding}")?;
-        }
-        if self.findings.len() > SHOWN {
-            write!(f, "\n  ... and {} more", self.findings.len() - SHOWN)?;
-        }
-        Ok(())
+        write_verdict(f, self.control.name(), &self.stats, &self.findings)
     }
+}
+
+/// A report's text: `title`, the outcome counts, then `clean` or the broken properties and the
+/// first [`SHOWN`] findings.
+pub(super) fn write_verdict(f: &mut fmt::Formatter<'_>, title: &str, s: &Stats, findings: &[Finding]) -> fmt::Result {
+    write!(
+        f,
+        "{title}: {} attempts: {} applied, {} replayed, {} refused, {} deadlocks, {} errors; {} committed",
+        s.attempts, s.applied, s.replayed, s.refused, s.deadlocks, s.errors, s.committed
+    )?;
+    if findings.is_empty() {
+        return write!(f, "; clean");
+    }
+    let broken: BTreeSet<Property> = findings.iter().map(|f| f.property).collect();
+    write!(f, "; broken: {broken:?}")?;
+    for finding in findings.iter().take(SHOWN) {
+        write!(f, "\n  {finding}")?;
+    }
+    if findings.len() > SHOWN {
+        write!(f, "\n  ... and {} more", findings.len() - SHOWN)?;
+    }
+    Ok(())
 }
 
 /// What an outcome was.
@@ -637,14 +636,15 @@ fn serial_equivalence(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
             );
         }
     }
-    let mut finals: Vec<(AccountId, Decimal, Decimal)> = Vec::new();
-    for (id, replayed) in &balances {
-        if let Some(actual) = state.balances.get(id) {
-            if actual != replayed {
-                finals.push((*id, *actual, *replayed));
-            }
-        }
-    }
+    final_balances(judge, &balances, state);
+}
+
+/// Every account's balance in the database must be the one the serial replay ended with.
+pub(super) fn final_balances(judge: &mut Judge<'_>, replayed: &HashMap<AccountId, Decimal>, state: &State) {
+    let mut finals: Vec<(AccountId, Decimal, Decimal)> = replayed
+        .iter()
+        .filter_map(|(id, replayed)| state.balances.get(id).filter(|a| *a != replayed).map(|a| (*id, *a, *replayed)))
+        .collect();
     finals.sort();
     for (id, actual, replayed) in finals {
         let name = judge.name(id);
@@ -652,60 +652,94 @@ fn serial_equivalence(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
     }
 }
 
-fn idempotency(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
-    let mut by_key: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
-    for o in &run.outcomes {
-        if let Some(key) = &o.transfer.idempotency_key {
-            by_key.entry(key.clone()).or_default().push(o);
-        }
-    }
-    let mut holders: HashMap<&str, Vec<&Committed>> = HashMap::new();
+/// A success under an idempotency key, as [`judge_key`] compares them.
+pub(super) struct KeyedSuccess {
+    /// The attempt, for findings.
+    pub(super) label: String,
+    /// The transfer (or posting) its receipt names.
+    pub(super) transfer: i64,
+    /// Whether the receipt says it was a replay.
+    pub(super) replayed: bool,
+    /// The balances the receipt reports, in an order that does not depend on the call.
+    pub(super) balances: Vec<(AccountId, Decimal)>,
+}
+
+/// Per idempotency key, the committed transfers (or postings) of the run that hold it.
+pub(super) fn key_holders(state: &State) -> HashMap<&str, Vec<i64>> {
+    let mut holders: HashMap<&str, Vec<i64>> = HashMap::new();
     for c in state.transfers.values() {
         if let Some(key) = &c.key {
-            holders.entry(key.as_str()).or_default().push(c);
+            holders.entry(key.as_str()).or_default().push(c.id);
         }
     }
-    for (key, outcomes) in by_key {
-        let held = holders.get(key.as_str()).map_or(&[][..], |v| v.as_slice());
-        if held.len() > 1 {
-            let ids: Vec<i64> = held.iter().map(|c| c.id).collect();
-            judge.find(Property::Idempotency, format!("key {key:?} applied {} times: transfers {ids:?}", held.len()));
+    holders
+}
+
+/// Judges one key: held by at most one transfer, successes only if held, exactly one success
+/// that was not a replay, every success naming the holder, every replay repeating the first
+/// receipt. Returns the holder.
+pub(super) fn judge_key(judge: &mut Judge<'_>, key: &str, held: &[i64], successes: &[KeyedSuccess]) -> Option<i64> {
+    if held.len() > 1 {
+        judge.find(Property::Idempotency, format!("key {key:?} applied {} times: transfers {held:?}", held.len()));
+    }
+    let Some(&holder) = held.first() else {
+        if !successes.is_empty() {
+            judge.find(Property::Idempotency, format!("key {key:?} succeeded but no transfer holds it"));
         }
-        let successes: Vec<(&Outcome, &Receipt)> =
-            outcomes.iter().filter_map(|o| o.result.as_ref().ok().map(|r| (*o, r))).collect();
-        let Some(holder) = held.first() else {
-            if !successes.is_empty() {
-                judge.find(Property::Idempotency, format!("key {key:?} succeeded but no transfer holds it"));
-            }
-            continue;
-        };
-        let firsts: Vec<&Receipt> = successes.iter().filter(|(_, r)| !r.replayed).map(|(_, r)| *r).collect();
-        if firsts.len() != 1 {
+        return None;
+    };
+    let firsts: Vec<&KeyedSuccess> = successes.iter().filter(|s| !s.replayed).collect();
+    if firsts.len() != 1 {
+        judge.find(
+            Property::Idempotency,
+            format!("key {key:?}: {} successes were not replays, expected exactly 1", firsts.len()),
+        );
+    }
+    for s in successes {
+        if s.transfer != holder {
             judge.find(
                 Property::Idempotency,
-                format!("key {key:?}: {} successes were not replays, expected exactly 1", firsts.len()),
+                format!("{}: receipt names transfer {}, key {key:?} is held by {holder}", s.label, s.transfer),
             );
         }
-        for (o, r) in &successes {
-            let label = judge.label(o);
-            if r.transfer_id.0 != holder.id {
+        if let Some(first) = firsts.first().filter(|_| s.replayed) {
+            if (s.transfer, &s.balances) != (first.transfer, &first.balances) {
                 judge.find(
                     Property::Idempotency,
-                    format!("{label}: receipt names transfer {}, key {key:?} is held by {}", r.transfer_id, holder.id),
+                    format!(
+                        "{}: replay of transfer {} with balances {:?} differs from the first receipt ({}: transfer {}, {:?})",
+                        s.label, s.transfer, s.balances, first.label, first.transfer, first.balances
+                    ),
                 );
             }
-            if let Some(first) = firsts.first() {
-                if r.replayed
-                    && (r.transfer_id, r.from_balance, r.to_balance)
-                        != (first.transfer_id, first.from_balance, first.to_balance)
-                {
-                    judge.find(
-                        Property::Idempotency,
-                        format!("{label}: replay {r:?} differs from the first receipt {first:?}"),
-                    );
-                }
-            }
         }
+    }
+    Some(holder)
+}
+
+fn idempotency(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
+    let mut by_key: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+    for o in &run.outcomes {
+        if let Some(key) = &o.transfer.idempotency_key {
+            by_key.entry(key.as_str()).or_default().push(o);
+        }
+    }
+    let holders = key_holders(state);
+    for (key, outcomes) in by_key {
+        let successes: Vec<KeyedSuccess> = outcomes
+            .iter()
+            .filter_map(|o| {
+                o.result.as_ref().ok().map(|r| KeyedSuccess {
+                    label: judge.label(o),
+                    transfer: r.transfer_id.0,
+                    replayed: r.replayed,
+                    balances: vec![(r.from, r.from_balance), (r.to, r.to_balance)],
+                })
+            })
+            .collect();
+        let held = holders.get(key).map_or(&[][..], Vec::as_slice);
+        let Some(holder) = judge_key(judge, key, held, &successes) else { continue };
+        let holder = &state.transfers[&holder];
         for o in &outcomes {
             if let Err(LedgerError::IdempotencyConflict { existing, .. }) = &o.result {
                 let same =
@@ -719,5 +753,47 @@ fn idempotency(judge: &mut Judge<'_>, run: &RunLog, state: &State) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::LedgerSpec;
+
+    fn setup() -> Setup {
+        Setup {
+            spec: LedgerSpec { currencies: Vec::new(), accounts: Vec::new() },
+            accounts: Vec::new(),
+            issuers: Vec::new(),
+            unknown: AccountId(0),
+            opening: Vec::new(),
+            opening_versions: Vec::new(),
+            issuer_opening: Vec::new(),
+            last_setup_transfer: 0,
+            key_prefix: String::new(),
+        }
+    }
+
+    fn success(label: &str, transfer: i64, replayed: bool, balance: i64) -> KeyedSuccess {
+        KeyedSuccess { label: label.into(), transfer, replayed, balances: vec![(AccountId(1), Decimal::from(balance))] }
+    }
+
+    /// The idempotency check flags each way a key can be broken, and nothing in a clean case.
+    #[test]
+    fn judge_key_catches_every_broken_key() {
+        let setup = setup();
+        let judged = |held: &[i64], successes: &[KeyedSuccess]| {
+            let mut judge = Judge::new(&setup);
+            let holder = judge_key(&mut judge, "k", held, successes);
+            (holder, judge.findings.len())
+        };
+        let clean = [success("a", 7, false, 5), success("b", 7, true, 5)];
+        assert_eq!(judged(&[7], &clean), (Some(7), 0));
+        assert_eq!(judged(&[7, 8], &clean).1, 1, "applied twice");
+        assert_eq!(judged(&[], &clean), (None, 1), "a success without a holder");
+        assert_eq!(judged(&[7], &[success("a", 7, false, 5), success("b", 7, false, 5)]).1, 1, "two firsts");
+        assert_eq!(judged(&[7], &[success("a", 7, false, 5), success("b", 8, true, 5)]).1, 2, "names another");
+        assert_eq!(judged(&[7], &[success("a", 7, false, 5), success("b", 7, true, 6)]).1, 1, "replay differs");
     }
 }

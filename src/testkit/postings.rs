@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use super::checker::{audit_findings, conservation, read_state, serial_order, Judge, State};
+use super::checker::{
+    audit_findings, conservation, final_balances, judge_key, key_holders, read_state, serial_order, write_verdict,
+    Judge, KeyedSuccess, State,
+};
 use super::controls::is_deadlock;
 use super::model::{AccountSpec, CurrencySpec, Floor, LedgerSpec};
 use super::runner::{ledger_for, KitError, ScratchDatabase, Setup};
@@ -387,29 +390,7 @@ impl PostingReport {
 
 impl fmt::Display for PostingReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.stats;
-        write!(
-            f,
-            "postings, {}: {} attempts: {} applied, {} replayed, {} refused, {} deadlocks, {} errors; {} committed",
-            self.control.name(),
-            s.attempts,
-            s.applied,
-            s.replayed,
-            s.refused,
-            s.deadlocks,
-            s.errors,
-            s.committed
-        )?;
-        if self.is_clean() {
-            return write!(f, "; clean");
-        }
-        for finding in self.findings.iter().take(25) {
-            write!(f, "\n  {finding}")?;
-        }
-        if self.findings.len() > 25 {
-            write!(f, "\n  ... and {} more", self.findings.len() - 25)?;
-        }
-        Ok(())
+        write_verdict(f, &format!("postings, {}", self.control.name()), &self.stats, &self.findings)
     }
 }
 
@@ -575,66 +556,30 @@ fn serial_equivalence(judge: &mut Judge<'_>, run: &PostingRun, state: &State) {
             );
         }
     }
-    let mut finals: Vec<(AccountId, Decimal, Decimal)> = balances
-        .iter()
-        .filter_map(|(id, replayed)| state.balances.get(id).filter(|a| *a != replayed).map(|a| (*id, *a, *replayed)))
-        .collect();
-    finals.sort();
-    for (id, actual, replayed) in finals {
-        let name = judge.name(id);
-        judge.find(Property::SerialEquivalence, format!("{name} holds {actual}, serial replay gives {replayed}"));
-    }
+    final_balances(judge, &balances, state);
 }
 
 fn idempotency(judge: &mut Judge<'_>, run: &PostingRun, state: &State) {
-    let mut holders: HashMap<&str, Vec<i64>> = HashMap::new();
-    for c in state.transfers.values() {
-        if let Some(key) = &c.key {
-            holders.entry(key.as_str()).or_default().push(c.id);
-        }
-    }
     let mut by_key: BTreeMap<&str, Vec<&PostingOutcome>> = BTreeMap::new();
     for o in &run.outcomes {
         if let Some(key) = &o.posting.idempotency_key {
             by_key.entry(key.as_str()).or_default().push(o);
         }
     }
+    let holders = key_holders(state);
     for (key, outcomes) in by_key {
-        let held = holders.get(key).map_or(&[][..], Vec::as_slice);
-        if held.len() > 1 {
-            judge.find(Property::Idempotency, format!("key {key:?} applied {} times: postings {held:?}", held.len()));
-        }
-        let successes: Vec<(&PostingOutcome, &PostingReceipt)> =
-            outcomes.iter().filter_map(|o| o.result.as_ref().ok().map(|r| (*o, r))).collect();
-        let Some(holder) = held.first() else {
-            if !successes.is_empty() {
-                judge.find(Property::Idempotency, format!("key {key:?} succeeded but no posting holds it"));
-            }
-            continue;
-        };
-        let firsts: Vec<&PostingReceipt> = successes.iter().filter(|(_, r)| !r.replayed).map(|(_, r)| *r).collect();
-        if firsts.len() != 1 {
-            judge.find(
-                Property::Idempotency,
-                format!("key {key:?}: {} successes were not replays, expected exactly 1", firsts.len()),
-            );
-        }
-        for (o, r) in &successes {
-            if r.transfer_id.0 != *holder {
-                judge.find(
-                    Property::Idempotency,
-                    format!("{}: receipt names posting {}, key {key:?} is held by {holder}", label(o), r.transfer_id),
-                );
-            }
-            if let Some(first) = firsts.first().filter(|_| r.replayed) {
-                if sorted(r.balances.clone()) != sorted(first.balances.clone()) {
-                    judge.find(
-                        Property::Idempotency,
-                        format!("{}: replay {r:?} differs from the first receipt {first:?}", label(o)),
-                    );
-                }
-            }
-        }
+        let successes: Vec<KeyedSuccess> = outcomes
+            .iter()
+            .filter_map(|o| {
+                o.result.as_ref().ok().map(|r| KeyedSuccess {
+                    label: label(o),
+                    transfer: r.transfer_id.0,
+                    replayed: r.replayed,
+                    balances: sorted(r.balances.clone()),
+                })
+            })
+            .collect();
+        judge_key(judge, key, holders.get(key).map_or(&[][..], Vec::as_slice), &successes);
     }
 }
 
