@@ -186,7 +186,28 @@ fn nowait_refuses_at_once_and_timeout_after_the_timeout() -> Result<()> {
     assert!(nowait_took < Duration::from_secs(2), "NoWait waited {nowait_took:?}");
     assert!(timeout_took >= Duration::from_millis(100), "Timeout(100ms) gave up after {timeout_took:?}");
     assert!(timeout_took < Duration::from_secs(3), "Timeout(100ms) waited {timeout_took:?}");
-    // And once the holder is gone, both go through.
+    // And once the holder is gone, both go through. A refused attempt's backend sends its error
+    // before it has rolled back and released the row it had already locked (PostgreSQL reports
+    // an error, then aborts), so the refused attempts above are holders too for a moment: seen in
+    // CI, where `nowait` then found w[0] still locked. Wait until no other session of this
+    // database holds a lock on the accounts table (row locks come with one on the table until
+    // the transaction ends).
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls)?;
+    let settle = Instant::now();
+    loop {
+        let holders: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND relation = 'wallet_ledger.accounts'::regclass AND pid <> pg_backend_pid()",
+                &[],
+            )?
+            .get(0);
+        if holders == 0 {
+            break;
+        }
+        assert!(settle.elapsed() < Duration::from_secs(5), "{holders} sessions still hold accounts after 5 s");
+        thread::sleep(Duration::from_millis(1));
+    }
     nowait.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
     timeout.transfer(&Transfer::new(w[1], w[0], dec!(1)))?;
     Ok(())
