@@ -36,13 +36,7 @@ pub const CITUS_SCHEMA_VERSION: i32 = CITUS_MIGRATIONS[CITUS_MIGRATIONS.len() - 
 pub(crate) const WRITER_GATE_KEY: i64 = 0x7761_6c6c_6574_5f61;
 
 /// Advisory lock key that serializes Citus migrations across processes ("wallet_c").
-const CITUS_MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f63;
-
-const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS wallet_ledger.citus_schema_version (
-    version    integer     PRIMARY KEY,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);";
+pub(crate) const CITUS_MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f63;
 
 /// Whether the connected database has the Citus extension.
 pub(crate) fn installed(client: &mut Client) -> Result<bool, LedgerError> {
@@ -64,54 +58,6 @@ pub(crate) fn resolve(client: &mut Client, wanted: Option<bool>) -> Result<bool,
     }
 }
 
-/// Applies the Citus migrations the database does not have yet (after the core migrations,
-/// in its own transaction). Returns how many were applied.
-pub(crate) fn migrate(client: &mut Client, schema: &SchemaName) -> Result<usize, LedgerError> {
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CITUS_MIGRATION_LOCK_KEY])?;
-    tx.batch_execute(&schema.qualify(VERSION_TABLE))?;
-    let current = current_version(&mut tx, schema)?;
-    if current > CITUS_SCHEMA_VERSION {
-        return Err(LedgerError::SchemaTooNew { found: current, supported: CITUS_SCHEMA_VERSION });
-    }
-    let mut applied = 0;
-    for (version, name, sql) in CITUS_MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
-        // One statement per message: Citus propagates some DDL to the shards with the text of
-        // the query that carried it, and a worker refuses several commands in one.
-        for statement in statements(&schema.qualify(sql)) {
-            tx.batch_execute(statement)?;
-        }
-        let record = schema.qualify("INSERT INTO wallet_ledger.citus_schema_version (version, name) VALUES ($1, $2)");
-        tx.execute(record.as_ref(), &[version, name])?;
-        applied += 1;
-    }
-    tx.commit()?;
-    Ok(applied)
-}
-
-/// Checks, without changing anything, that the Citus migrations are at this build's version.
-pub(crate) fn check_version(client: &mut Client, schema: &SchemaName) -> Result<(), LedgerError> {
-    let exists = schema.qualify("SELECT to_regclass('wallet_ledger.citus_schema_version') IS NOT NULL");
-    let exists: bool = client.query_one(exists.as_ref(), &[])?.get(0);
-    let found = if exists { current_version(client, schema)? } else { 0 };
-    if found > CITUS_SCHEMA_VERSION {
-        return Err(LedgerError::SchemaTooNew { found, supported: CITUS_SCHEMA_VERSION });
-    }
-    if found < CITUS_SCHEMA_VERSION {
-        return Err(LedgerError::SchemaOutdated {
-            schema: format!("{schema} (Citus migrations)"),
-            found,
-            required: CITUS_SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
-fn current_version(client: &mut impl postgres::GenericClient, schema: &SchemaName) -> Result<i32, LedgerError> {
-    let sql = schema.qualify("SELECT coalesce(max(version), 0) FROM wallet_ledger.citus_schema_version");
-    Ok(client.query_one(sql.as_ref(), &[])?.get(0))
-}
-
 /// The Citus migrations as one script for `schema`, for a backend's own migration tool: run it
 /// once, in one transaction, after [`migration_script_for`](crate::schema::migration_script_for),
 /// on the coordinator (with its workers added); then build the ledger with `migrate(false)`.
@@ -123,18 +69,11 @@ fn current_version(client: &mut impl postgres::GenericClient, schema: &SchemaNam
 /// assert!(sql.contains("create_distributed_table('wallet_ledger.accounts', 'id')"));
 /// ```
 pub fn migration_script_for(schema: &SchemaName) -> String {
-    let mut script = schema.qualify(VERSION_TABLE).into_owned();
-    for (version, name, sql) in CITUS_MIGRATIONS {
-        script.push_str(&format!("\n\n-- wallet-ledger Citus migration {version}: {name}\n{}", schema.qualify(sql)));
-        let record =
-            format!("INSERT INTO wallet_ledger.citus_schema_version (version, name) VALUES ({version}, '{name}');");
-        script.push_str(&format!("\n{}\n", schema.qualify(&record)));
-    }
-    script
+    crate::schema::script(schema, "citus_schema_version", CITUS_MIGRATIONS, "wallet-ledger Citus migration")
 }
 
 /// `sql` split into its statements, at each `;` outside comments, quotes and dollar quotes.
-fn statements(sql: &str) -> Vec<&str> {
+pub(crate) fn statements(sql: &str) -> Vec<&str> {
     let bytes = sql.as_bytes();
     let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
     while i < bytes.len() {

@@ -1,41 +1,32 @@
-//! The combiner: in-process group commit for hot accounts (opt-in, [`CombineConfig`]).
+//! The combiner: in-process group commit (opt-in, [`CombineConfig`]).
 //!
-//! A transfer on a hot row waits for the previous transfer's commit to be flushed to the WAL
-//! before it can lock the row: one flush per transfer per row is the bound of any per-transfer
-//! locking scheme. With the combiner, concurrent [`Ledger::transfer`] calls are queued in the
-//! process; one of the callers (the leader) takes the queue and applies it as one
-//! [batch](Ledger::transfer_batch): one transaction, one ordered lock of every account, one
-//! flush for all of them. Meanwhile the next transfers queue up behind it, so the batches grow
-//! with the load by themselves.
+//! Concurrent callers queue their items in the process; one of them (the leader) takes the
+//! queue and applies it with the function it was given, as one batch. Meanwhile the next items
+//! queue up behind it, so batches grow with the load by themselves. For transfers, that
+//! function is one [batch](crate::Ledger::transfer_batch): one transaction, one ordered lock of
+//! every account, one WAL flush for all of them (`ops::transfer` says how each caller still
+//! gets its own outcome).
 //!
-//! Each caller waits parked on its own thread and is woken alone: when its result is in, or when
-//! it is the first queued caller and a collector is wanted. (Waking every waiting caller on
-//! every hand-over cost a context switch per caller on 2 cores.)
+//! Rules:
+//! - no thread or runtime is added: the leader is a caller's own thread, blocked in its own
+//!   call anyway;
+//! - each caller waits parked on its own thread and is woken alone: when its result is in, or
+//!   when it is the first queued caller and a collector is wanted;
+//! - one batch runs at a time per combiner (`docs/design.md`, "The combiner", says why);
+//! - every caller gets exactly the result the apply function gave its item; when the function
+//!   panics, the other callers of that batch get the combiner's failure value and the leader's
+//!   thread resumes the panic.
 //!
-//! No thread or runtime is added: the leader is a caller's own thread, blocked in its own
-//! `transfer` call anyway. Every caller gets its own result, as alone:
-//!
-//! - a refusal of one transfer (funds, floor, currency, key conflict) is that caller's alone;
-//! - validation refusals are returned before queueing;
-//! - when the batch fails as a whole (a database or pool error after retries), no transfer of
-//!   it was applied and every caller gets [`LedgerError::BatchFailed`] sharing the error, or
-//!   [`LedgerError::BatchOutcomeUnknown`] naming its own key when the connection was lost and
-//!   the outcome is open;
-//! - when the batch's lock is refused by the [`LockWait`](crate::LockWait) policy
-//!   (`NoWait`/`Timeout`: one locked account refuses the whole statement), the leader runs each
-//!   transfer of it alone, so each caller gets the lock refusal it would have got alone, and
-//!   only if its own accounts were locked.
+//! The module does no I/O: the apply function is passed in, so its logic is tested without a
+//! database (`tests` below).
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crate::error::LedgerError;
-use crate::ledger::Ledger;
 use crate::limits::BATCH_ITEMS_MAX;
-use crate::transfer::{internal_key, Receipt, Transfer};
 
 /// Settings of the combiner (see [`LedgerBuilder::combine`](crate::LedgerBuilder::combine)).
 ///
@@ -70,7 +61,7 @@ impl Default for CombineConfig {
 }
 
 impl CombineConfig {
-    /// Panics on a setting out of range (at build time rather than at the first transfer).
+    /// Panics on a setting out of range (at build time rather than at the first call).
     pub(crate) fn check(&self) {
         assert!(
             (1..=BATCH_ITEMS_MAX).contains(&self.max_batch),
@@ -80,33 +71,30 @@ impl CombineConfig {
     }
 }
 
-/// A transfer waiting in the queue, and the caller to wake when its result is in.
-struct Queued {
+/// An item waiting in the queue, and the caller to wake when its result is in.
+struct Queued<T> {
     ticket: u64,
-    transfer: Transfer,
-    key: String,
+    item: T,
     since: Instant,
     caller: Thread,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Queued>,
+struct State<T, R> {
+    queue: VecDeque<Queued<T>>,
     /// The caller collecting the next batch, if any (at most one at a time).
     collector: Option<Thread>,
-    /// Whether a batch taken from the queue is being applied. One at a time: two at once was
-    /// measured and was slower (docs/design.md, "The combiner").
+    /// Whether a batch taken from the queue is being applied (at most one at a time).
     running: bool,
-    /// Transfers queued when the last batch was taken: how many are likely to come back, which
-    /// the next collector waits for (clamped to 1..=`max_batch`).
+    /// Items queued when the last batch was taken: how many are likely to come back, which the
+    /// next collector waits for (clamped to 1..=`max_batch`).
     last_batch: usize,
     /// Results not yet picked up by their callers, by ticket.
-    done: HashMap<u64, Result<Receipt, LedgerError>>,
+    done: HashMap<u64, R>,
     next_ticket: u64,
 }
 
-impl State {
-    /// How many queued transfers the collector waits for (at most `max_wait`).
+impl<T, R> State<T, R> {
+    /// How many queued items the collector waits for (at most `max_wait`).
     fn target(&self, max_batch: usize) -> usize {
         self.last_batch.clamp(1, max_batch)
     }
@@ -127,33 +115,50 @@ impl State {
     }
 }
 
-/// The queue and its one lock; shared by the clones of a [`Ledger`].
-pub(crate) struct Combiner {
+/// The queue and its one lock, shared by every caller of one [`Ledger`](crate::Ledger) and its
+/// clones. `T` is a queued item, `R` its result.
+pub(crate) struct Combiner<T, R> {
     config: CombineConfig,
-    state: Mutex<State>,
+    state: Mutex<State<T, R>>,
+    /// The result of a caller whose batch the apply function did not finish (it panicked, or
+    /// returned fewer results than items).
+    failed: fn() -> R,
 }
 
-impl Combiner {
-    pub(crate) fn new(config: CombineConfig) -> Self {
+impl<T: Clone, R> Combiner<T, R> {
+    /// # Panics
+    /// On a `config` out of range (see [`CombineConfig`]).
+    pub(crate) fn new(config: CombineConfig, failed: fn() -> R) -> Self {
         config.check();
         // Until a first hand-over has counted the callers, a collector waits for a full batch
         // (at most `max_wait`): a lone caller waits once.
-        let state = State { last_batch: config.max_batch, ..State::default() };
-        Combiner { config, state: Mutex::new(state) }
+        let state = State {
+            queue: VecDeque::new(),
+            collector: None,
+            running: false,
+            last_batch: config.max_batch,
+            done: HashMap::new(),
+            next_ticket: 0,
+        };
+        Combiner { config, state: Mutex::new(state), failed }
     }
 
     pub(crate) fn config(&self) -> CombineConfig {
         self.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T, R>> {
         // Nothing panics while holding the lock; a poisoned lock still holds consistent state.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits (lock released) until this thread is unparked or `timeout` passes, then relocks.
     /// A wake-up may be spurious: callers re-check the state.
-    fn park<'a>(&'a self, state: MutexGuard<'a, State>, timeout: Option<Duration>) -> MutexGuard<'a, State> {
+    fn park<'a>(
+        &'a self,
+        state: MutexGuard<'a, State<T, R>>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, State<T, R>> {
         drop(state);
         match timeout {
             Some(t) => thread::park_timeout(t),
@@ -162,21 +167,13 @@ impl Combiner {
         self.lock()
     }
 
-    /// Queues `t` and returns its own result, collecting and applying batches when it is the
-    /// caller's turn.
-    pub(crate) fn transfer(&self, ledger: &Ledger, t: &Transfer) -> Result<Receipt, LedgerError> {
-        t.validate()?;
-        let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+    /// Queues `item` and returns its own result, collecting batches and applying them with
+    /// `apply` (one result per item, in order) when it is this caller's turn.
+    pub(crate) fn submit(&self, item: T, apply: &dyn Fn(&[T]) -> Vec<R>) -> R {
         let mut state = self.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push_back(Queued {
-            ticket,
-            transfer: t.clone(),
-            key,
-            since: Instant::now(),
-            caller: thread::current(),
-        });
+        state.queue.push_back(Queued { ticket, item, since: Instant::now(), caller: thread::current() });
         if let Some(collector) = &state.collector {
             if state.queue.len() >= state.target(self.config.max_batch) {
                 collector.unpark();
@@ -187,7 +184,7 @@ impl Combiner {
                 return result;
             }
             if state.collector_wanted() && state.queue.iter().any(|q| q.ticket == ticket) {
-                state = self.lead(ledger, state);
+                state = self.lead(state, apply);
                 continue;
             }
             state = self.park(state, None);
@@ -196,7 +193,11 @@ impl Combiner {
 
     /// Collects a batch (bounded by `max_batch` and `max_wait`), hands the collector's role on,
     /// applies the batch without holding the queue's lock and delivers every result.
-    fn lead<'a>(&'a self, ledger: &Ledger, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn lead<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<T, R>>,
+        apply: &dyn Fn(&[T]) -> Vec<R>,
+    ) -> MutexGuard<'a, State<T, R>> {
         state.collector = Some(thread::current());
         while let Some(oldest) = state.queue.front().map(|q| q.since) {
             let waited = oldest.elapsed();
@@ -207,30 +208,31 @@ impl Combiner {
         }
         let take = state.queue.len().min(self.config.max_batch);
         state.last_batch = state.queue.len();
-        let batch: Vec<Queued> = state.queue.drain(..take).collect();
+        let batch: Vec<Queued<T>> = state.queue.drain(..take).collect();
         state.collector = None;
         state.running = true;
         state.wake_collector();
         drop(state);
 
-        let results = catch_unwind(AssertUnwindSafe(|| apply(ledger, &batch)));
+        let items: Vec<T> = batch.iter().map(|q| q.item.clone()).collect();
+        let results = catch_unwind(AssertUnwindSafe(|| apply(&items)));
 
         let mut state = self.lock();
         state.running = false;
         let panic = match results {
             Ok(results) => {
-                for (q, result) in batch.iter().zip(results) {
+                let mut results = results.into_iter();
+                for q in &batch {
+                    let result = results.next().unwrap_or_else(self.failed);
                     state.done.insert(q.ticket, result);
                 }
                 None
             }
             Err(panic) => {
-                let shared = Arc::new(LedgerError::InvalidInput {
-                    field: "combined batch",
-                    reason: "the thread applying the batch panicked; nothing of it was applied".into(),
-                });
-                for q in &batch {
-                    state.done.insert(q.ticket, Err(LedgerError::BatchFailed { source: Arc::clone(&shared) }));
+                // The leader's own caller unwinds with the panic and never collects a result.
+                let me = thread::current().id();
+                for q in batch.iter().filter(|q| q.caller.id() != me) {
+                    state.done.insert(q.ticket, (self.failed)());
                 }
                 Some(panic)
             }
@@ -248,35 +250,122 @@ impl Combiner {
     }
 }
 
-/// Applies one combined batch and gives each queued transfer its own result. A batch of one
-/// goes through the single-transfer function, which does less work than the batch function
-/// for one item: a lone caller pays nothing for the combiner but the queue.
-fn apply(ledger: &Ledger, batch: &[Queued]) -> Vec<Result<Receipt, LedgerError>> {
-    if let [q] = batch {
-        return vec![ledger.run_transfer_keyed(&q.transfer, &q.key)];
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    const FAILED: i64 = -1;
+
+    /// A shared apply function for the test threads.
+    type Apply = Arc<dyn Fn(&[i64]) -> Vec<i64> + Send + Sync>;
+
+    fn combiner(max_batch: usize, max_wait: Duration) -> Arc<Combiner<i64, i64>> {
+        Arc::new(Combiner::new(CombineConfig { max_batch, max_wait }, || FAILED))
     }
-    let items: Vec<Transfer> = batch.iter().map(|q| q.transfer.clone()).collect();
-    let keys: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
-    match ledger.run_batch(&items, Some(&keys)) {
-        Ok(results) => results,
-        // One locked account refuses the whole batch's lock statement: run each alone, so that
-        // only the transfers whose own accounts are locked are refused.
-        Err(LedgerError::LockUnavailable { .. }) if batch.len() > 1 => batch.iter().map(|q| alone(ledger, q)).collect(),
-        Err(LedgerError::BatchOutcomeUnknown { source, .. }) => keys
-            .into_iter()
-            .map(|key| {
-                Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: vec![key], source: Arc::clone(&source) })
+
+    /// Runs `threads` threads that each submit `per_thread` distinct items through `apply`.
+    fn run(
+        c: &Arc<Combiner<i64, i64>>,
+        threads: usize,
+        per_thread: usize,
+        apply: Apply,
+    ) -> Vec<(i64, std::thread::Result<i64>)> {
+        let start = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (c, apply, start) = (Arc::clone(c), Arc::clone(&apply), Arc::clone(&start));
+                thread::spawn(move || {
+                    start.wait();
+                    (0..per_thread)
+                        .map(|i| {
+                            let item = (t * per_thread + i) as i64;
+                            (item, catch_unwind(AssertUnwindSafe(|| c.submit(item, &*apply))))
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
-            .collect(),
-        Err(e) => {
-            let shared = Arc::new(e);
-            batch.iter().map(|_| Err(LedgerError::BatchFailed { source: Arc::clone(&shared) })).collect()
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a caller thread ended")).collect()
+    }
+
+    #[test]
+    fn a_lone_caller_gets_its_own_result_in_a_batch_of_one() {
+        let c = combiner(8, Duration::ZERO);
+        let sizes = Mutex::new(Vec::new());
+        let apply = |items: &[i64]| {
+            sizes.lock().unwrap().push(items.len());
+            items.iter().map(|i| i * 10).collect()
+        };
+        assert_eq!(c.submit(7, &apply), 70);
+        assert_eq!(c.submit(8, &apply), 80);
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
+    }
+
+    #[test]
+    fn concurrent_callers_are_combined_and_each_gets_exactly_its_own_result() {
+        let c = combiner(16, Duration::from_micros(200));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let largest = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicBool::new(false));
+        let apply: Apply = {
+            let (applied, largest, running) = (Arc::clone(&applied), Arc::clone(&largest), Arc::clone(&running));
+            Arc::new(move |items: &[i64]| {
+                assert!(!running.swap(true, Ordering::SeqCst), "two batches ran at once");
+                largest.fetch_max(items.len(), Ordering::SeqCst);
+                applied.lock().unwrap().extend_from_slice(items);
+                thread::sleep(Duration::from_millis(1));
+                running.store(false, Ordering::SeqCst);
+                items.iter().map(|i| i * 2 + 1).collect()
+            })
+        };
+        let results = run(&c, 8, 40, apply);
+        assert_eq!(results.len(), 320);
+        for (item, result) in &results {
+            assert_eq!(*result.as_ref().expect("no panic"), item * 2 + 1, "item {item} got another's result");
+        }
+        let mut applied = applied.lock().unwrap().clone();
+        applied.sort_unstable();
+        assert_eq!(applied, (0..320).collect::<Vec<i64>>(), "every item applied exactly once");
+        let largest = largest.load(Ordering::SeqCst);
+        assert!(largest > 1, "8 threads on a 1 ms apply never formed a batch");
+        assert!(largest <= 16, "a batch of {largest} exceeds max_batch");
+    }
+
+    #[test]
+    fn a_panicking_apply_fails_every_caller_of_its_batch_and_unwinds_the_leader() {
+        let c = combiner(64, Duration::from_millis(20));
+        let apply: Apply = Arc::new(|_: &[i64]| panic!("apply broke"));
+        let results = run(&c, 4, 1, apply);
+        let panicked = results.iter().filter(|(_, r)| r.is_err()).count();
+        assert!(panicked >= 1, "the leader's thread resumes the panic");
+        for (item, result) in &results {
+            if let Ok(value) = result {
+                assert_eq!(*value, FAILED, "item {item} got a result from a batch that panicked");
+            }
+        }
+        // The combiner is usable afterwards: nothing was left running.
+        assert_eq!(c.submit(5, &|items: &[i64]| items.to_vec()), 5);
+    }
+
+    #[test]
+    fn items_the_apply_function_gave_no_result_get_the_failure_value() {
+        let c = combiner(8, Duration::from_millis(50));
+        let apply: Apply =
+            Arc::new(|items: &[i64]| items[..items.len() - 1].iter().map(|i| i + 100).collect());
+        let results = run(&c, 3, 1, apply);
+        let failed = results.iter().filter(|(_, r)| *r.as_ref().unwrap() == FAILED).count();
+        assert!(failed >= 1, "each batch's last item has no result");
+        for (item, result) in &results {
+            let value = *result.as_ref().unwrap();
+            assert!(value == FAILED || value == item + 100, "item {item} got {value}");
         }
     }
-}
 
-/// One queued transfer alone, through the single-transfer path: the outcome it would have had
-/// without the combiner.
-fn alone(ledger: &Ledger, q: &Queued) -> Result<Receipt, LedgerError> {
-    ledger.run_transfer_keyed(&q.transfer, &q.key)
+    #[test]
+    #[should_panic(expected = "max_batch must be 1 to")]
+    fn a_batch_bound_of_zero_is_refused_at_construction() {
+        let _ = Combiner::<i64, i64>::new(CombineConfig { max_batch: 0, max_wait: Duration::ZERO }, || FAILED);
+    }
 }

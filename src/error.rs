@@ -3,7 +3,7 @@
 use postgres::error::SqlState;
 use rust_decimal::Decimal;
 
-use crate::account::AccountId;
+use crate::values::{AccountId, HoldId, HoldState, TransferId};
 
 /// Everything a [`Ledger`](crate::Ledger) call can return instead of a result.
 ///
@@ -86,16 +86,16 @@ pub enum LedgerError {
     #[error("hold {hold} not found")]
     HoldNotFound {
         /// The id that matched no hold.
-        hold: crate::HoldId,
+        hold: HoldId,
     },
     /// The hold already ended (captured, voided or expired), or lapsed and awaits its expiry
     /// worker (`state` is then `Expired`). A hold ends exactly once.
     #[error("hold {hold} is not pending: it is {state}")]
     HoldNotPending {
         /// The hold.
-        hold: crate::HoldId,
+        hold: HoldId,
         /// The state it is in.
-        state: crate::HoldState,
+        state: HoldState,
     },
     /// An account (or hold) row was locked by another transaction and the [`LockWait`](crate::LockWait)
     /// policy did not allow waiting (any longer).
@@ -124,7 +124,7 @@ pub enum LedgerError {
     #[error("outcome of the operation on hold {hold} unknown after the connection was lost")]
     HoldOutcomeUnknown {
         /// The hold.
-        hold: crate::HoldId,
+        hold: HoldId,
         /// The error that left the outcome open.
         #[source]
         source: postgres::Error,
@@ -217,6 +217,33 @@ pub enum LedgerError {
         #[source]
         source: postgres::Error,
     },
+    /// A ledger function answered with a row the library cannot read: an outcome it does not
+    /// know, or a column missing, NULL or of another type than the protocol says. A defect (the
+    /// database's functions and this build out of step, or a function replaced behind the
+    /// library's back), never a refusal; repeating the call does not help.
+    #[error("{function}() answered with a row this wallet-ledger cannot read: {detail}")]
+    UnexpectedRow {
+        /// The ledger function (or query) that answered.
+        function: &'static str,
+        /// What was wrong with the row.
+        detail: String,
+    },
+    /// A migration the database has applied differs from the text this build carries for the
+    /// same version: released migrations never change, so the database was migrated by a build
+    /// whose migrations were edited (or was changed by hand). Nothing was applied.
+    #[error("migration {version} ({name}) applied to schema {schema} differs from this build's: checksum {applied} in the database, {expected} here")]
+    MigrationChanged {
+        /// The PostgreSQL schema checked.
+        schema: String,
+        /// The migration's version number.
+        version: i32,
+        /// The migration's name.
+        name: &'static str,
+        /// The checksum recorded when it was applied (SHA-256 of its text, hex).
+        applied: String,
+        /// The checksum of this build's text.
+        expected: String,
+    },
     /// Any other database error (connection, SQL, server state).
     #[error("database error")]
     Database(#[source] postgres::Error),
@@ -229,9 +256,9 @@ pub enum LedgerError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyHolder {
     /// A committed transfer.
-    Transfer(crate::TransferId),
+    Transfer(TransferId),
     /// A hold.
-    Hold(crate::HoldId),
+    Hold(HoldId),
 }
 
 impl std::fmt::Display for KeyHolder {
@@ -292,6 +319,8 @@ impl LedgerError {
             LedgerError::BatchOutcomeUnknown { .. } => "batch_outcome_unknown",
             LedgerError::BatchFailed { .. } => "batch_failed",
             LedgerError::Unsupported { .. } => "unsupported",
+            LedgerError::UnexpectedRow { .. } => "unexpected_row",
+            LedgerError::MigrationChanged { .. } => "migration_changed",
         }
     }
 

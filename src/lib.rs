@@ -47,47 +47,42 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod account;
-mod audit;
-mod batch;
-mod call;
+// Floors, from the ground up; a module imports only from its own floor or below
+// (docs/design.md, "Module map").
 pub mod citus;
-pub mod cluster;
 mod combiner;
-pub mod embedded;
-pub mod embedded_citus;
-mod entry;
+mod driver;
 mod error;
-mod hold;
-pub mod in_transaction;
-mod ledger;
 pub mod limits;
-mod lock_plan;
-mod money;
-mod observe;
-mod pool;
-mod posting;
-mod retry;
+mod model;
+mod ops;
+mod protocol;
 pub mod schema;
-mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod transfer;
+mod values;
 
-pub use account::{Account, AccountId, NewAccount};
-pub use audit::{Audit, Violation};
+pub mod cluster;
+pub mod embedded;
+pub mod embedded_citus;
+
 pub use combiner::CombineConfig;
-pub use entry::{Entry, EntryId};
+pub use driver::ledger::{Ledger, LedgerBuilder};
+pub use driver::pool::LedgerConnection;
+pub use driver::stats::{Stats, LOCK_WAIT_THRESHOLD, POOL_WAIT_THRESHOLD};
 pub use error::{KeyHolder, LedgerError};
-pub use hold::{Hold, HoldId, HoldReceipt, HoldState, PendingHold};
-pub use ledger::{Ledger, LedgerBuilder, LockWait};
-pub use lock_plan::LockPlan;
-pub use pool::LedgerConnection;
-pub use posting::{Posting, PostingReceipt};
-pub use stats::{Stats, LOCK_WAIT_THRESHOLD, POOL_WAIT_THRESHOLD};
-pub use transfer::{Receipt, Transfer, TransferId};
+pub use model::account::{Account, NewAccount};
+pub use model::audit::{Audit, Violation};
+pub use model::entry::Entry;
+pub use model::hold::{Hold, HoldReceipt, PendingHold};
+pub use model::lock_plan::LockPlan;
+pub use model::lock_wait::LockWait;
+pub use model::posting::{Posting, PostingReceipt};
+pub use model::transfer::{Receipt, Transfer};
+pub use ops::in_transaction;
+pub use values::{AccountId, EntryId, HoldId, HoldState, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).
 pub use rust_decimal::Decimal;

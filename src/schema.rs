@@ -1,11 +1,10 @@
-//! Schema migrations: numbered SQL files from `sql/`, embedded in the binary, applied in one
-//! transaction under an advisory lock so that processes connecting at once apply each exactly once.
+//! The ledger's schema: its name, the numbered migrations from `sql/` embedded in the binary,
+//! and the script form of them for a backend's own migration tool. The migrator that applies
+//! and checks them is `driver::migrator`.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-
-use postgres::Client;
 
 use crate::error::LedgerError;
 
@@ -23,59 +22,43 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Advisory lock key that serializes migrations across processes ("wallet_l" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f6c;
+pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f6c;
 
-/// The version table, created with the schema (see [`version_table`]).
-const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS wallet_ledger.schema_version (
+/// The version table of a set of migrations, `wallet_ledger.<table>`: one row per applied
+/// migration, with the checksum of its text. The `ALTER` adds the checksum column to a table
+/// created before checksums were recorded.
+pub(crate) fn version_table(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS wallet_ledger.{table} (
     version    integer     PRIMARY KEY,
     name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);";
-
-/// `CREATE SCHEMA` and the version table, for `schema`.
-fn version_table(schema: &SchemaName) -> String {
-    format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n{}", schema.qualify(VERSION_TABLE))
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    checksum   text
+);
+ALTER TABLE wallet_ledger.{table} ADD COLUMN IF NOT EXISTS checksum text;"
+    )
 }
 
-/// Applies every migration the database does not have yet; a no-op when it is current.
-/// Returns how many were applied.
-pub(crate) fn migrate(client: &mut Client, schema: &SchemaName) -> Result<usize, LedgerError> {
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
-    tx.batch_execute(&version_table(schema))?;
-    let current = current_version(&mut tx, schema)?;
-    if current > SCHEMA_VERSION {
-        return Err(LedgerError::SchemaTooNew { found: current, supported: SCHEMA_VERSION });
-    }
-    let mut applied = 0;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
-        tx.batch_execute(&schema.qualify(sql))?;
-        let record = schema.qualify("INSERT INTO wallet_ledger.schema_version (version, name) VALUES ($1, $2)");
-        tx.execute(record.as_ref(), &[version, name])?;
-        applied += 1;
-    }
-    tx.commit()?;
-    Ok(applied)
+/// The checksum recorded for a migration: SHA-256 of its text as released (before the schema
+/// name is substituted), in lowercase hex.
+pub(crate) fn checksum(sql: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks, without changing anything, that the database is at this build's schema version.
-pub(crate) fn check_version(client: &mut Client, schema: &SchemaName) -> Result<(), LedgerError> {
-    let exists = schema.qualify("SELECT to_regclass('wallet_ledger.schema_version') IS NOT NULL");
-    let exists: bool = client.query_one(exists.as_ref(), &[])?.get(0);
-    let found = if exists { current_version(client, schema)? } else { 0 };
-    if found > SCHEMA_VERSION {
-        return Err(LedgerError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+/// `migrations` as one script for `schema`, each followed by the row that records it in
+/// `table`; `title` names them in the script's comments.
+pub(crate) fn script(schema: &SchemaName, table: &str, migrations: &[(i32, &str, &str)], title: &str) -> String {
+    let mut script = schema.qualify(&version_table(table)).into_owned();
+    for (version, name, sql) in migrations {
+        script.push_str(&format!("\n\n-- {title} {version}: {name}\n{}", schema.qualify(sql)));
+        let record = format!(
+            "INSERT INTO wallet_ledger.{table} (version, name, checksum) VALUES ({version}, '{name}', '{}');",
+            checksum(sql)
+        );
+        script.push_str(&format!("\n{}\n", schema.qualify(&record)));
     }
-    if found < SCHEMA_VERSION {
-        return Err(LedgerError::SchemaOutdated { schema: schema.to_string(), found, required: SCHEMA_VERSION });
-    }
-    Ok(())
-}
-
-fn current_version(client: &mut impl postgres::GenericClient, schema: &SchemaName) -> Result<i32, LedgerError> {
-    let sql = schema.qualify("SELECT coalesce(max(version), 0) FROM wallet_ledger.schema_version");
-    let row = client.query_one(sql.as_ref(), &[])?;
-    Ok(row.get(0))
+    script
 }
 
 /// Every migration's SQL in order, as one script, for a backend's own migration tool, for the
@@ -97,13 +80,10 @@ pub fn migration_script() -> String {
 /// # Ok::<(), wallet_ledger::LedgerError>(())
 /// ```
 pub fn migration_script_for(schema: &SchemaName) -> String {
-    let mut script = version_table(schema);
-    for (version, name, sql) in MIGRATIONS {
-        script.push_str(&format!("\n\n-- wallet-ledger migration {version}: {name}\n{}", schema.qualify(sql)));
-        let record = format!("INSERT INTO wallet_ledger.schema_version (version, name) VALUES ({version}, '{name}');");
-        script.push_str(&format!("\n{}\n", schema.qualify(&record)));
-    }
-    script
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n{}",
+        script(schema, "schema_version", MIGRATIONS, "wallet-ledger migration")
+    )
 }
 
 /// The PostgreSQL schema that holds the ledger's tables and functions (default `wallet_ledger`),

@@ -44,7 +44,7 @@ impl OpSpan {
 #[cfg(feature = "tracing")]
 macro_rules! op_span {
     ($name:literal, $($fields:tt)*) => {
-        $crate::observe::OpSpan::new(tracing::info_span!(
+        $crate::driver::observe::OpSpan::new(tracing::info_span!(
             target: "wallet_ledger",
             concat!("wallet_ledger.", $name),
             $($fields)*,
@@ -58,7 +58,7 @@ macro_rules! op_span {
 #[cfg(not(feature = "tracing"))]
 macro_rules! op_span {
     ($name:literal, $($fields:tt)*) => {
-        $crate::observe::OpSpan {}
+        $crate::driver::observe::OpSpan {}
     };
 }
 

@@ -6,10 +6,11 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::Row;
 
+use crate::driver::ledger::Ledger;
+use crate::driver::retry::Backoff;
 use crate::error::{from_db, is_transient, LedgerError};
-use crate::ledger::Ledger;
-use crate::retry::Backoff;
-use crate::transfer::overflow_as_invalid_amount;
+use crate::protocol::is_replay;
+use crate::protocol::transfer::overflow_as_invalid_amount;
 
 /// Why a call gave up.
 pub(crate) enum CallError {
@@ -43,7 +44,7 @@ impl Ledger {
         let mut ambiguity: Option<postgres::Error> = None;
         let mut previous: Option<postgres::Error> = None;
         for n in 1.. {
-            crate::observe::attempt(n, previous.as_ref());
+            crate::driver::observe::attempt(n, previous.as_ref());
             let (error, sent) = match self.attempt(sql, params, ambiguity.is_some()) {
                 Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
                 Err(Attempt::Failed(e)) => return Err(settle(ambiguity, e)),
@@ -117,11 +118,6 @@ impl Ledger {
 /// or closed socket, a FATAL termination) leaves open whether it committed.
 fn rolled_back(error: &postgres::Error) -> bool {
     error.as_db_error().is_some_and(|db| db.severity() == "ERROR")
-}
-
-/// Whether the function answered with a transfer or hold committed earlier (`replayed`).
-fn is_replay(row: &Row) -> bool {
-    row.try_get::<_, &str>("outcome").is_ok_and(|outcome| outcome == "replayed")
 }
 
 /// Waits until everything committed so far is as durable as a commit of this session would be:

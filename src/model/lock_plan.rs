@@ -5,7 +5,7 @@
 //! and then for a lower one. With every path of the library using this order, a deadlock between
 //! ledger operations is impossible, whatever the direction of the transfers.
 
-use crate::account::AccountId;
+use crate::values::AccountId;
 
 /// The accounts to lock, sorted ascending and without duplicates.
 ///

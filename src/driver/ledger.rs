@@ -9,53 +9,16 @@ use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres::{NoTls, Socket};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
-use rust_decimal::Decimal;
 
-use crate::account::{Account, AccountId, NewAccount};
+use crate::combiner::{CombineConfig, Combiner};
+use crate::driver::migrator;
+use crate::driver::pool::{LedgerConnection, Manager, Source};
+use crate::driver::retry::Backoff;
 use crate::error::LedgerError;
-use crate::limits::{ACCOUNT_NAME_BYTES_MAX, POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
-use crate::money::{check_currency, check_floor, check_text};
-use crate::pool::{LedgerConnection, Manager, Source};
-use crate::retry::Backoff;
-use crate::schema::{self, SchemaName};
-
-/// What a transfer does when an account row it needs is locked by another transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LockWait {
-    /// Wait until the lock is released (the default). Ordered locking makes this safe: the wait
-    /// can never be part of a deadlock between ledger operations.
-    #[default]
-    Block,
-    /// Do not wait: [`LedgerError::LockUnavailable`] at once.
-    NoWait,
-    /// Wait at most this long (PostgreSQL's `lock_timeout`, per transaction), then
-    /// [`LedgerError::LockUnavailable`]. Rounded up to whole milliseconds, at least 1 ms.
-    Timeout(Duration),
-}
-
-impl LockWait {
-    /// `(mode, timeout_ms)` as the transfer function takes them.
-    pub(crate) fn as_params(self) -> (i16, i32) {
-        match self {
-            LockWait::Block => (0, 0),
-            LockWait::NoWait => (1, 0),
-            LockWait::Timeout(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000).clamp(1, i32::MAX as u128);
-                (2, ms as i32)
-            }
-        }
-    }
-}
-
-impl fmt::Display for LockWait {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockWait::Block => f.write_str("block"),
-            LockWait::NoWait => f.write_str("nowait"),
-            LockWait::Timeout(d) => write!(f, "timeout {}ms", self.as_params().1.max(d.as_millis() as i32)),
-        }
-    }
-}
+use crate::limits::{POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
+use crate::model::lock_wait::LockWait;
+use crate::model::transfer::{Receipt, Transfer};
+use crate::schema::SchemaName;
 
 /// The ledger: a connection pool to a PostgreSQL database holding the `wallet_ledger` schema.
 ///
@@ -71,11 +34,11 @@ pub(crate) struct Inner {
     pub(crate) schema: SchemaName,
     pub(crate) lock_wait: LockWait,
     pub(crate) max_retries: u32,
-    pub(crate) counters: crate::stats::Counters,
+    pub(crate) counters: crate::driver::stats::Counters,
     /// Citus mode (see [`crate::citus`]).
     pub(crate) citus: bool,
     /// The combiner, when [`LedgerBuilder::combine`] turned it on.
-    pub(crate) combiner: Option<crate::combiner::Combiner>,
+    pub(crate) combiner: Option<TransferCombiner>,
 }
 
 impl fmt::Debug for Ledger {
@@ -140,7 +103,7 @@ pub struct LedgerBuilder {
     checkout_timeout: Duration,
     migrate: bool,
     citus: Option<bool>,
-    combine: Option<crate::combiner::CombineConfig>,
+    combine: Option<CombineConfig>,
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -248,7 +211,7 @@ impl LedgerBuilder {
     ///
     /// # Panics
     /// If `config.max_batch` is 0 or above [`BATCH_ITEMS_MAX`](crate::limits::BATCH_ITEMS_MAX).
-    pub fn combine(mut self, config: crate::combiner::CombineConfig) -> Self {
+    pub fn combine(mut self, config: CombineConfig) -> Self {
         config.check();
         self.combine = Some(config);
         self
@@ -272,7 +235,7 @@ impl LedgerBuilder {
                 open(config, PoolSettings { max_size: self.pool_size, checkout_timeout: self.checkout_timeout })
             }
         };
-        let counters = crate::stats::Counters::default();
+        let counters = crate::driver::stats::Counters::default();
         let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
         counters.checked_out(waited);
         let citus = crate::citus::resolve(conn.client(), self.citus)?;
@@ -289,14 +252,14 @@ impl LedgerBuilder {
             });
         }
         if self.migrate {
-            schema::migrate(conn.client(), &schema)?;
+            migrator::migrate(conn.client(), &schema, &migrator::CORE)?;
             if citus {
-                crate::citus::migrate(conn.client(), &schema)?;
+                migrator::migrate(conn.client(), &schema, &migrator::CITUS)?;
             }
         } else {
-            schema::check_version(conn.client(), &schema)?;
+            migrator::check(conn.client(), &schema, &migrator::CORE)?;
             if citus {
-                crate::citus::check_version(conn.client(), &schema)?;
+                migrator::check(conn.client(), &schema, &migrator::CITUS)?;
             }
         }
         drop(conn);
@@ -308,7 +271,7 @@ impl LedgerBuilder {
                 max_retries: self.max_retries,
                 counters,
                 citus,
-                combiner: self.combine.map(crate::combiner::Combiner::new),
+                combiner: self.combine.map(transfer_combiner),
             }),
         };
         Ok(ledger)
@@ -464,87 +427,25 @@ impl Ledger {
     pub fn lock_wait(&self) -> LockWait {
         self.inner.lock_wait
     }
+}
 
-    /// Defines a currency with `scale` decimal places (USD 2, JPY 0, BTC 8). Idempotent.
-    ///
-    /// # Errors
-    /// [`LedgerError::CurrencyConflict`] when `code` exists with another scale;
-    /// [`LedgerError::InvalidInput`] for a code that is not 1 to 16 of `A-Z 0-9 _` or a scale above 18.
-    pub fn define_currency(&self, code: &str, scale: u32) -> Result<(), LedgerError> {
-        check_currency(code, scale)?;
-        let existing = self.idempotent(|conn| {
-            let statement = conn.statement(include_str!("../sql/queries/define_currency.sql"))?;
-            // Empty only if a concurrent definition of the same code committed between the
-            // insert and the read of this one statement's snapshot; a second run sees it.
-            for _ in 0..2 {
-                if let Some(row) = conn.client().query_opt(&statement, &[&code, &(scale as i16)])? {
-                    return Ok(row.get::<_, i16>(0) as u32);
-                }
-            }
-            Err(LedgerError::InvalidInput {
-                field: "currency code",
-                reason: "concurrent definition did not settle".into(),
-            })
-        })?;
-        if existing != scale {
-            return Err(LedgerError::CurrencyConflict { code: code.into(), existing, requested: scale });
-        }
-        Ok(())
-    }
+/// A queued transfer of the combiner: validated, with its key (the caller's, or an internal one).
+pub(crate) type Combined = (Transfer, String);
 
-    /// Opens an account with balance zero.
-    ///
-    /// # Errors
-    /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor or
-    /// one with more decimal places than the currency, [`LedgerError::InvalidInput`] for a name
-    /// that is too long or contains NUL.
-    pub fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
-        if let Some(name) = &new.name {
-            check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
-        }
-        if !crate::money::is_currency_code(&new.currency) {
-            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
-        }
-        let scale = self.idempotent(|conn| {
-            let statement = conn.statement("SELECT scale FROM wallet_ledger.currencies WHERE code = $1")?;
-            Ok(conn.client().query_opt(&statement, &[&new.currency])?.map(|row| row.get::<_, i16>(0) as u32))
-        })?;
-        let Some(scale) = scale else {
-            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
-        };
-        if let Some(floor) = new.min_balance {
-            check_floor(floor, scale)?;
-        }
-        // Not retried: after a lost connection a repeat could open a second account.
-        let mut conn = self.connection()?;
-        let statement = conn.statement(include_str!("../sql/queries/open_account.sql"))?;
-        let row = conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name])?;
-        Ok(Account::from_row(&row))
-    }
+/// The combiner of a ledger's transfers.
+pub(crate) type TransferCombiner = Combiner<Combined, Result<Receipt, LedgerError>>;
 
-    /// The account with this id.
-    ///
-    /// # Errors
-    /// [`LedgerError::AccountNotFound`].
-    pub fn account(&self, id: AccountId) -> Result<Account, LedgerError> {
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement(include_str!("../sql/queries/account.sql"))?;
-            Ok(conn.client().query_opt(&statement, &[&id.0])?)
-        })?;
-        row.map(|row| Account::from_row(&row)).ok_or(LedgerError::AccountNotFound { account: id })
-    }
-
-    /// The current balance of an account.
-    ///
-    /// # Errors
-    /// [`LedgerError::AccountNotFound`].
-    pub fn balance(&self, id: AccountId) -> Result<Decimal, LedgerError> {
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement("SELECT balance FROM wallet_ledger.accounts WHERE id = $1")?;
-            Ok(conn.client().query_opt(&statement, &[&id.0])?)
-        })?;
-        row.map(|row| row.get(0)).ok_or(LedgerError::AccountNotFound { account: id })
-    }
+/// A new transfer combiner. A caller whose batch never finished (the applying thread panicked)
+/// gets [`LedgerError::BatchFailed`]: the batch's transaction never committed.
+fn transfer_combiner(config: CombineConfig) -> TransferCombiner {
+    Combiner::new(config, || {
+        Err(LedgerError::BatchFailed {
+            source: Arc::new(LedgerError::InvalidInput {
+                field: "combined batch",
+                reason: "the thread applying the batch panicked; nothing of it was applied".into(),
+            }),
+        })
+    })
 }
 
 /// `Ledger: Clone + Send + Sync` is part of the contract: checked at compile time.

@@ -1,19 +1,10 @@
-//! Accounts: ids, the request to open one, and the stored account.
+//! Accounts: the request to open one, and the stored account.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use rust_decimal::Decimal;
 
-/// The id of an account, as the database assigned it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(pub i64);
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use crate::values::AccountId;
 
 /// What to open: currency, optional name, and the floor the balance may never go below.
 ///
@@ -96,19 +87,4 @@ pub struct Account {
     pub name: Option<String>,
     /// When it was opened (server clock).
     pub created_at: SystemTime,
-}
-
-impl Account {
-    pub(crate) fn from_row(row: &postgres::Row) -> Account {
-        Account {
-            id: AccountId(row.get("id")),
-            currency: row.get("currency"),
-            balance: row.get("balance"),
-            min_balance: row.get("min_balance"),
-            held: row.get("held"),
-            version: row.get("version"),
-            name: row.get("name"),
-            created_at: row.get("created_at"),
-        }
-    }
 }

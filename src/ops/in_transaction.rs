@@ -40,12 +40,16 @@ use postgres::types::{ToSql, Type};
 use postgres::{Row, Transaction};
 use rust_decimal::Decimal;
 
+use crate::driver::ledger::Ledger;
+use crate::driver::observe::op_span;
+use crate::driver::retry::Backoff;
 use crate::error::{from_db, LedgerError};
-use crate::hold::{capture_outcome, hold_outcome, void_outcome, Hold, HoldId, HoldReceipt};
-use crate::ledger::Ledger;
-use crate::observe::op_span;
-use crate::retry::Backoff;
-use crate::transfer::{internal_key, outcome, overflow_as_invalid_amount, Receipt, Transfer};
+use crate::model::hold::{Hold, HoldReceipt};
+use crate::model::transfer::{internal_key, Receipt, Transfer};
+use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
+use crate::protocol::transfer::{outcome, overflow_as_invalid_amount};
+use crate::protocol::{self, holds_key, Reply, KEY_CONSTRAINT};
+use crate::values::HoldId;
 
 impl Ledger {
     /// [`Ledger::transfer`] inside the caller's transaction: committed or rolled back with it.
@@ -83,7 +87,7 @@ impl Ledger {
     fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (mode, timeout_ms) = self.inner.lock_wait.as_params();
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (&t.from.0, Type::INT8),
             (&t.to.0, Type::INT8),
@@ -94,7 +98,7 @@ impl Ledger {
             (&timeout_ms, Type::INT4),
         ];
         let row = self
-            .in_savepoint(tx, include_str!("../sql/queries/transfer.sql"), &params, "transfers_idempotency_key")
+            .in_savepoint(tx, protocol::transfer::SQL, &params, KEY_CONSTRAINT)
             .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
         self.inner.counters.lock_waited(&row);
         outcome(t, &key, &row)
@@ -113,7 +117,7 @@ impl Ledger {
         h.validate()?;
         let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
         let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
-        let (mode, timeout_ms) = self.inner.lock_wait.as_params();
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [(&(dyn ToSql + Sync), Type); 8] = [
             (&h.from.0, Type::INT8),
             (&h.to.0, Type::INT8),
@@ -125,7 +129,7 @@ impl Ledger {
             (&timeout_ms, Type::INT4),
         ];
         let row = self
-            .in_savepoint(tx, include_str!("../sql/queries/hold.sql"), &params, "holds_idempotency_key")
+            .in_savepoint(tx, protocol::hold::HOLD, &params, "holds_idempotency_key")
             .map_err(|e| overflow_as_invalid_amount(e, h.amount))?;
         hold_outcome(h, key, &row, false)
     }
@@ -151,12 +155,12 @@ impl Ledger {
         amount: Option<Decimal>,
     ) -> Result<Receipt, LedgerError> {
         if let Some(amount) = amount {
-            crate::money::check_transfer_amount(amount)?;
+            crate::model::money::check_transfer_amount(amount)?;
         }
-        let (mode, timeout_ms) = self.inner.lock_wait.as_params();
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [(&(dyn ToSql + Sync), Type); 4] =
             [(&hold.0, Type::INT8), (&amount, Type::NUMERIC), (&mode, Type::INT2), (&timeout_ms, Type::INT4)];
-        let row = self.in_savepoint(tx, include_str!("../sql/queries/capture.sql"), &params, "")?;
+        let row = self.in_savepoint(tx, protocol::hold::CAPTURE, &params, "")?;
         capture_outcome(hold, amount, &row, false)
     }
 
@@ -170,10 +174,10 @@ impl Ledger {
     }
 
     fn run_void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
-        let (mode, timeout_ms) = self.inner.lock_wait.as_params();
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [(&(dyn ToSql + Sync), Type); 3] =
             [(&hold.0, Type::INT8), (&mode, Type::INT2), (&timeout_ms, Type::INT4)];
-        let row = self.in_savepoint(tx, include_str!("../sql/queries/void.sql"), &params, "")?;
+        let row = self.in_savepoint(tx, protocol::hold::VOID, &params, "")?;
         void_outcome(hold, &row, false)
     }
 
@@ -193,11 +197,11 @@ impl Ledger {
         let mut backoff = Backoff::new(self.inner.max_retries);
         let mut previous: Option<postgres::Error> = None;
         for n in 1.. {
-            crate::observe::attempt(n, previous.as_ref());
+            crate::driver::observe::attempt(n, previous.as_ref());
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
             let error = match savepoint.query_typed_one(&self.inner.schema.qualify(sql), params) {
                 Ok(row) => {
-                    if matches!(row.get::<_, &str>("outcome"), "ok" | "replayed") {
+                    if holds_key(&row) {
                         savepoint.commit()?;
                     } else {
                         savepoint.rollback()?;
@@ -215,7 +219,8 @@ impl Ledger {
             if !key_race {
                 return Err(from_db(error));
             }
-            let isolation: String = tx.query_one("SELECT current_setting('transaction_isolation')", &[])?.get(0);
+            let row = tx.query_one("SELECT current_setting('transaction_isolation')", &[])?;
+            let isolation: String = Reply::new(&row, "current_setting").first()?;
             if isolation != "read committed" {
                 return Err(LedgerError::InvalidInput {
                     field: "transaction isolation",

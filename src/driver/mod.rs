@@ -1,0 +1,11 @@
+//! The synchronous driver: the [`Ledger`](crate::Ledger) handle and its builder, the r2d2 pool
+//! and its statement cache, the call-and-retry loop, counters and tracing spans. Sends what
+//! `protocol` names and hands the rows back to it; holds no ledger rule.
+
+pub(crate) mod call;
+pub(crate) mod ledger;
+pub(crate) mod migrator;
+pub(crate) mod observe;
+pub(crate) mod pool;
+pub(crate) mod retry;
+pub(crate) mod stats;

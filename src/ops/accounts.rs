@@ -1,0 +1,104 @@
+//! Currencies and accounts: define, open, read.
+
+use rust_decimal::Decimal;
+
+use crate::driver::ledger::Ledger;
+use crate::error::LedgerError;
+use crate::limits::ACCOUNT_NAME_BYTES_MAX;
+use crate::model::account::{Account, NewAccount};
+use crate::model::money::{check_currency, check_floor, check_text, is_currency_code};
+use crate::protocol::{self, Reply};
+use crate::values::AccountId;
+
+impl Ledger {
+    /// Defines a currency with `scale` decimal places (USD 2, JPY 0, BTC 8). Idempotent.
+    ///
+    /// # Errors
+    /// [`LedgerError::CurrencyConflict`] when `code` exists with another scale;
+    /// [`LedgerError::InvalidInput`] for a code that is not 1 to 16 of `A-Z 0-9 _` or a scale above 18.
+    pub fn define_currency(&self, code: &str, scale: u32) -> Result<(), LedgerError> {
+        check_currency(code, scale)?;
+        let existing = self.idempotent(|conn| {
+            let statement = conn.statement(include_str!("../../sql/queries/define_currency.sql"))?;
+            // Empty only if a concurrent definition of the same code committed between the
+            // insert and the read of this one statement's snapshot; a second run sees it.
+            for _ in 0..2 {
+                if let Some(row) = conn.client().query_opt(&statement, &[&code, &(scale as i16)])? {
+                    let scale: i16 = Reply::new(&row, "define_currency").first()?;
+                    return Ok(scale as u32);
+                }
+            }
+            Err(LedgerError::InvalidInput {
+                field: "currency code",
+                reason: "concurrent definition did not settle".into(),
+            })
+        })?;
+        if existing != scale {
+            return Err(LedgerError::CurrencyConflict { code: code.into(), existing, requested: scale });
+        }
+        Ok(())
+    }
+
+    /// Opens an account with balance zero.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor or
+    /// one with more decimal places than the currency, [`LedgerError::InvalidInput`] for a name
+    /// that is too long or contains NUL.
+    pub fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
+        if let Some(name) = &new.name {
+            check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
+        }
+        if !is_currency_code(&new.currency) {
+            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
+        }
+        let scale = self.idempotent(|conn| {
+            let statement = conn.statement("SELECT scale FROM wallet_ledger.currencies WHERE code = $1")?;
+            match conn.client().query_opt(&statement, &[&new.currency])? {
+                Some(row) => Ok(Some(Reply::new(&row, "currency").first::<i16>()? as u32)),
+                None => Ok(None),
+            }
+        })?;
+        let Some(scale) = scale else {
+            return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
+        };
+        if let Some(floor) = new.min_balance {
+            check_floor(floor, scale)?;
+        }
+        // Not retried: after a lost connection a repeat could open a second account.
+        let mut conn = self.connection()?;
+        let statement = conn.statement(include_str!("../../sql/queries/open_account.sql"))?;
+        let row = conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name])?;
+        protocol::rows::account(&row)
+    }
+
+    /// The account with this id.
+    ///
+    /// # Errors
+    /// [`LedgerError::AccountNotFound`].
+    pub fn account(&self, id: AccountId) -> Result<Account, LedgerError> {
+        let row = self.idempotent(|conn| {
+            let statement = conn.statement(include_str!("../../sql/queries/account.sql"))?;
+            Ok(conn.client().query_opt(&statement, &[&id.0])?)
+        })?;
+        match row {
+            Some(row) => protocol::rows::account(&row),
+            None => Err(LedgerError::AccountNotFound { account: id }),
+        }
+    }
+
+    /// The current balance of an account.
+    ///
+    /// # Errors
+    /// [`LedgerError::AccountNotFound`].
+    pub fn balance(&self, id: AccountId) -> Result<Decimal, LedgerError> {
+        let row = self.idempotent(|conn| {
+            let statement = conn.statement("SELECT balance FROM wallet_ledger.accounts WHERE id = $1")?;
+            Ok(conn.client().query_opt(&statement, &[&id.0])?)
+        })?;
+        match row {
+            Some(row) => Reply::new(&row, "balance").first(),
+            None => Err(LedgerError::AccountNotFound { account: id }),
+        }
+    }
+}

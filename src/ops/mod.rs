@@ -1,0 +1,11 @@
+//! The operations, one module each, as `impl Ledger` blocks: what each sends (from `protocol`)
+//! through the driver, and how its answer reaches the caller.
+
+pub(crate) mod accounts;
+pub(crate) mod audit;
+pub(crate) mod batch;
+pub(crate) mod history;
+pub(crate) mod hold;
+pub mod in_transaction;
+pub(crate) mod posting;
+pub(crate) mod transfer;

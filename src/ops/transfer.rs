@@ -1,0 +1,99 @@
+//! [`Ledger::transfer`]: validate in Rust, then one prepared statement that runs
+//! `wallet_ledger.transfer()` (`sql/0002_transfer.sql`) as one implicit transaction.
+
+use std::sync::Arc;
+
+use postgres::types::ToSql;
+
+use crate::driver::ledger::{Combined, Ledger};
+use crate::driver::observe::op_span;
+use crate::error::LedgerError;
+use crate::model::transfer::{internal_key, Receipt, Transfer};
+use crate::protocol::{self, transfer::outcome, KEY_CONSTRAINT};
+
+impl Ledger {
+    /// Moves `t.amount` from `t.from` to `t.to`, atomically, with both account rows locked in
+    /// ascending id order for the time of one server-side function call.
+    ///
+    /// Transient failures (serialization, deadlock, a lost connection, a concurrent call with the
+    /// same key) are retried up to `max_retries` times with backoff. Every attempt carries an
+    /// idempotency key (the caller's, or an internal one), so a retry after a lost connection
+    /// never applies the transfer twice.
+    ///
+    /// With the combiner on ([`LedgerBuilder::combine`](crate::LedgerBuilder::combine)) the call
+    /// is queued and applied together with concurrent calls in one transaction; each caller still
+    /// gets its own receipt or refusal, as alone.
+    ///
+    /// # Errors
+    /// Refusals change nothing: [`LedgerError::InvalidAmount`], [`LedgerError::SameAccount`],
+    /// [`LedgerError::AccountNotFound`], [`LedgerError::CurrencyMismatch`],
+    /// [`LedgerError::InsufficientFunds`], [`LedgerError::IdempotencyConflict`],
+    /// [`LedgerError::LockUnavailable`] (per the [`LockWait`](crate::LockWait) policy),
+    /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
+    /// after sending and retries ran out: repeat with the key it names. With the combiner, a
+    /// batch that failed as a whole gives every caller in it [`LedgerError::BatchFailed`] (nothing
+    /// applied) or [`LedgerError::BatchOutcomeUnknown`] (with the caller's own key).
+    pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        let span = op_span!("transfer", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_transfer(t)))
+    }
+
+    fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        t.validate()?;
+        let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+        match &self.inner.combiner {
+            Some(combiner) => combiner.submit((t.clone(), key), &|batch| apply_combined(self, batch)),
+            None => self.run_transfer_keyed(t, &key),
+        }
+    }
+
+    /// The single-transfer path with its key chosen (the caller's, or an internal one); `t` is
+    /// validated.
+    pub(crate) fn run_transfer_keyed(&self, t: &Transfer, key: &str) -> Result<Receipt, LedgerError> {
+        let key = key.to_string();
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
+        let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
+        let answer = self.keyed_call(protocol::transfer::SQL, &params, KEY_CONSTRAINT, &key, t.amount)?;
+        self.inner.counters.lock_waited(&answer.row);
+        outcome(t, &key, &answer.row).map(|mut receipt| {
+            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+            receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
+            receipt
+        })
+    }
+}
+
+/// Applies one combined batch and gives each queued transfer its own result, as alone:
+///
+/// - a refusal of one transfer (funds, floor, currency, key conflict) is that caller's alone;
+/// - a batch of one goes through the single-transfer function, which does less work than the
+///   batch function for one item: a lone caller pays nothing for the combiner but the queue;
+/// - when the batch fails as a whole (a database or pool error after retries), no transfer of
+///   it was applied and every caller gets [`LedgerError::BatchFailed`] sharing the error, or
+///   [`LedgerError::BatchOutcomeUnknown`] naming its own key when the outcome is open;
+/// - when the batch's lock is refused by the [`LockWait`](crate::LockWait) policy (one locked
+///   account refuses the whole statement), each transfer runs alone, so each caller gets the
+///   lock refusal it would have got alone, and only if its own accounts were locked.
+fn apply_combined(ledger: &Ledger, batch: &[Combined]) -> Vec<Result<Receipt, LedgerError>> {
+    if let [(t, key)] = batch {
+        return vec![ledger.run_transfer_keyed(t, key)];
+    }
+    let items: Vec<Transfer> = batch.iter().map(|(t, _)| t.clone()).collect();
+    let keys: Vec<String> = batch.iter().map(|(_, key)| key.clone()).collect();
+    match ledger.run_batch(&items, Some(&keys)) {
+        Ok(results) => results,
+        Err(LedgerError::LockUnavailable { .. }) => {
+            batch.iter().map(|(t, key)| ledger.run_transfer_keyed(t, key)).collect()
+        }
+        Err(LedgerError::BatchOutcomeUnknown { source, .. }) => keys
+            .into_iter()
+            .map(|key| {
+                Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: vec![key], source: Arc::clone(&source) })
+            })
+            .collect(),
+        Err(e) => {
+            let shared = Arc::new(e);
+            batch.iter().map(|_| Err(LedgerError::BatchFailed { source: Arc::clone(&shared) })).collect()
+        }
+    }
+}

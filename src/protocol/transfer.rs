@@ -1,0 +1,73 @@
+//! `wallet_ledger.transfer()`: its statement and the decoding of its answer.
+
+use postgres::Row;
+use rust_decimal::Decimal;
+
+use crate::error::{KeyHolder, LedgerError};
+use crate::model::transfer::{Receipt, Transfer};
+use crate::protocol::{Outcome, Reply};
+use crate::values::{AccountId, TransferId};
+
+/// The single-transfer call; parameters `(from, to, amount, key, memo, lock_mode, timeout_ms)`.
+pub(crate) const SQL: &str = include_str!("../../sql/queries/transfer.sql");
+
+/// A balance or reservation that would outgrow what the ledger can represent comes back from
+/// the database as a CHECK violation on the account; to the caller it is an amount too large.
+pub(crate) fn overflow_as_invalid_amount(e: LedgerError, amount: Decimal) -> LedgerError {
+    match &e {
+        LedgerError::ConstraintViolation { constraint, .. }
+            if constraint == "accounts_balance_magnitude" || constraint == "accounts_held_check" =>
+        {
+            LedgerError::InvalidAmount {
+                amount,
+                reason: "the resulting balance would exceed the largest the ledger can represent".into(),
+            }
+        }
+        _ => e,
+    }
+}
+
+/// Turns `transfer()`'s answer into a receipt or a typed refusal.
+pub(crate) fn outcome(t: &Transfer, key: &str, row: &Row) -> Result<Receipt, LedgerError> {
+    let reply = Reply::new(row, "transfer");
+    let receipt = |replayed| -> Result<Receipt, LedgerError> {
+        Ok(Receipt {
+            transfer_id: TransferId(reply.get("transfer_id")?),
+            from: t.from,
+            to: t.to,
+            amount: t.amount,
+            from_balance: reply.get("from_balance")?,
+            to_balance: reply.get("to_balance")?,
+            replayed,
+        })
+    };
+    match reply.outcome()? {
+        Outcome::Ok => receipt(false),
+        Outcome::Replayed => receipt(true),
+        Outcome::IdempotencyConflict => Err(LedgerError::IdempotencyConflict {
+            key: key.to_string(),
+            existing: KeyHolder::Transfer(TransferId(reply.get("transfer_id")?)),
+        }),
+        Outcome::AccountNotFound => Err(LedgerError::AccountNotFound { account: AccountId(reply.get("account")?) }),
+        Outcome::CurrencyMismatch => Err(LedgerError::CurrencyMismatch {
+            from: t.from,
+            from_currency: reply.get("from_currency")?,
+            to: t.to,
+            to_currency: reply.get("to_currency")?,
+        }),
+        Outcome::InvalidScale => {
+            let scale: i16 = reply.get("currency_scale")?;
+            let currency: String = reply.get("from_currency")?;
+            Err(LedgerError::InvalidAmount {
+                amount: t.amount,
+                reason: format!("more than {scale} decimal places, the scale of {currency}"),
+            })
+        }
+        Outcome::InsufficientFunds => Err(LedgerError::InsufficientFunds {
+            account: AccountId(reply.get("account")?),
+            available: reply.get("available")?,
+            requested: t.amount,
+        }),
+        other => Err(reply.misplaced(other)),
+    }
+}

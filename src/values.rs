@@ -1,0 +1,87 @@
+//! Plain value types: ids (newtypes over the database's `bigint` keys, so that an account id is
+//! never passed where a transfer id belongs) and states. Ground floor: imports nothing of the
+//! crate.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Defines an id newtype with `Display` as the bare number.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id! {
+    /// The id of an account, as the database assigned it.
+    AccountId
+}
+
+id! {
+    /// The id of a committed transfer.
+    TransferId
+}
+
+id! {
+    /// The id of a hold.
+    HoldId
+}
+
+id! {
+    /// The id of an entry; also the cursor for the next page of
+    /// [`Ledger::history`](crate::Ledger::history).
+    EntryId
+}
+
+/// Where a hold is in its life. Only `Pending` can change, and only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldState {
+    /// Reserved, not yet ended (or lapsed but not yet released by an expiry worker, which
+    /// capture and void report as `Expired`).
+    Pending,
+    /// Ended by a capture: money moved.
+    Captured,
+    /// Ended by a void: released without moving money.
+    Voided,
+    /// Ended by its expiry time.
+    Expired,
+}
+
+impl HoldState {
+    /// The lowercase name used in the database and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Pending => "pending",
+            HoldState::Captured => "captured",
+            HoldState::Voided => "voided",
+            HoldState::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for HoldState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HoldState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(HoldState::Pending),
+            "captured" => Ok(HoldState::Captured),
+            "voided" => Ok(HoldState::Voided),
+            "expired" => Ok(HoldState::Expired),
+            other => Err(format!("unknown hold state {other:?}")),
+        }
+    }
+}
