@@ -132,7 +132,8 @@ fn rolled_back(error: &postgres::Error) -> bool {
 /// waits for the standby like any commit; this one writes the smallest WAL record a role without
 /// privileges can: a transactional logical-decoding message (prefix `wallet_ledger`, which
 /// logical decoding consumers see and can ignore). A transaction that only takes a transaction
-/// id writes no WAL and does not wait (tried first: the standby-down test acknowledged at once).
+/// id writes no WAL and does not wait, so it would not do (`docs/design.md`, "Idempotency,
+/// retries, and the ambiguous commit").
 fn wait_until_durable(client: &mut postgres::Client) -> Result<(), postgres::Error> {
     client.batch_execute("SELECT pg_logical_emit_message(true, 'wallet_ledger', 'durable')")
 }
