@@ -352,8 +352,7 @@ mod tests {
     #[test]
     fn items_the_apply_function_gave_no_result_get_the_failure_value() {
         let c = combiner(8, Duration::from_millis(50));
-        let apply: Apply =
-            Arc::new(|items: &[i64]| items[..items.len() - 1].iter().map(|i| i + 100).collect());
+        let apply: Apply = Arc::new(|items: &[i64]| items[..items.len() - 1].iter().map(|i| i + 100).collect());
         let results = run(&c, 3, 1, apply);
         let failed = results.iter().filter(|(_, r)| *r.as_ref().unwrap() == FAILED).count();
         assert!(failed >= 1, "each batch's last item has no result");

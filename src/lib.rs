@@ -86,8 +86,3 @@ pub use values::{AccountId, EntryId, HoldId, HoldState, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).
 pub use rust_decimal::Decimal;
-
-/// The README's examples, compiled and run as doc-tests so they never drift.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
