@@ -41,7 +41,7 @@ pub(crate) const CITUS_MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f63;
 /// Whether the connected database has the Citus extension.
 pub(crate) fn installed(client: &mut Client) -> Result<bool, LedgerError> {
     let row = client.query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')", &[])?;
-    Ok(row.get(0))
+    Ok(row.try_get(0)?)
 }
 
 /// Decides Citus mode: the builder's setting, or detection. Asking for it on a database

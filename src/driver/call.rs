@@ -43,7 +43,9 @@ impl Ledger {
         // Once there is one, no exit without an answer can claim that nothing was applied.
         let mut ambiguity: Option<postgres::Error> = None;
         let mut previous: Option<postgres::Error> = None;
-        for n in 1.. {
+        let mut n: u32 = 0;
+        loop {
+            n += 1;
             crate::driver::observe::attempt(n, previous.as_ref());
             let (error, sent) = match self.attempt(sql, params, ambiguity.is_some()) {
                 Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
@@ -74,7 +76,6 @@ impl Ledger {
                 previous = Some(error);
             }
         }
-        unreachable!("the attempt loop returns")
     }
 
     /// [`call`](Self::call) for a request that carries an idempotency key and moves `amount`:

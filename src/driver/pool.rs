@@ -51,10 +51,16 @@ impl<M: ManageConnection<Connection = Client>> PooledAny for PooledConnection<M>
         }
         let statement = self.prepare(&schema.qualify(sql))?;
         let extensions = PooledConnection::extensions_mut(self);
-        if extensions.get::<StatementCache>().is_none() {
-            extensions.insert(StatementCache::default());
+        match extensions.get_mut::<StatementCache>() {
+            Some(cache) => {
+                cache.0.insert(key, statement.clone());
+            }
+            None => {
+                let mut cache = StatementCache::default();
+                cache.0.insert(key, statement.clone());
+                extensions.insert(cache);
+            }
         }
-        extensions.get_mut::<StatementCache>().expect("inserted above").0.insert(key, statement.clone());
         Ok(statement)
     }
 }

@@ -196,7 +196,9 @@ impl Ledger {
     ) -> Result<Row, LedgerError> {
         let mut backoff = Backoff::new(self.inner.max_retries);
         let mut previous: Option<postgres::Error> = None;
-        for n in 1.. {
+        let mut n: u32 = 0;
+        loop {
+            n += 1;
             crate::driver::observe::attempt(n, previous.as_ref());
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
             let error = match savepoint.query_typed_one(&self.inner.schema.qualify(sql), params) {
@@ -237,6 +239,5 @@ impl Ledger {
             self.inner.counters.retried();
             previous = Some(error);
         }
-        unreachable!("the attempt loop returns")
     }
 }
