@@ -13,7 +13,7 @@
 //! use rust_decimal_macros::dec;
 //! use wallet_ledger::{Ledger, LedgerError, NewAccount, Transfer};
 //!
-//! # let url = wallet_ledger::embedded::fresh_database("crate_docs")?;
+//! # let url = wallet_ledger_embedded::fresh_database("crate_docs")?;
 //! let ledger = Ledger::connect(&url)?; // any PostgreSQL; migrations run on connect
 //! ledger.define_currency("USD", 2)?;
 //! let issuer = ledger.open_account(&NewAccount::new("USD").name("issuer").unbounded())?;
@@ -52,10 +52,7 @@ mod audit;
 mod batch;
 mod call;
 pub mod citus;
-pub mod cluster;
 mod combiner;
-pub mod embedded;
-pub mod embedded_citus;
 mod entry;
 mod error;
 mod hold;
@@ -72,6 +69,8 @@ pub mod schema;
 mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "embedded")]
+pub use wallet_ledger_embedded::{cluster, embedded, embedded_citus};
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transfer;

@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use wallet_ledger::embedded::EmbeddedServer;
 use wallet_ledger::{AccountId, Decimal, EntryId, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 #[derive(Parser)]
 #[command(name = "wallet-ledger", version, about = "Deadlock-free wallet transfers on PostgreSQL")]

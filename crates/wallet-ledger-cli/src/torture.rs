@@ -22,9 +22,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use wallet_ledger::cluster::multi_host_url;
-use wallet_ledger::embedded::EmbeddedServer;
 use wallet_ledger::{Ledger, TransferId};
+use wallet_ledger_embedded::cluster::multi_host_url;
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 use crate::Target;
 use checker::{Evidence, Verdict};

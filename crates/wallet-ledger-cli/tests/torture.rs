@@ -1,7 +1,6 @@
 //! `wallet-ledger torture`, the binary: a short run of each fault kind (seconds each), with every
 //! check of the checker asserted from its JSON report, the fault asserted to have happened, and
 //! two planted violations the checker must catch.
-#![cfg(feature = "cli")]
 
 use std::process::Command;
 

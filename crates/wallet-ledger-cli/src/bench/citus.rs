@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
-use wallet_ledger::embedded_citus::CitusCluster;
 use wallet_ledger::{AccountId, Decimal, Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded_citus::CitusCluster;
 
 use super::driver::{SplitMix, AMOUNT};
 use super::hist::Histogram;
