@@ -167,6 +167,23 @@ impl EmbeddedServer {
         Ok(server)
     }
 
+    /// The persistent cluster in `dir` if [`open`](EmbeddedServer::open) created one there,
+    /// running or not; `None` otherwise. Creates, starts and changes nothing (ask
+    /// [`is_running`](EmbeddedServer::is_running)).
+    ///
+    /// # Errors
+    /// [`EmbeddedError::BinariesNotFound`] when PostgreSQL is not installed; when `dir` cannot
+    /// be resolved.
+    pub fn existing(dir: &Path) -> Result<Option<EmbeddedServer>, EmbeddedError> {
+        if !dir.join("data").join("PG_VERSION").exists() {
+            return Ok(None);
+        }
+        let bin = find_binaries()?;
+        let owner = unprivileged_owner()?;
+        let dir = fs::canonicalize(dir).map_err(io_err(format!("resolve {}", dir.display())))?;
+        Ok(Some(EmbeddedServer { dir, bin, port: PORT, tcp_tls: false, owner, watchdog: None }))
+    }
+
     /// The directory holding the cluster and its socket.
     pub fn dir(&self) -> &Path {
         &self.dir
