@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wallet_ledger::{embedded, AccountId, Decimal, Ledger, NewAccount, Transfer};
+use wallet_ledger::{AccountId, Decimal, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded;
 
 /// Wallets of the uniform workload.
 const ACCOUNTS: usize = 10_000;

@@ -14,7 +14,7 @@ use rust_decimal_macros::dec;
 use wallet_ledger::{Hold, HoldState, Ledger, LedgerError, NewAccount, Transfer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = wallet_ledger::embedded::fresh_database("card_authorization")?;
+    let url = wallet_ledger_embedded::embedded::fresh_database("card_authorization")?;
     let ledger = Ledger::connect(&url)?;
     ledger.define_currency("EUR", 2)?;
     let issuer = ledger.open_account(&NewAccount::new("EUR").name("issuer").unbounded())?;

@@ -236,7 +236,7 @@ pub fn run(url: &str) -> Result<Outcome, Box<dyn std::error::Error>> {
 
 #[allow(dead_code)] // a module of tests/examples.rs too, where `main` is unused
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = wallet_ledger::embedded::fresh_database("payments_backend")?;
+    let url = wallet_ledger_embedded::embedded::fresh_database("payments_backend")?;
     run(&url)?;
     Ok(())
 }

@@ -179,11 +179,11 @@ pub fn own_pool(url: &str) -> Result<(), Box<dyn std::error::Error>> {
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A fresh database on DATABASE_URL's server when it is set, else on a throwaway local one.
-    let url = wallet_ledger::embedded::fresh_database("readme_example")?;
+    let url = wallet_ledger_embedded::fresh_database("readme_example")?;
     quickstart(&url)?;
     own_transaction(&url)?;
     own_pool(&url)?;
-    batches(&wallet_ledger::embedded::fresh_database("readme_batches")?)?;
+    batches(&wallet_ledger_embedded::fresh_database("readme_batches")?)?;
     let _ = citus_connect; // needs a Citus cluster: see docs/citus.md
     println!("the README's examples ran on a fresh database");
     Ok(())

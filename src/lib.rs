@@ -13,7 +13,7 @@
 //! use rust_decimal_macros::dec;
 //! use wallet_ledger::{Ledger, LedgerError, NewAccount, Transfer};
 //!
-//! # let url = wallet_ledger::embedded::fresh_database("crate_docs")?;
+//! # let url = wallet_ledger_embedded::fresh_database("crate_docs")?;
 //! let ledger = Ledger::connect(&url)?; // any PostgreSQL; migrations run on connect
 //! ledger.define_currency("USD", 2)?;
 //! let issuer = ledger.open_account(&NewAccount::new("USD").name("issuer").unbounded())?;
@@ -47,8 +47,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// Floors, from the ground up; a module imports only from its own floor or below
-// (docs/design.md, "Module map").
+// Each module imports only from its own floor or below: values and limits; error; model;
+// combiner, protocol, schema and citus; driver; ops (docs/design.md, "Module map").
 pub mod citus;
 mod combiner;
 mod driver;
@@ -64,9 +64,8 @@ pub mod testkit;
 pub mod tls;
 mod values;
 
-pub mod cluster;
-pub mod embedded;
-pub mod embedded_citus;
+#[cfg(feature = "embedded")]
+pub use wallet_ledger_embedded::{cluster, embedded, embedded_citus};
 
 pub use combiner::CombineConfig;
 pub use driver::ledger::{Ledger, LedgerBuilder};

@@ -7,8 +7,9 @@ use rust_decimal_macros::dec;
 
 #[test]
 fn the_payments_backend_example_runs_and_ends_where_it_says() -> Result<(), Box<dyn std::error::Error>> {
-    let url = wallet_ledger::embedded::fresh_database("example_backend")?;
-    let outcome = payments_backend::run(&url)?;
+    let database = wallet_ledger_embedded::TestDatabase::new("example_backend")?;
+    let url = database.url();
+    let outcome = payments_backend::run(url)?;
     assert_eq!(outcome.shipped.status, "shipped");
     assert_eq!(outcome.cancelled.status, "cancelled");
     assert_eq!(outcome.declined.status, "declined");
@@ -20,8 +21,8 @@ fn the_payments_backend_example_runs_and_ends_where_it_says() -> Result<(), Box<
     assert_eq!(outcome.merchant_balance, dec!(55.50));
     assert!(outcome.audit_clean);
     // A restarted backend finds its schema migrated and does not migrate again.
-    payments_backend::Shop::open(&url)?;
-    let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+    payments_backend::Shop::open(url)?;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
     let versions: i64 = client.query_one("SELECT count(*) FROM shop_ledger.schema_version", &[])?.get(0);
     assert_eq!(versions, i64::from(wallet_ledger::schema::SCHEMA_VERSION));
     Ok(())

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use rust_decimal_macros::dec;
 use tracing_subscriber::fmt::format::FmtSpan;
-use wallet_ledger::{embedded, Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger::{Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger_embedded::TestDatabase;
 
 /// Collects what the subscriber writes.
 #[derive(Clone, Default)]
@@ -28,10 +29,10 @@ impl Write for Captured {
 
 #[test]
 fn every_operation_has_a_span_with_its_outcome_and_no_secrets() -> Result<()> {
-    let url = embedded::fresh_database("observability")?;
+    let database = TestDatabase::new("observability")?;
     // The embedded server trusts local connections, so a password here is ignored by the
     // server but present in the string the ledger was given: it must not be logged.
-    let url = format!("{url} password=s3cret-pw");
+    let url = format!("{} password=s3cret-pw", database.url());
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()

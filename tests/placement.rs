@@ -10,7 +10,8 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use rust_decimal_macros::dec;
 use wallet_ledger::schema::{migration_script_for, SchemaName, SCHEMA_VERSION};
-use wallet_ledger::{embedded, Hold, Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger::{Hold, Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded;
 
 fn pool(url: &str, size: u32) -> Result<r2d2::Pool<PostgresConnectionManager<NoTls>>> {
     let manager = PostgresConnectionManager::new(url.parse()?, NoTls);
@@ -53,7 +54,7 @@ fn exercise(ledger: &Ledger) -> Result<()> {
 
 #[test]
 fn a_custom_schema_holds_everything_and_leaves_the_backends_tables_alone() -> Result<()> {
-    let url = embedded::fresh_database("placement_schema")?;
+    let url = common::database("placement_schema")?;
     let mut client = postgres::Client::connect(&url, NoTls)?;
     // The backend's own tables, with the names the ledger uses.
     client.batch_execute(
@@ -75,7 +76,7 @@ fn a_custom_schema_holds_everything_and_leaves_the_backends_tables_alone() -> Re
 
 #[test]
 fn two_schemas_on_one_shared_pool_stay_apart() -> Result<()> {
-    let url = embedded::fresh_database("placement_two")?;
+    let url = common::database("placement_two")?;
     // One connection: both ledgers and their statement caches live on the same session.
     let shared = pool(&url, 1)?;
     let first = Ledger::with_pool(shared.clone()).schema("ledger_a").build()?;
@@ -95,7 +96,7 @@ fn two_schemas_on_one_shared_pool_stay_apart() -> Result<()> {
 
 #[test]
 fn a_backends_migration_tool_applies_the_script_and_the_ledger_only_checks() -> Result<()> {
-    let url = embedded::fresh_database("placement_script")?;
+    let url = common::database("placement_script")?;
     let shared = pool(&url, 4)?;
     let name = SchemaName::new("payments")?;
     // Not migrated yet, and told not to: a typed error naming the schema, nothing created.
@@ -132,7 +133,7 @@ fn a_bad_schema_name_is_refused_before_connecting() {
 
 #[test]
 fn from_pool_shares_the_backends_pool_and_counts_pool_waits() -> Result<()> {
-    let url = embedded::fresh_database("placement_pool")?;
+    let url = common::database("placement_pool")?;
     let shared = pool(&url, 1)?;
     let ledger = Ledger::from_pool(shared.clone())?;
     ledger.define_currency("USD", 2)?;
@@ -263,34 +264,6 @@ fn tempdir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("wallet-ledger-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-#[cfg(feature = "cli")]
-#[test]
-fn the_cli_prints_the_migration_for_a_schema_and_works_in_it() -> Result<()> {
-    let url = embedded::fresh_database("placement_cli")?;
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wallet-ledger"))
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .env("WALLET_LEDGER_SCHEMA", "cli_ledger")
-            .output()
-    };
-    let printed = cli(&["migrate", "--print"])?;
-    assert!(printed.status.success());
-    let script = String::from_utf8(printed.stdout)?;
-    assert_eq!(script, migration_script_for(&SchemaName::new("cli_ledger")?));
-    let mut client = postgres::Client::connect(&url, NoTls)?;
-    client.batch_execute(&script)?;
-    let defined = cli(&["currency", "define", "USD", "2"])?;
-    assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
-    let n: i64 = client.query_one("SELECT count(*) FROM cli_ledger.currencies", &[])?.get(0);
-    assert_eq!(n, 1);
-    assert_eq!(schemas(&mut client)?, ["cli_ledger", "public"]);
-    let bad = cli(&["--schema", "Robert'); DROP", "migrate", "--print"])?;
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid schema name"));
-    Ok(())
 }
 
 #[test]

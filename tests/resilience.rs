@@ -6,8 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rust_decimal_macros::dec;
-use wallet_ledger::embedded::EmbeddedServer;
 use wallet_ledger::{Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 /// PostgreSQL's warning case: a commit whose wait for the synchronous standby is cancelled
 /// (here: its backend terminated) is committed locally but not replicated, and it is visible

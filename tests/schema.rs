@@ -8,11 +8,11 @@ use anyhow::Result;
 use common::funded;
 use postgres::error::SqlState;
 use rust_decimal_macros::dec;
-use wallet_ledger::{embedded, schema, Ledger, LedgerError};
+use wallet_ledger::{schema, Ledger, LedgerError};
 
 #[test]
 fn concurrent_connects_apply_migrations_once() -> Result<()> {
-    let url = embedded::fresh_database("migrate_race")?;
+    let url = common::database("migrate_race")?;
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
@@ -39,7 +39,7 @@ fn concurrent_connects_apply_migrations_once() -> Result<()> {
 
 #[test]
 fn version_checks() -> Result<()> {
-    let url = embedded::fresh_database("versions")?;
+    let url = common::database("versions")?;
     let unmigrated = Ledger::builder(&url).migrate(false).build().unwrap_err();
     assert!(matches!(unmigrated, LedgerError::SchemaOutdated { found: 0, .. }), "{unmigrated:?}");
     Ledger::connect(&url)?;

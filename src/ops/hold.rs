@@ -30,7 +30,7 @@ impl Ledger {
     /// use rust_decimal_macros::dec;
     /// use wallet_ledger::{Hold, HoldState, Ledger, LedgerError, NewAccount, Transfer};
     ///
-    /// # let url = wallet_ledger::embedded::fresh_database("hold_docs")?;
+    /// # let url = wallet_ledger_embedded::fresh_database("hold_docs")?;
     /// let ledger = Ledger::connect(&url)?;
     /// ledger.define_currency("EUR", 2)?;
     /// let issuer = ledger.open_account(&NewAccount::new("EUR").unbounded())?.id;

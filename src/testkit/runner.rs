@@ -9,8 +9,8 @@ use rust_decimal::Decimal;
 
 use super::controls::Control;
 use super::model::{LedgerSpec, Op, Party, Workload};
-use crate::embedded::{self, EmbeddedError};
 use crate::{AccountId, Ledger, LedgerError, NewAccount, Receipt, Transfer};
+use wallet_ledger_embedded::embedded::{self, EmbeddedError};
 
 /// Why a case could not be set up or run (never a property violation: those are findings in a
 /// [`Report`](super::Report)).
@@ -284,7 +284,7 @@ pub fn ledger_for(url: &str, threads: usize) -> Result<Ledger, LedgerError> {
 }
 
 /// A database made for one case and dropped with it, so that hundreds of cases do not fill the
-/// disk. Built by [`fresh_database`](crate::embedded::fresh_database): on `DATABASE_URL`'s
+/// disk. Built by [`fresh_database`](wallet_ledger_embedded::fresh_database): on `DATABASE_URL`'s
 /// server when it is set (the role needs CREATEDB), else on the process's embedded server.
 #[derive(Debug)]
 pub struct ScratchDatabase {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Result;
 use rust_decimal::Decimal;
-use wallet_ledger::embedded_citus::{citus_database, citus_installed};
 use wallet_ledger::{AccountId, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded_citus::{citus_database, citus_installed};
 
 /// The Citus database to test on, or `None` (with a printed reason) when this machine cannot
 /// run Citus and none is configured.

@@ -2,20 +2,52 @@
 //! whole ledger to prove that a refused call changed nothing.
 #![allow(dead_code)]
 
+use std::fmt;
+use std::ops::Deref;
+
 use anyhow::{Context, Result};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use wallet_ledger::{embedded, AccountId, Ledger, NewAccount, Transfer};
+use wallet_ledger::{AccountId, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::TestDatabase;
+
+/// The connection string of a test's database, used as a `String`; the database is dropped
+/// with this value when it lives on DATABASE_URL's server.
+#[derive(Debug)]
+pub struct DatabaseUrl {
+    url: String,
+    _database: TestDatabase,
+}
+
+impl Deref for DatabaseUrl {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.url
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// A new, empty database (embedded server unless DATABASE_URL is set).
+pub fn database(test: &str) -> Result<DatabaseUrl> {
+    let database = TestDatabase::new(test).context("fresh test database")?;
+    Ok(DatabaseUrl { url: database.url().to_string(), _database: database })
+}
 
 /// A ledger on a new, empty database (embedded server unless DATABASE_URL is set).
-pub fn ledger(test: &str) -> Result<(Ledger, String)> {
-    let url = embedded::fresh_database(test).context("fresh test database")?;
+pub fn ledger(test: &str) -> Result<(Ledger, DatabaseUrl)> {
+    let url = database(test)?;
     let ledger = Ledger::builder(&url).pool_size(20).build().context("connect")?;
     Ok((ledger, url))
 }
 
 /// A USD ledger with an unbounded issuer and `n` wallets funded with `each`.
-pub fn funded(test: &str, n: usize, each: Decimal) -> Result<(Ledger, String, AccountId, Vec<AccountId>)> {
+pub fn funded(test: &str, n: usize, each: Decimal) -> Result<(Ledger, DatabaseUrl, AccountId, Vec<AccountId>)> {
     let (ledger, url) = ledger(test)?;
     ledger.define_currency("USD", 2)?;
     let issuer = ledger.open_account(&NewAccount::new("USD").name("issuer").unbounded())?.id;

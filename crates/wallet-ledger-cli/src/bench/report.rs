@@ -423,6 +423,12 @@ pub fn library_failed(runs: &[Run]) -> bool {
     runs.iter().any(|r| is_library(r) && !library_clean(r))
 }
 
+/// Whether a run of the ledger's own modes broke an invariant: a deadlock (its lock order
+/// promises none) or an unclean audit. Controls break them on purpose and are not asked.
+pub fn library_violated(runs: &[Run]) -> bool {
+    runs.iter().any(|r| is_library(r) && (r.deadlocks > 0 || r.audit_clean == Some(false)))
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
@@ -649,6 +655,18 @@ mod tests {
         assert_eq!((r.tps, r.money_created.as_deref()), (400.0, Some("-3.00")));
         let unclean = Run { audit_clean: Some(false), ..round(50.0) };
         assert_eq!(representative(vec![unclean, round(100.0), round(200.0)], 3).audit_clean, Some(false));
+    }
+
+    #[test]
+    fn only_the_ledgers_own_runs_can_break_an_invariant() {
+        let clean = round(100.0);
+        let naive = Run { mode: "naive", audit_clean: Some(false), money_created: Some("3.00".into()), ..round(9.0) };
+        let deadlocking = Run { mode: "multi-statement", deadlocks: 4, ..round(9.0) };
+        assert!(!library_violated(&[clean.clone(), naive, deadlocking]));
+        assert!(library_violated(&[Run { deadlocks: 1, ..clean.clone() }]));
+        assert!(library_violated(&[Run { audit_clean: Some(false), ..clean.clone() }]));
+        let failed = Run { errors: 1, ..clean };
+        assert!(!library_violated(std::slice::from_ref(&failed)) && library_failed(&[failed]));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `wallet-ledger`: the command-line face of the library. It parses arguments into typed values,
 //! calls the library, prints, and maps errors to exit codes; it holds no SQL and no rule.
 //!
-//! Exit codes: 0 success; 1 the operation was refused or failed (one line on stderr);
-//! 2 bad arguments; 3 `verify` found violations.
+//! Exit codes: see [`exit::TABLE`] (also printed by `--help` and listed in the README).
 
 mod bench;
+mod exit;
 mod holds;
+mod json;
 mod torture;
 
 use std::path::PathBuf;
@@ -14,11 +15,13 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use wallet_ledger::embedded::EmbeddedServer;
+use exit::Outcome;
 use wallet_ledger::{AccountId, Decimal, EntryId, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 #[derive(Parser)]
 #[command(name = "wallet-ledger", version, about = "Deadlock-free wallet transfers on PostgreSQL")]
+#[command(after_help = exit::TABLE)]
 struct Cli {
     #[command(flatten)]
     target: Target,
@@ -68,13 +71,17 @@ enum Command {
         /// Credited account id
         to: i64,
         /// Amount, e.g. 12.50
-        amount: String,
+        #[arg(value_parser = parse_amount)]
+        amount: Decimal,
         /// Idempotency key: repeating the command with it never pays twice
         #[arg(long)]
         key: Option<String>,
         /// Memo stored with the transfer
         #[arg(long)]
         memo: Option<String>,
+        /// Print the receipt as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// An account's entries, oldest first
     History {
@@ -86,6 +93,9 @@ enum Command {
         /// Most entries to show
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the entries as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Reserve an amount for a later capture (card authorization)
     Hold(holds::HoldArgs),
@@ -94,7 +104,8 @@ enum Command {
         /// Hold id
         hold: i64,
         /// Amount to capture (default: all of it); the rest is released
-        amount: Option<String>,
+        #[arg(value_parser = parse_amount)]
+        amount: Option<Decimal>,
     },
     /// Release a pending hold without moving money
     Void {
@@ -107,14 +118,18 @@ enum Command {
     /// Release lapsed holds, once or as a long-running set of workers
     Expire(holds::ExpireArgs),
     /// Audit the whole ledger; exit code 3 when any invariant is broken
-    Verify,
+    Verify {
+        /// Print the audit as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The local server under --data-dir
     #[command(subcommand)]
     Server(ServerCommand),
     /// Throughput under contention, beside pgbench on the same server
     Bench(bench::BenchArgs),
     /// A bank workload under injected faults (killed backends, crashes, failover), then proof
-    /// that nothing was lost, created or applied twice; exit code 1 on any violation
+    /// that nothing was lost, created or applied twice; exit code 3 on any violation
     Torture(torture::TortureArgs),
 }
 
@@ -140,8 +155,8 @@ enum AccountCommand {
         #[arg(long)]
         name: Option<String>,
         /// Floor (lowest balance allowed), zero or negative
-        #[arg(long, allow_hyphen_values = true, conflicts_with = "unbounded")]
-        min_balance: Option<String>,
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "unbounded", value_parser = parse_amount)]
+        min_balance: Option<Decimal>,
         /// No floor: a system/issuer account
         #[arg(long)]
         unbounded: bool,
@@ -150,12 +165,16 @@ enum AccountCommand {
     Show {
         /// Account id
         id: i64,
+        /// Print the account as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum ServerCommand {
-    /// Whether the local server is running, and its connection string
+    /// Whether the local server is running, and its connection string; never starts it
+    /// (exit code 1 when it is not running)
     Status,
     /// Stop the local server
     Stop,
@@ -167,7 +186,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::from(1)
+            Outcome::Failure.into()
         }
     }
 }
@@ -196,16 +215,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 new = new.name(name);
             }
             if let Some(floor) = min_balance {
-                new = new.min_balance(amount(&floor)?);
+                new = new.min_balance(floor);
             }
             if unbounded {
                 new = new.unbounded();
             }
             print_account(&open(&cli.target)?.open_account(&new)?);
         }
-        Command::Account(AccountCommand::Show { id }) => print_account(&open(&cli.target)?.account(AccountId(id))?),
-        Command::Transfer { from, to, amount: value, key, memo } => {
-            let mut t = Transfer::new(AccountId(from), AccountId(to), amount(&value)?);
+        Command::Account(AccountCommand::Show { id, json: true }) => {
+            json::print(&json::AccountJson::from(&open(&cli.target)?.account(AccountId(id))?))?;
+        }
+        Command::Account(AccountCommand::Show { id, json: false }) => {
+            print_account(&open(&cli.target)?.account(AccountId(id))?);
+        }
+        Command::Transfer { from, to, amount, key, memo, json } => {
+            let mut t = Transfer::new(AccountId(from), AccountId(to), amount);
             if let Some(key) = key {
                 t = t.idempotency_key(key);
             }
@@ -213,13 +237,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 t = t.memo(memo);
             }
             let r = open(&cli.target)?.transfer(&t)?;
+            if json {
+                json::print(&json::ReceiptJson::from(&r))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let replay = if r.replayed { " (replayed: already applied earlier with this key)" } else { "" };
             println!("transfer {}: {} from {} to {}{replay}", r.transfer_id, r.amount, r.from, r.to);
             println!("  balance {}: {}", r.from, r.from_balance);
             println!("  balance {}: {}", r.to, r.to_balance);
         }
-        Command::History { account, after, limit } => {
+        Command::History { account, after, limit, json } => {
             let entries = open(&cli.target)?.history(AccountId(account), after.map(EntryId), limit)?;
+            if json {
+                let entries = entries.iter().map(json::EntryJson::from).collect();
+                json::print(&json::HistoryJson { account, entries })?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "{:>10} {:>10} {:>12} {:>16} {:>16}  memo",
                 "entry", "transfer", "counterparty", "amount", "balance"
@@ -234,9 +267,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Hold(args) => holds::hold(&open(&cli.target)?, args)?,
-        Command::Capture { hold, amount: value } => {
-            let value = value.as_deref().map(amount).transpose()?;
-            let r = open(&cli.target)?.capture(wallet_ledger::HoldId(hold), value)?;
+        Command::Capture { hold, amount } => {
+            let r = open(&cli.target)?.capture(wallet_ledger::HoldId(hold), amount)?;
             println!("hold {hold} captured: transfer {} of {} from {} to {}", r.transfer_id, r.amount, r.from, r.to);
             println!("  balance {}: {}", r.from, r.from_balance);
             println!("  balance {}: {}", r.to, r.to_balance);
@@ -247,16 +279,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Holds(command) => holds::list(&open(&cli.target)?, command)?,
         Command::Expire(args) => holds::expire(&open(&cli.target)?, args)?,
-        Command::Verify => return verify(&open(&cli.target)?),
-        Command::Server(command) => server(&cli.target, command)?,
+        Command::Verify { json } => return verify(&open(&cli.target)?, json),
+        Command::Server(command) => return server(&cli.target, command),
         Command::Bench(args) => return bench::run(args, &cli.target),
         Command::Torture(args) => return torture::run(args, &cli.target),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(ledger: &Ledger) -> Result<ExitCode> {
+fn verify(ledger: &Ledger, json: bool) -> Result<ExitCode> {
     let audit = ledger.verify()?;
+    if json {
+        json::print(&json::AuditJson::from(&audit))?;
+        return Ok(Outcome::checked(audit.is_clean()).into());
+    }
     println!("checked {} accounts, {} transfers, {} entries", audit.accounts, audit.transfers, audit.entries);
     if audit.is_clean() {
         println!("clean: money is conserved, every balance matches its entries, no floor is broken");
@@ -267,16 +303,13 @@ fn verify(ledger: &Ledger) -> Result<ExitCode> {
     }
     let more = if audit.truncated { " (list truncated)" } else { "" };
     println!("NOT CLEAN: {} violations{more}", audit.violations.len());
-    Ok(ExitCode::from(3))
+    Ok(Outcome::Violation.into())
 }
 
-fn server(target: &Target, command: ServerCommand) -> Result<()> {
+fn server(target: &Target, command: ServerCommand) -> Result<ExitCode> {
     let dir = &target.data_dir;
     match command {
-        ServerCommand::Status => {
-            let server = EmbeddedServer::open(dir).context("local server")?;
-            println!("running in {}: {}", server.dir().display(), server.url("wallet_ledger"));
-        }
+        ServerCommand::Status => return server_status(dir),
         ServerCommand::Stop => {
             if dir.join("data").join("PG_VERSION").exists() {
                 EmbeddedServer::open(dir)?.stop()?;
@@ -286,7 +319,27 @@ fn server(target: &Target, command: ServerCommand) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reports whether the local server in `dir` runs; creates and starts nothing. Exit code 1
+/// when it does not run.
+fn server_status(dir: &std::path::Path) -> Result<ExitCode> {
+    let existing = EmbeddedServer::existing(dir).with_context(|| format!("local server in {}", dir.display()))?;
+    match existing {
+        Some(server) if server.is_running() => {
+            println!("running in {}: {}", server.dir().display(), server.url("wallet_ledger"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(server) => {
+            println!("not running: the local server in {} is stopped", server.dir().display());
+            Ok(Outcome::Failure.into())
+        }
+        None => {
+            println!("not running: no local server in {}", dir.display());
+            Ok(Outcome::Failure.into())
+        }
+    }
 }
 
 /// The ledger at --database-url, or on the persistent local server (started on demand).
@@ -304,8 +357,9 @@ fn open(target: &Target) -> Result<Ledger> {
     Ok(builder.build()?)
 }
 
-pub(crate) fn amount(text: &str) -> Result<Decimal> {
-    Decimal::from_str(text).with_context(|| format!("{text:?} is not a decimal amount"))
+/// clap's value parser for amounts: a refused amount is an argument error (exit code 2).
+pub(crate) fn parse_amount(text: &str) -> Result<Decimal, String> {
+    Decimal::from_str(text).map_err(|e| format!("{text:?} is not a decimal amount like 12.50 ({e})"))
 }
 
 fn print_account(a: &wallet_ledger::Account) {

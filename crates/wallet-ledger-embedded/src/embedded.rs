@@ -6,8 +6,9 @@
 //!   on drop, and by a watchdog process if this process dies without dropping it.
 //! - [`EmbeddedServer::open`]: a persistent cluster in a directory of your choice, created on
 //!   first use and started on demand; left running on drop (stop it with [`EmbeddedServer::stop`]).
-//! - [`fresh_database`]: a new, empty database for one test: on `DATABASE_URL` when it is set,
-//!   otherwise on one embedded server shared by the whole process.
+//! - [`TestDatabase`]: a new, empty database for one test: on `DATABASE_URL` when it is set
+//!   (and dropped there afterwards), otherwise on one embedded server shared by the whole
+//!   process. [`fresh_database`] makes the same database but leaves it behind.
 //!
 //! PostgreSQL refuses to run as root. When this process is root, the server's files and
 //! processes belong to the `postgres` user if it exists, else to `nobody`.
@@ -164,6 +165,23 @@ impl EmbeddedServer {
             server.pg_ctl_start()?;
         }
         Ok(server)
+    }
+
+    /// The persistent cluster in `dir` if [`open`](EmbeddedServer::open) created one there,
+    /// running or not; `None` otherwise. Creates, starts and changes nothing (ask
+    /// [`is_running`](EmbeddedServer::is_running)).
+    ///
+    /// # Errors
+    /// [`EmbeddedError::BinariesNotFound`] when PostgreSQL is not installed; when `dir` cannot
+    /// be resolved.
+    pub fn existing(dir: &Path) -> Result<Option<EmbeddedServer>, EmbeddedError> {
+        if !dir.join("data").join("PG_VERSION").exists() {
+            return Ok(None);
+        }
+        let bin = find_binaries()?;
+        let owner = unprivileged_owner()?;
+        let dir = fs::canonicalize(dir).map_err(io_err(format!("resolve {}", dir.display())))?;
+        Ok(Some(EmbeddedServer { dir, bin, port: PORT, tcp_tls: false, owner, watchdog: None }))
     }
 
     /// The directory holding the cluster and its socket.
@@ -384,9 +402,93 @@ fn create_database_on(admin_url: &str, name: &str) -> Result<(), EmbeddedError> 
 /// (the role needs CREATEDB), otherwise on an embedded server shared by the whole process and
 /// removed when the process exits. `prefix` makes the name readable (`[a-z0-9_]`).
 ///
+/// The database is never dropped: on `DATABASE_URL`'s server it stays behind. Tests use
+/// [`TestDatabase`], which drops it.
+///
 /// # Errors
 /// As [`EmbeddedServer::start`], or when the database cannot be created.
 pub fn fresh_database(prefix: &str) -> Result<String, EmbeddedError> {
+    Ok(TestDatabase::new(prefix)?.keep())
+}
+
+/// A new database for one test, dropped with this value when it lives on a server the test does
+/// not own.
+///
+/// - [`TestDatabase::new`]: on `DATABASE_URL` when it is set (the role needs CREATEDB), dropped
+///   there on drop; otherwise on the process's embedded server ([`shared_server`]), where
+///   nothing is dropped (the server's directory goes when the process exits).
+/// - [`TestDatabase::on_server`]: on the server of a given maintenance connection string,
+///   dropped there on drop.
+///
+/// The drop runs `DROP DATABASE ... WITH (FORCE)` (PostgreSQL 13+), ending any session still
+/// on the database. It is best effort: a failure leaves the database behind and is not reported.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    name: String,
+    /// The maintenance connection the database is dropped through; `None` to leave it.
+    drop_through: Option<String>,
+}
+
+impl TestDatabase {
+    /// A new, empty database on `DATABASE_URL`'s server or the process's embedded server;
+    /// `prefix` makes its name readable (`[a-z0-9_]`, at most 32 characters are kept).
+    ///
+    /// # Errors
+    /// As [`EmbeddedServer::start`], or when the database cannot be created.
+    pub fn new(prefix: &str) -> Result<TestDatabase, EmbeddedError> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => TestDatabase::on_server(&url, prefix),
+            _ => {
+                let name = database_name(prefix);
+                let url = shared_server()?.create_database(&name)?;
+                Ok(TestDatabase { url, name, drop_through: None })
+            }
+        }
+    }
+
+    /// A new, empty database on the server `admin_url` connects to (any existing database
+    /// there; the role needs CREATEDB), dropped through `admin_url` on drop.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or the database cannot be created.
+    pub fn on_server(admin_url: &str, prefix: &str) -> Result<TestDatabase, EmbeddedError> {
+        let name = database_name(prefix);
+        create_database_on(admin_url, &name)?;
+        let url = with_dbname(admin_url, &name);
+        Ok(TestDatabase { url, name, drop_through: Some(admin_url.to_string()) })
+    }
+
+    /// Its connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Keeps the database after the value is dropped (to inspect a failing test); returns its
+    /// connection string.
+    pub fn keep(mut self) -> String {
+        self.drop_through = None;
+        std::mem::take(&mut self.url)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(admin_url) = self.drop_through.take() else { return };
+        if let Ok(mut client) = postgres::Client::connect(&admin_url, postgres::NoTls) {
+            // An identifier cannot be a bound parameter; the name is [a-z0-9_] (database_name).
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// A database name unique in this process and among processes: `wl_<prefix>_<pid>_<n>`.
+fn database_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let prefix: String = prefix
@@ -395,14 +497,7 @@ pub fn fresh_database(prefix: &str) -> Result<String, EmbeddedError> {
         .take(32)
         .collect::<String>()
         .to_ascii_lowercase();
-    let name = format!("wl_{prefix}_{}_{n}", std::process::id());
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            create_database_on(&url, &name)?;
-            Ok(with_dbname(&url, &name))
-        }
-        _ => shared_server()?.create_database(&name),
-    }
+    format!("wl_{prefix}_{}_{n}", std::process::id())
 }
 
 /// The process-wide embedded server behind [`fresh_database`], started on first use.

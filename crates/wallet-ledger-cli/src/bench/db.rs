@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use postgres::{Client, NoTls};
-use wallet_ledger::embedded::{with_dbname, EmbeddedServer};
 use wallet_ledger::Decimal;
+use wallet_ledger_embedded::embedded::{with_dbname, EmbeddedServer};
 
 use crate::Target;
 

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use wallet_ledger::{AccountId, Hold, Ledger};
 
-use crate::amount;
+use wallet_ledger::Decimal;
+
+use crate::parse_amount;
 
 /// Arguments of `hold`.
 #[derive(Args)]
@@ -19,7 +21,8 @@ pub struct HoldArgs {
     /// Account a capture pays
     to: i64,
     /// Amount to reserve
-    amount: String,
+    #[arg(value_parser = parse_amount)]
+    amount: Decimal,
     /// How long until the hold lapses, e.g. 30s, 15m, 7d
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     expires_in: Duration,
@@ -41,6 +44,9 @@ pub enum HoldsCommand {
         /// Most holds to show
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print the holds as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -59,7 +65,7 @@ pub struct ExpireArgs {
 }
 
 pub fn hold(ledger: &Ledger, args: HoldArgs) -> Result<()> {
-    let mut h = Hold::new(AccountId(args.from), AccountId(args.to), amount(&args.amount)?).expires_in(args.expires_in);
+    let mut h = Hold::new(AccountId(args.from), AccountId(args.to), args.amount).expires_in(args.expires_in);
     if let Some(key) = args.key {
         h = h.idempotency_key(key);
     }
@@ -74,8 +80,13 @@ pub fn hold(ledger: &Ledger, args: HoldArgs) -> Result<()> {
 }
 
 pub fn list(ledger: &Ledger, command: HoldsCommand) -> Result<()> {
-    let HoldsCommand::List { account, limit } = command;
+    let HoldsCommand::List { account, limit, json } = command;
     let holds = ledger.open_holds(AccountId(account), limit)?;
+    if json {
+        let available = ledger.available(AccountId(account))?.to_string();
+        let holds = holds.iter().map(crate::json::HoldJson::from).collect();
+        return crate::json::print(&crate::json::HoldsJson { account, available, holds });
+    }
     println!("{:>10} {:>10} {:>16} {:>14}  memo", "hold", "to", "amount", "expires");
     for h in &holds {
         let memo = h.memo.as_deref().unwrap_or("");

@@ -6,8 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
-use wallet_ledger::cluster::Signal;
-use wallet_ledger::embedded::EmbeddedServer;
+use wallet_ledger_embedded::cluster::Signal;
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 use super::workload::{error_chain, Rng};
 

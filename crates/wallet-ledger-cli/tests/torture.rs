@@ -1,7 +1,6 @@
 //! `wallet-ledger torture`, the binary: a short run of each fault kind (seconds each), with every
 //! check of the checker asserted from its JSON report, the fault asserted to have happened, and
 //! two planted violations the checker must catch.
-#![cfg(feature = "cli")]
 
 use std::process::Command;
 
@@ -96,7 +95,8 @@ fn failover_to_the_synchronous_standby_loses_no_acknowledged_transfer() {
     assert!(recovery["first_ack_after_s"].as_f64().is_some_and(|s| s < 5.0), "{report:#}");
 }
 
-/// The checker is not a rubber stamp: violations planted behind the tool's back fail the run.
+/// The checker is not a rubber stamp: violations planted behind the tool's back fail the run
+/// with exit code 3 (an invariant violation).
 #[test]
 fn the_checker_catches_planted_violations() {
     let check = |report: &Value, name: &str| -> bool {
@@ -107,14 +107,14 @@ fn the_checker_catches_planted_violations() {
 
     let base = ["--duration", "1.5", "--clients", "3"];
     let (code, report) = torture("plant-delete", &[&base[..], &["--plant", "delete-acknowledged"]].concat());
-    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(code, Some(3), "{report:#}");
     assert_eq!(report["verdict"], "FAIL");
     assert!(!check(&report, acked), "{report:#}");
     // The balances still include it: the audit finds balances that no longer match the entries.
     assert!(!check(&report, "audit clean"), "{report:#}");
 
     let (code, report) = torture("plant-fake", &[&base[..], &["--plant", "fake-acknowledged"]].concat());
-    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(code, Some(3), "{report:#}");
     assert!(!check(&report, acked), "{report:#}");
     // Only the log was forged: the database itself is sound.
     assert!(check(&report, "audit clean") && check(&report, "no cent created or lost"), "{report:#}");

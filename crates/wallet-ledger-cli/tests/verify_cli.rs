@@ -3,7 +3,6 @@
 //!
 //! The ignored test measures the audit on a ledger of at least 1,000,000 entries (see
 //! docs/testing.md): `cargo test --release --test verify_cli -- --ignored --nocapture`.
-#![cfg(feature = "cli")]
 
 use std::process::{Command, Output};
 use std::time::Instant;

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
-use wallet_ledger::embedded_citus::CitusCluster;
 use wallet_ledger::{AccountId, Decimal, Ledger, LedgerError, NewAccount, Transfer};
+use wallet_ledger_embedded::embedded_citus::CitusCluster;
 
 use super::driver::{SplitMix, AMOUNT};
 use super::hist::Histogram;
 use super::plan::{Settings, Workload, HOT_ACCOUNTS};
 use super::progress::Progress;
+use super::InvariantBroken;
 
 /// One measured point on the cluster.
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +112,10 @@ pub fn run(
                 run.errors,
                 if run.audit_clean { "clean" } else { "NOT CLEAN" }
             ));
-            ensure!(run.audit_clean, "AUDIT FAILED on Citus after {workload} at {threads} threads");
+            if !run.audit_clean {
+                let broken = format!("AUDIT FAILED on Citus after {workload} at {threads} threads");
+                return Err(InvariantBroken(broken).into());
+            }
             runs.push(run);
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU8;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use wallet_ledger::testkit::controls::Control;
 use wallet_ledger::testkit::expiry_controls::ExpiryControl;
 use wallet_ledger::{CombineConfig, Ledger};
@@ -19,6 +19,7 @@ use super::plan::{Mode, Point, Settings};
 use super::progress::Progress;
 use super::report::Run;
 use super::setup::Accounts;
+use super::InvariantBroken;
 
 /// Everything the points share.
 pub struct Bench<'a> {
@@ -80,13 +81,14 @@ impl Bench<'_> {
             Mode::Serializable => self.rust_point(point, Sender::Alternative(Strategy::Serializable))?,
         };
         if !point.mode.is_control() && run.audit_clean == Some(false) {
-            bail!(
+            return Err(InvariantBroken(format!(
                 "AUDIT FAILED: the ledger is not clean after {} {} at {} threads: {}",
                 run.workload,
                 run.mode,
                 run.threads,
                 run.first_error.as_deref().unwrap_or("see report")
-            );
+            ))
+            .into());
         }
         Ok(run)
     }

@@ -34,6 +34,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use crate::exit::Outcome;
 use crate::Target;
 use db::Server;
 use measure::Bench;
@@ -139,7 +140,21 @@ impl BenchArgs {
     }
 }
 
-/// Runs the bench and writes the report. Exit code 1 when a library run was not clean.
+/// A run of the ledger's own modes broke an invariant; the bench stops and exits with code 3.
+#[derive(Debug)]
+pub struct InvariantBroken(pub String);
+
+impl std::fmt::Display for InvariantBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvariantBroken {}
+
+/// Runs the bench and writes the report. Exit code 3 when a run of the ledger's own modes broke
+/// an invariant (a deadlock, an unclean audit), 1 when one had errors; the broken controls
+/// run beside them are expected to break invariants and do not count.
 pub fn run(args: BenchArgs, target: &Target) -> Result<ExitCode> {
     let with_citus = args.citus;
     let settings = args.settings();
@@ -217,11 +232,20 @@ fn finish(report: &Report, settings: &Settings, failure: Option<anyhow::Error>) 
     }
     println!("report written to {}", settings.out.display());
     if let Some(e) = failure {
-        return Err(e.context(format!("partial report in {}", settings.out.display())));
+        let e = e.context(format!("partial report in {}", settings.out.display()));
+        if e.chain().any(|c| c.is::<InvariantBroken>()) {
+            eprintln!("error: {}", crate::chain(&e));
+            return Ok(Outcome::Violation.into());
+        }
+        return Err(e);
     }
-    if report::library_failed(&report.runs) || report.citus.iter().any(|r| !r.audit_clean || r.errors > 0) {
-        eprintln!("error: a library run had deadlocks, errors or an unclean audit (see the report)");
-        return Ok(ExitCode::from(1));
+    if report::library_violated(&report.runs) || report.citus.iter().any(|r| !r.audit_clean) {
+        eprintln!("error: a library run deadlocked or left an unclean audit (see the report)");
+        return Ok(Outcome::Violation.into());
+    }
+    if report::library_failed(&report.runs) || report.citus.iter().any(|r| r.errors > 0) {
+        eprintln!("error: a library run had errors (see the report)");
+        return Ok(Outcome::Failure.into());
     }
     Ok(ExitCode::SUCCESS)
 }

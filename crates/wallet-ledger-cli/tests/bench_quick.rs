@@ -2,7 +2,6 @@
 //! exits successfully, and writes a report other tools can read (report.json with a `runs`
 //! array carrying the documented keys; every library run, hold+capture and expiry included,
 //! deadlock-free with a clean audit; the expiry section drains every hold).
-#![cfg(feature = "cli")]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -22,11 +22,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use wallet_ledger::cluster::multi_host_url;
-use wallet_ledger::embedded::EmbeddedServer;
 use wallet_ledger::{Ledger, TransferId};
+use wallet_ledger_embedded::cluster::multi_host_url;
+use wallet_ledger_embedded::embedded::EmbeddedServer;
 
-use crate::Target;
+use crate::{exit, Target};
 use checker::{Evidence, Verdict};
 use faults::{Faults, LiveFaults, Plan, Servers, APPLICATION};
 use workload::{Attempt, Live, Outcome, Setup, Snapshot};
@@ -145,7 +145,7 @@ impl TortureArgs {
     }
 }
 
-/// Runs the torture; the exit code is 0 only when every check passed.
+/// Runs the torture; the exit code is 0 only when every check passed, 3 when one failed.
 pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
     let config = args.config()?;
     let embedded = target.database_url.is_none();
@@ -236,7 +236,7 @@ pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
             .with_context(|| format!("write {}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    Ok(if verdict.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(exit::Outcome::checked(verdict.passed()).into())
 }
 
 type Loaded = (Vec<Attempt>, Vec<Snapshot>, Faults, usize, Duration);

@@ -1,0 +1,116 @@
+//! Shared helpers for the integration tests: a fresh database per test, and snapshots of the
+//! whole ledger to prove that a refused call changed nothing.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::ops::Deref;
+
+use anyhow::{Context, Result};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use wallet_ledger::{AccountId, Ledger, NewAccount, Transfer};
+use wallet_ledger_embedded::TestDatabase;
+
+/// The connection string of a test's database, used as a `String`; the database is dropped
+/// with this value when it lives on DATABASE_URL's server.
+#[derive(Debug)]
+pub struct DatabaseUrl {
+    url: String,
+    _database: TestDatabase,
+}
+
+impl Deref for DatabaseUrl {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.url
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// A new, empty database (embedded server unless DATABASE_URL is set).
+pub fn database(test: &str) -> Result<DatabaseUrl> {
+    let database = TestDatabase::new(test).context("fresh test database")?;
+    Ok(DatabaseUrl { url: database.url().to_string(), _database: database })
+}
+
+/// A ledger on a new, empty database (embedded server unless DATABASE_URL is set).
+pub fn ledger(test: &str) -> Result<(Ledger, DatabaseUrl)> {
+    let url = database(test)?;
+    let ledger = Ledger::builder(&url).pool_size(20).build().context("connect")?;
+    Ok((ledger, url))
+}
+
+/// A USD ledger with an unbounded issuer and `n` wallets funded with `each`.
+pub fn funded(test: &str, n: usize, each: Decimal) -> Result<(Ledger, DatabaseUrl, AccountId, Vec<AccountId>)> {
+    let (ledger, url) = ledger(test)?;
+    ledger.define_currency("USD", 2)?;
+    let issuer = ledger.open_account(&NewAccount::new("USD").name("issuer").unbounded())?.id;
+    let mut wallets = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = ledger.open_account(&NewAccount::new("USD").name(format!("w{i}")))?.id;
+        if each > dec!(0) {
+            ledger.transfer(&Transfer::new(issuer, id, each))?;
+        }
+        wallets.push(id);
+    }
+    Ok((ledger, url, issuer, wallets))
+}
+
+/// Runs `$call`, checks its error against a pattern, and checks that the ledger did not change.
+/// Evaluates to the error.
+#[macro_export]
+macro_rules! refused {
+    ($ledger:expr, $call:expr, $pattern:pat $(if $guard:expr)?) => {{
+        let before = $crate::common::snapshot(&$ledger)?;
+        let result = $call;
+        assert!(matches!(result, Err($pattern) $(if $guard)?), "unexpected result: {result:?}");
+        assert_eq!(before, $crate::common::snapshot(&$ledger)?, "a refused call changed the ledger");
+        result.unwrap_err()
+    }};
+}
+
+/// Everything a refusal must leave unchanged: every account's balance and version, and the
+/// number of transfers and entries.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    accounts: Vec<(i64, Decimal, i64)>,
+    transfers: i64,
+    entries: i64,
+}
+
+pub fn snapshot(ledger: &Ledger) -> Result<Snapshot> {
+    let mut conn = ledger.connection()?;
+    let client = conn.client();
+    let accounts = client
+        .query("SELECT id, balance, version FROM wallet_ledger.accounts ORDER BY id", &[])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let transfers = client.query_one("SELECT count(*) FROM wallet_ledger.transfers", &[])?.get(0);
+    let entries = client.query_one("SELECT count(*) FROM wallet_ledger.entries", &[])?.get(0);
+    Ok(Snapshot { accounts, transfers, entries })
+}
+
+/// The server's own deadlock counter for the database behind `url`, read on a new connection
+/// once the counter has settled (statistics are flushed asynchronously by exiting backends).
+pub fn deadlocks(url: &str) -> Result<i64> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let mut last = -1;
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        client.batch_execute("SELECT pg_stat_clear_snapshot()")?;
+        let now: i64 =
+            client.query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()", &[])?.get(0);
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
