@@ -241,6 +241,17 @@ impl Columns {
                 amount: t.amount,
                 reason: "the resulting balance would exceed the largest the ledger can represent".into(),
             }),
+            Outcome::AccountFrozen => {
+                Err(LedgerError::AccountFrozen { account: AccountId(self.required(j, self.accounts[j], "account")?) })
+            }
+            Outcome::AccountClosed => {
+                Err(LedgerError::AccountClosed { account: AccountId(self.required(j, self.accounts[j], "account")?) })
+            }
+            Outcome::BalanceLimitExceeded => Err(LedgerError::BalanceLimitExceeded {
+                account: AccountId(self.required(j, self.accounts[j], "account")?),
+                max_balance: self.required(j, self.availables[j], "available")?,
+                requested: t.amount,
+            }),
             other => Err(unexpected(
                 FUNCTION,
                 format!("item {j}: outcome {:?} is not one this function gives", other.as_str()),

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::error::{KeyHolder, LedgerError};
 use crate::model::transfer::{Receipt, Transfer};
-use crate::protocol::{Outcome, Reply};
+use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// The single-transfer call; parameters `(from, to, amount, key, memo, lock_mode, timeout_ms)`.
@@ -68,6 +68,6 @@ pub(crate) fn outcome(t: &Transfer, key: &str, row: &Row) -> Result<Receipt, Led
             available: reply.get("available")?,
             requested: t.amount,
         }),
-        other => Err(reply.misplaced(other)),
+        other => Err(account_rule(&reply, other, t.amount)),
     }
 }
