@@ -189,6 +189,7 @@ mod tests {
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
         (2, "c1877f58b341cd34665eebef56b88cc8839a3942104820f68316fc559a2e383a"),
+        (3, "0826857397c55ebc04765da039996b3cbc99085caad70e346ba0790e9d29e0ac"),
     ];
 
     fn assert_released(set: &MigrationSet, released: &[(i32, &str)]) {
