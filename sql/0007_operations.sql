@@ -136,7 +136,8 @@ BEGIN
 END
 $fn$;
 
--- transfer: the function of migration 5 with the state and ceiling checks.
+-- transfer: the function of migration 5 with the state and ceiling checks; a key held by a
+-- reversal is not a transfer's to replay.
 CREATE OR REPLACE FUNCTION wallet_ledger.transfer(
     p_from bigint, p_to bigint, p_amount numeric, p_key text, p_memo text,
     p_lock_mode smallint, p_lock_timeout_ms integer,
@@ -160,7 +161,7 @@ BEGIN
     SELECT * INTO v_prev FROM wallet_ledger.transfers t WHERE t.idempotency_key = p_key;
     IF FOUND THEN
         transfer_id := v_prev.id;
-        IF v_prev.from_account = p_from AND v_prev.to_account = p_to
+        IF v_prev.from_account = p_from AND v_prev.to_account = p_to AND v_prev.reverses IS NULL
            AND v_prev.amount = p_amount AND v_prev.memo IS NOT DISTINCT FROM p_memo THEN
             outcome := 'replayed';
             SELECT e.balance_after INTO from_balance FROM wallet_ledger.entries e
@@ -420,14 +421,21 @@ END
 $fn$;
 
 -- transfer_batch: the function of migration 4 with the state and ceiling checks, in the fast
--- path and in the item loop.
-CREATE OR REPLACE FUNCTION wallet_ledger.transfer_batch(
+-- path and in the item loop, and sweeps: p_up_to[i] moves p_amount[i] or, when less is
+-- available above the floor, all that is available (amounts[i]: what moved; nothing available is
+-- insufficient_funds). A committed key replays a sweep whose stored amount is at most the one
+-- asked for. Sweeps are decided in the item loop. The parameters and answer columns change, so
+-- the function is dropped and created again (Citus does not replace it: batches are refused
+-- there).
+DROP FUNCTION wallet_ledger.transfer_batch(bigint[], bigint[], numeric[], text[], text[], smallint, integer,
+                                           bigint[], integer[], integer[]);
+CREATE FUNCTION wallet_ledger.transfer_batch(
     p_from bigint[], p_to bigint[], p_amount numeric[], p_key text[], p_memo text[],
     p_lock_mode smallint, p_lock_timeout_ms integer,
-    p_union bigint[], p_fpos integer[], p_tpos integer[],
+    p_union bigint[], p_fpos integer[], p_tpos integer[], p_up_to boolean[],
     OUT outcomes text[], OUT transfer_ids bigint[], OUT from_balances numeric[], OUT to_balances numeric[],
     OUT accounts bigint[], OUT availables numeric[], OUT from_currencies text[], OUT to_currencies text[],
-    OUT currency_scales smallint[])
+    OUT currency_scales smallint[], OUT amounts numeric[])
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n          integer := coalesce(cardinality(p_from), 0);
@@ -444,6 +452,7 @@ DECLARE
     v_db_same  boolean[];
     v_db_fbal  numeric[];
     v_db_tbal  numeric[];
+    v_db_amt   numeric[];
     -- keys inside the batch: the first item with each key, and the item holding it now
     v_first    integer[];
     v_holder   integer[];
@@ -497,6 +506,7 @@ BEGIN
     from_currencies := array_fill(NULL::text, ARRAY[n]);
     to_currencies := array_fill(NULL::text, ARRAY[n]);
     currency_scales := array_fill(NULL::smallint, ARRAY[n]);
+    amounts := array_fill(NULL::numeric, ARRAY[n]);
     IF n = 0 THEN
         RETURN;
     END IF;
@@ -504,6 +514,8 @@ BEGIN
     v_db_same := array_fill(NULL::boolean, ARRAY[n]);
     v_db_fbal := array_fill(NULL::numeric, ARRAY[n]);
     v_db_tbal := array_fill(NULL::numeric, ARRAY[n]);
+    v_db_amt := array_fill(NULL::numeric, ARRAY[n]);
+    v_simple := NOT coalesce(true = ANY (p_up_to), false);
     v_holder := array_fill(NULL::integer, ARRAY[n]);
 
     -- Idempotency, one statement for every key: the committed transfers holding any of them
@@ -511,7 +523,9 @@ BEGIN
     -- parameterized index scan, never a scan of the whole table, whatever its estimates).
     FOR r IN SELECT k.i, tr.id,
                     coalesce(tr.from_account = p_from[k.i] AND tr.to_account = p_to[k.i]
-                             AND tr.amount = p_amount[k.i] AND tr.memo IS NOT DISTINCT FROM p_memo[k.i], false) AS same,
+                             AND (tr.amount = p_amount[k.i] OR (p_up_to[k.i] AND tr.amount <= p_amount[k.i]))
+                             AND tr.reverses IS NULL AND tr.memo IS NOT DISTINCT FROM p_memo[k.i], false) AS same,
+                    tr.amount,
                     (SELECT e.balance_after FROM wallet_ledger.entries e
                       WHERE e.transfer_id = tr.id AND e.account_id = tr.from_account) AS fbal,
                     (SELECT e.balance_after FROM wallet_ledger.entries e
@@ -523,6 +537,7 @@ BEGIN
         v_db_same[r.i] := r.same;
         v_db_fbal[r.i] := r.fbal;
         v_db_tbal[r.i] := r.tbal;
+        v_db_amt[r.i] := r.amount;
     END LOOP;
 
     -- The first item of each key, for keys repeated inside the batch.
@@ -647,6 +662,7 @@ BEGIN
               FROM unnest(a_id, a_bal, a_ver) AS x(id, after, version)
              WHERE ac.id = x.id;
             outcomes := array_fill('ok'::text, ARRAY[n]);
+            amounts := f_amount;
             transfer_ids := v_tids;
             from_balances := f_from_bal;
             to_balances := f_to_bal;
@@ -664,6 +680,7 @@ BEGIN
             transfer_ids[v_i] := v_db_id[v_i];
             IF v_db_same[v_i] THEN
                 outcomes[v_i] := 'replayed';
+                amounts[v_i] := v_db_amt[v_i];
                 from_balances[v_i] := v_db_fbal[v_i];
                 to_balances[v_i] := v_db_tbal[v_i];
             ELSE
@@ -675,8 +692,9 @@ BEGIN
         IF v_j IS NOT NULL THEN
             transfer_ids[v_i] := transfer_ids[v_j];
             IF p_from[v_j] = p_from[v_i] AND p_to[v_j] = p_to[v_i] AND p_amount[v_j] = p_amount[v_i]
-               AND p_memo[v_j] IS NOT DISTINCT FROM p_memo[v_i] THEN
+               AND p_up_to[v_j] = p_up_to[v_i] AND p_memo[v_j] IS NOT DISTINCT FROM p_memo[v_i] THEN
                 outcomes[v_i] := 'replayed';
+                amounts[v_i] := amounts[v_j];
                 from_balances[v_i] := from_balances[v_j];
                 to_balances[v_i] := to_balances[v_j];
             ELSE
@@ -709,6 +727,10 @@ BEGIN
             outcomes[v_i] := 'invalid_scale'; CONTINUE;
         END IF;
         v_amount := round(p_amount[v_i], v_scale[v_f]);
+        IF p_up_to[v_i] AND v_min[v_f] IS NOT NULL AND v_bal[v_f] - v_held[v_f] - v_amount < v_min[v_f]
+           AND v_bal[v_f] - v_held[v_f] - v_min[v_f] > 0 THEN
+            v_amount := v_bal[v_f] - v_held[v_f] - v_min[v_f]; -- a sweep: all that is available
+        END IF;
         IF v_min[v_f] IS NOT NULL AND v_bal[v_f] - v_held[v_f] - v_amount < v_min[v_f] THEN
             outcomes[v_i] := 'insufficient_funds'; accounts[v_i] := p_from[v_i];
             availables[v_i] := v_bal[v_f] - v_held[v_f] - v_min[v_f];
@@ -733,6 +755,7 @@ BEGIN
         -- Accepted: move the money in memory and record what to write.
         v_accepted := v_accepted + 1;
         outcomes[v_i] := 'ok';
+        amounts[v_i] := v_amount;
         transfer_ids[v_i] := nextval(v_seq);
         v_holder[v_first[v_i]] := v_i;
         v_bal[v_f] := v_bal[v_f] - v_amount;
@@ -925,9 +948,10 @@ BEGIN
 END
 $fn$;
 
--- CREATE OR REPLACE resets a function's settings: migration 6's, again.
+-- CREATE OR REPLACE resets a function's settings (and the batch function is new): migration
+-- 6's, again.
 ALTER FUNCTION wallet_ledger.transfer_batch(bigint[], bigint[], numeric[], text[], text[], smallint, integer,
-                                            bigint[], integer[], integer[])
+                                            bigint[], integer[], integer[], boolean[])
     SET plan_cache_mode = force_generic_plan
     SET enable_seqscan = off;
 
@@ -1058,5 +1082,59 @@ BEGIN
     SELECT * INTO r FROM wallet_ledger.transfer_legs(transfer_id);
     from_account := r.from_account; to_account := r.to_account;
     from_balance := r.from_balance; to_balance := r.to_balance;
+END
+$fn$;
+
+-- transfer_up_to: a sweep. Moves p_amount or, when less is available above the floor
+-- (balance - held - min_balance), all that is available; `amount` says what moved. Otherwise
+-- exactly transfer(): it locks both accounts in ascending id (lock_accounts), decides the amount
+-- on the locked values, then calls transfer(), whose lock statement finds the rows already held
+-- and which decides every rule. Nothing available: transfer()'s own refusal (insufficient_funds,
+-- or a state, currency or scale refusal first).
+-- Idempotency: a committed key replays a sweep between the same accounts with the same memo
+-- that moved at most p_amount; anything else under the key is a conflict.
+CREATE FUNCTION wallet_ledger.transfer_up_to(
+    p_from bigint, p_to bigint, p_amount numeric, p_key text, p_memo text,
+    p_lock_mode smallint, p_lock_timeout_ms integer,
+    OUT outcome text, OUT transfer_id bigint, OUT from_balance numeric, OUT to_balance numeric,
+    OUT account bigint, OUT available numeric, OUT from_currency text, OUT to_currency text,
+    OUT currency_scale smallint, OUT lock_wait_us bigint, OUT amount numeric)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r      record;
+    v_prev wallet_ledger.transfers%ROWTYPE;
+    v_lock_start timestamptz;
+BEGIN
+    SELECT * INTO v_prev FROM wallet_ledger.transfers t WHERE t.idempotency_key = p_key;
+    IF FOUND THEN
+        transfer_id := v_prev.id;
+        IF v_prev.from_account = p_from AND v_prev.to_account = p_to AND v_prev.amount <= p_amount
+           AND v_prev.reverses IS NULL AND v_prev.memo IS NOT DISTINCT FROM p_memo THEN
+            outcome := 'replayed';
+            amount := v_prev.amount;
+            SELECT l.from_balance, l.to_balance INTO from_balance, to_balance
+              FROM wallet_ledger.transfer_legs(v_prev.id) l;
+        ELSE
+            outcome := 'idempotency_conflict';
+        END IF;
+        RETURN;
+    END IF;
+
+    amount := p_amount;
+    v_lock_start := clock_timestamp();
+    FOR r IN SELECT * FROM wallet_ledger.lock_accounts(ARRAY[p_from, p_to], p_lock_mode, p_lock_timeout_ms) LOOP
+        IF r.id = p_from AND r.min_balance IS NOT NULL AND min_scale(p_amount) <= r.scale
+           AND r.balance - r.held - r.min_balance < p_amount AND r.balance - r.held - r.min_balance > 0 THEN
+            amount := r.balance - r.held - r.min_balance;
+        END IF;
+    END LOOP;
+    lock_wait_us := (extract(epoch FROM clock_timestamp() - v_lock_start) * 1000000)::bigint;
+    SELECT * INTO r FROM wallet_ledger.transfer(p_from, p_to, amount, p_key, p_memo, p_lock_mode, p_lock_timeout_ms);
+    outcome := r.outcome; transfer_id := r.transfer_id; from_balance := r.from_balance;
+    to_balance := r.to_balance; account := r.account; available := r.available;
+    from_currency := r.from_currency; to_currency := r.to_currency; currency_scale := r.currency_scale;
+    IF outcome <> 'ok' THEN
+        amount := NULL;
+    END IF;
 END
 $fn$;
