@@ -180,7 +180,7 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The result of [`Ledger::verify`].
+/// The result of [`Ledger::verify`](crate::Ledger::verify).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Audit {
