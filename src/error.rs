@@ -24,6 +24,70 @@ pub enum LedgerError {
         /// The amount asked for.
         requested: Decimal,
     },
+    /// The account is frozen ([`Ledger::freeze`](crate::Ledger::freeze)): it pays nothing
+    /// (transfers, postings, new holds, captures of its holds) until it is unfrozen.
+    #[error("account {account} is frozen")]
+    AccountFrozen {
+        /// The frozen account.
+        account: AccountId,
+    },
+    /// The account is closed ([`Ledger::close`](crate::Ledger::close)): nothing moves in or out,
+    /// and its state does not change again.
+    #[error("account {account} is closed")]
+    AccountClosed {
+        /// The closed account.
+        account: AccountId,
+    },
+    /// [`Ledger::close`](crate::Ledger::close) of an account that still has a balance or holds.
+    #[error("account {account} is not empty: balance {balance}, held {held}")]
+    AccountNotEmpty {
+        /// The account.
+        account: AccountId,
+        /// Its balance (must be zero to close).
+        balance: Decimal,
+        /// What its pending holds reserve (must be zero to close).
+        held: Decimal,
+    },
+    /// The credit would take the account's balance above its `max_balance`.
+    #[error("balance limit of account {account} exceeded: max balance {max_balance}, requested {requested}")]
+    BalanceLimitExceeded {
+        /// The credited account.
+        account: AccountId,
+        /// Its ceiling.
+        max_balance: Decimal,
+        /// The amount asked for.
+        requested: Decimal,
+    },
+    /// A limit change ([`Ledger::set_min_balance`](crate::Ledger::set_min_balance),
+    /// [`Ledger::set_max_balance`](crate::Ledger::set_max_balance)) that the account's current
+    /// state already breaks: the floor above `balance - held`, or the ceiling below `balance`.
+    #[error("account {account} (balance {balance}, held {held}) would break the limits asked for (min {min_balance:?}, max {max_balance:?})")]
+    LimitBreached {
+        /// The account.
+        account: AccountId,
+        /// Its balance.
+        balance: Decimal,
+        /// What its pending holds reserve.
+        held: Decimal,
+        /// The floor the account would have (`None` = unbounded).
+        min_balance: Option<Decimal>,
+        /// The ceiling the account would have (`None` = none).
+        max_balance: Option<Decimal>,
+    },
+    /// A reversal of more than is left to reverse of the transfer.
+    #[error("reversal exceeds transfer {transfer}: {reversible} is left to reverse")]
+    ReversalExceedsOriginal {
+        /// The transfer being reversed.
+        transfer: TransferId,
+        /// What is left to reverse (its amount minus its earlier reversals).
+        reversible: Decimal,
+    },
+    /// No transfer has this id.
+    #[error("transfer {transfer} not found")]
+    TransferNotFound {
+        /// The id that matched no transfer.
+        transfer: TransferId,
+    },
     /// No account has this id.
     #[error("account {account} not found")]
     AccountNotFound {
@@ -297,6 +361,13 @@ impl LedgerError {
         match self {
             LedgerError::InsufficientFunds { .. } => "insufficient_funds",
             LedgerError::AccountNotFound { .. } => "account_not_found",
+            LedgerError::AccountFrozen { .. } => "account_frozen",
+            LedgerError::AccountClosed { .. } => "account_closed",
+            LedgerError::AccountNotEmpty { .. } => "account_not_empty",
+            LedgerError::BalanceLimitExceeded { .. } => "balance_limit_exceeded",
+            LedgerError::LimitBreached { .. } => "limit_breached",
+            LedgerError::ReversalExceedsOriginal { .. } => "reversal_exceeds_original",
+            LedgerError::TransferNotFound { .. } => "transfer_not_found",
             LedgerError::SameAccount { .. } => "same_account",
             LedgerError::InvalidAmount { .. } => "invalid_amount",
             LedgerError::CurrencyMismatch { .. } => "currency_mismatch",

@@ -79,9 +79,10 @@ pub use model::hold::{Hold, HoldReceipt, PendingHold};
 pub use model::lock_plan::LockPlan;
 pub use model::lock_wait::LockWait;
 pub use model::posting::{Posting, PostingReceipt};
+pub use model::reversal::Reversal;
 pub use model::transfer::{Receipt, Transfer};
 pub use ops::in_transaction;
-pub use values::{AccountId, EntryId, HoldId, HoldState, TransferId};
+pub use values::{AccountId, AccountStatus, EntryId, HoldId, HoldState, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).
 pub use rust_decimal::Decimal;

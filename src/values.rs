@@ -85,3 +85,53 @@ impl FromStr for HoldState {
         }
     }
 }
+
+/// Where an account is in its life: open, frozen (pays nothing, still receives) or closed
+/// (neither pays nor receives, holds zero; final).
+///
+/// ```
+/// use wallet_ledger::AccountStatus;
+///
+/// assert_eq!("frozen".parse::<AccountStatus>(), Ok(AccountStatus::Frozen));
+/// assert_eq!(AccountStatus::Closed.to_string(), "closed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AccountStatus {
+    /// Pays and receives.
+    Open,
+    /// Refuses every debit (transfers, postings, new holds, captures); credits, voids and
+    /// expiry still go through. [`Ledger::unfreeze`](crate::Ledger::unfreeze) opens it again.
+    Frozen,
+    /// Refuses every movement in or out; its balance is zero and nothing is held. Final.
+    Closed,
+}
+
+impl AccountStatus {
+    /// The lowercase name used in the database and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Open => "open",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AccountStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(AccountStatus::Open),
+            "frozen" => Ok(AccountStatus::Frozen),
+            "closed" => Ok(AccountStatus::Closed),
+            other => Err(format!("unknown account status {other:?}")),
+        }
+    }
+}

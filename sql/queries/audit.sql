@@ -68,6 +68,41 @@ SELECT a.id, a.held, coalesce(h.total, 0) AS pending_total
  WHERE a.held <> coalesce(h.total, 0)
  ORDER BY a.id LIMIT $1;
 
+-- @closed: a closed account holds nothing (accounts_closed_empty repeats it).
+SELECT id, balance, held FROM wallet_ledger.accounts
+ WHERE status = 'closed' AND (balance <> 0 OR held <> 0)
+ ORDER BY id LIMIT $1;
+
+-- @ceilings: no balance above its account's ceiling (accounts_ceiling repeats it).
+SELECT id, balance, max_balance FROM wallet_ledger.accounts
+ WHERE max_balance IS NOT NULL AND balance > max_balance
+ ORDER BY id LIMIT $1;
+
+-- @reversed: no transfer reversed beyond its amount, and each transfer's `reversed` is the sum
+-- of the reversals pointing at it.
+SELECT o.id, o.amount, o.reversed, coalesce(r.total, 0) AS reversals
+  FROM wallet_ledger.transfers o
+  LEFT JOIN (SELECT reverses, sum(amount) AS total FROM wallet_ledger.transfers
+              WHERE reverses IS NOT NULL GROUP BY reverses) r ON r.reverses = o.id
+ WHERE o.reversed > o.amount OR coalesce(r.total, 0) > o.amount OR o.reversed <> coalesce(r.total, 0)
+ ORDER BY o.id LIMIT $1;
+
+-- @reversals: every reversal points at an existing transfer between the same accounts in the
+-- other direction: each of its legs is on an account of the original, with the opposite sign
+-- (a transfer's reversal swaps from and to; a posting's negates its legs).
+SELECT r.id, r.reverses
+  FROM wallet_ledger.transfers r
+  LEFT JOIN wallet_ledger.transfers o ON o.id = r.reverses
+ WHERE r.reverses IS NOT NULL
+   AND (o.id IS NULL
+        OR (o.from_account IS NULL) <> (r.from_account IS NULL)
+        OR r.from_account <> o.to_account OR r.to_account <> o.from_account
+        OR EXISTS (SELECT 1 FROM wallet_ledger.entries e WHERE e.transfer_id = r.id
+                      AND NOT EXISTS (SELECT 1 FROM wallet_ledger.entries oe
+                                       WHERE oe.transfer_id = o.id AND oe.account_id = e.account_id
+                                         AND sign(oe.amount) = -sign(e.amount))))
+ ORDER BY r.id LIMIT $1;
+
 -- @counts
 SELECT (SELECT count(*) FROM wallet_ledger.accounts) AS accounts,
        (SELECT count(*) FROM wallet_ledger.transfers) AS transfers,

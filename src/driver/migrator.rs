@@ -184,10 +184,12 @@ mod tests {
         (4, "7b6329ece3662c8a5570d9728c6ca047fd93101c29b1c0050187915676b89e6e"),
         (5, "b00f46c803e47aeef605585ec5a19642f3fb278f9bed54f5b5b0b46298362eca"),
         (6, "ccb4660a730dbb20dc8538e00059debd31a26c0eacff4bf77d679d4bfc490e56"),
+        (7, "dcd54fa57643d19830c7c8b46b4128066f98168bdfb2698ab4de7b1a22dc44ba"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
         (2, "c1877f58b341cd34665eebef56b88cc8839a3942104820f68316fc559a2e383a"),
+        (3, "0826857397c55ebc04765da039996b3cbc99085caad70e346ba0790e9d29e0ac"),
     ];
 
     fn assert_released(set: &MigrationSet, released: &[(i32, &str)]) {

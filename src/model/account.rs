@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use rust_decimal::Decimal;
 
-use crate::values::AccountId;
+use crate::values::{AccountId, AccountStatus};
 
 /// What to open: currency, optional name, and the floor the balance may never go below.
 ///
@@ -23,18 +23,23 @@ use crate::values::AccountId;
 /// assert_eq!(wallet.floor(), Some(dec!(0)));
 /// assert_eq!(credit.floor(), Some(dec!(-500.00)));
 /// assert_eq!(issuer.floor(), None);
+///
+/// // An e-money wallet with a regulatory cap: credits beyond 150.00 are refused.
+/// let capped = NewAccount::new("EUR").max_balance(dec!(150.00));
+/// assert_eq!(capped.ceiling(), Some(dec!(150.00)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccount {
     pub(crate) currency: String,
     pub(crate) name: Option<String>,
     pub(crate) min_balance: Option<Decimal>,
+    pub(crate) max_balance: Option<Decimal>,
 }
 
 impl NewAccount {
     /// An account in `currency` (defined before with `define_currency`), floor 0, no name.
     pub fn new(currency: &str) -> Self {
-        NewAccount { currency: currency.to_string(), name: None, min_balance: Some(Decimal::ZERO) }
+        NewAccount { currency: currency.to_string(), name: None, min_balance: Some(Decimal::ZERO), max_balance: None }
     }
 
     /// A name to show in listings; not unique, not used by the ledger.
@@ -54,6 +59,19 @@ impl NewAccount {
     pub fn unbounded(mut self) -> Self {
         self.min_balance = None;
         self
+    }
+
+    /// The ceiling: the highest balance allowed; a credit that would go above it is refused
+    /// with [`LedgerError::BalanceLimitExceeded`](crate::LedgerError::BalanceLimitExceeded).
+    /// Default: none. Must be at least 0 (the account opens at zero). Refused in Citus mode.
+    pub fn max_balance(mut self, ceiling: Decimal) -> Self {
+        self.max_balance = Some(ceiling);
+        self
+    }
+
+    /// The ceiling this account will have (`None` = none).
+    pub fn ceiling(&self) -> Option<Decimal> {
+        self.max_balance
     }
 
     /// The currency code.
@@ -79,6 +97,10 @@ pub struct Account {
     pub balance: Decimal,
     /// The floor (`None` = unbounded).
     pub min_balance: Option<Decimal>,
+    /// The ceiling (`None` = none): credits never take the balance above it.
+    pub max_balance: Option<Decimal>,
+    /// Open, frozen or closed.
+    pub status: AccountStatus,
     /// The sum of the account's pending holds; `balance - held` is what is available.
     pub held: Decimal,
     /// How many entries the account has: incremented by every transfer that touches it.

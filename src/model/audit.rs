@@ -83,6 +83,44 @@ pub enum Violation {
         /// Its available balance.
         balance: Decimal,
     },
+    /// A closed account with a balance or holds.
+    ClosedNotEmpty {
+        /// The account.
+        account: AccountId,
+        /// Its balance.
+        balance: Decimal,
+        /// What it holds for pending holds.
+        held: Decimal,
+    },
+    /// A balance above its account's ceiling (`max_balance`).
+    CeilingBroken {
+        /// The account.
+        account: AccountId,
+        /// Its ceiling.
+        ceiling: Decimal,
+        /// Its balance.
+        balance: Decimal,
+    },
+    /// A transfer reversed beyond its amount, or whose recorded `reversed` differs from the sum
+    /// of the reversals pointing at it.
+    OverReversed {
+        /// The transfer.
+        transfer: TransferId,
+        /// Its amount.
+        amount: Decimal,
+        /// What it records as reversed.
+        reversed: Decimal,
+        /// The sum of the reversals pointing at it.
+        reversals: Decimal,
+    },
+    /// A reversal that does not point at an existing transfer between the same accounts in the
+    /// other direction.
+    ReversalMismatch {
+        /// The reversal.
+        reversal: TransferId,
+        /// The transfer it names.
+        transfer: TransferId,
+    },
     /// An account's `held` differs from the sum of its pending holds.
     HeldMismatch {
         /// The account.
@@ -121,6 +159,20 @@ impl fmt::Display for Violation {
             Violation::FloorBroken { account, floor, balance } => {
                 write!(f, "floor: account {account} has {balance} available, below its floor {floor}")
             }
+            Violation::ClosedNotEmpty { account, balance, held } => {
+                write!(f, "closed: account {account} is closed with balance {balance} and {held} held")
+            }
+            Violation::CeilingBroken { account, ceiling, balance } => {
+                write!(f, "ceiling: account {account} has balance {balance}, above its max balance {ceiling}")
+            }
+            Violation::OverReversed { transfer, amount, reversed, reversals } => write!(
+                f,
+                "reversed: transfer {transfer} of {amount} records {reversed} reversed, its reversals sum to {reversals}"
+            ),
+            Violation::ReversalMismatch { reversal, transfer } => write!(
+                f,
+                "reversal: transfer {reversal} reverses {transfer}, which is missing or not the same accounts the other way"
+            ),
             Violation::HeldMismatch { account, expected, actual } => {
                 write!(f, "held: account {account} holds {actual} for holds, its pending holds sum to {expected}")
             }

@@ -26,6 +26,9 @@ pub struct Entry {
     pub balance_after: Decimal,
     /// The account's version after this entry: 1 for its first entry, then 2, 3, ...
     pub account_version: i64,
+    /// The transfer this entry's transfer reverses, when it is a reversal
+    /// ([`Ledger::reverse`](crate::Ledger::reverse)).
+    pub reverses: Option<TransferId>,
     /// The transfer's memo.
     pub memo: Option<String>,
     /// When the transfer committed (server clock).

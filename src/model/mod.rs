@@ -10,4 +10,5 @@ pub(crate) mod lock_plan;
 pub(crate) mod lock_wait;
 pub(crate) mod money;
 pub(crate) mod posting;
+pub(crate) mod reversal;
 pub(crate) mod transfer;

@@ -32,6 +32,21 @@ pub(crate) fn check_floor(floor: Decimal, scale: u32) -> Result<(), LedgerError>
     Ok(())
 }
 
+/// A ceiling (`max_balance`) the `accounts_ceiling` CHECK accepts: zero or positive (an
+/// account opens at zero), below 10^24, within the currency's decimal places.
+pub(crate) fn check_ceiling(ceiling: Decimal, scale: u32) -> Result<(), LedgerError> {
+    if ceiling < Decimal::ZERO {
+        return Err(invalid_amount(ceiling, "a ceiling (max_balance) must be zero or positive"));
+    }
+    if ceiling >= -FLOOR_MIN {
+        return Err(invalid_amount(ceiling, "a ceiling must be below 10^24"));
+    }
+    if significant_scale(ceiling) > scale {
+        return Err(invalid_amount(ceiling, &format!("more than {scale} decimal places")));
+    }
+    Ok(())
+}
+
 /// The lowest floor (exclusive), as the `accounts` CHECK says.
 const FLOOR_MIN: Decimal = Decimal::from_parts(0xa100_0000, 0x1bce_cced, 0xd3c2, true, 0);
 
@@ -113,6 +128,16 @@ mod tests {
         assert!(check_floor(dec!(-999999999999999999999999), 0).is_ok());
         assert!(check_floor(dec!(-1000000000000000000000000), 0).is_err());
         assert_eq!(FLOOR_MIN, dec!(-1000000000000000000000000));
+    }
+
+    #[test]
+    fn ceilings() {
+        assert!(check_ceiling(dec!(0), 2).is_ok());
+        assert!(check_ceiling(dec!(150.00), 2).is_ok());
+        assert!(check_ceiling(dec!(-0.01), 2).is_err());
+        assert!(check_ceiling(dec!(1.005), 2).is_err());
+        assert!(check_ceiling(dec!(999999999999999999999999), 0).is_ok());
+        assert!(check_ceiling(dec!(1000000000000000000000000), 0).is_err());
     }
 
     #[test]

@@ -33,12 +33,15 @@ pub struct Transfer {
     pub idempotency_key: Option<String>,
     /// Free text stored with the transfer.
     pub memo: Option<String>,
+    /// A sweep: move `amount`, or all that is available above the floor when that is less
+    /// (see [`up_to_available`](Transfer::up_to_available)).
+    pub up_to_available: bool,
 }
 
 impl Transfer {
     /// A transfer without key or memo.
     pub fn new(from: AccountId, to: AccountId, amount: Decimal) -> Self {
-        Transfer { from, to, amount, idempotency_key: None, memo: None }
+        Transfer { from, to, amount, idempotency_key: None, memo: None, up_to_available: false }
     }
 
     /// Sets the idempotency key (at most 256 bytes; keys starting with `~` are reserved, except
@@ -52,6 +55,27 @@ impl Transfer {
     /// Sets the memo (at most 1024 bytes).
     pub fn memo(mut self, memo: impl Into<String>) -> Self {
         self.memo = Some(memo.into());
+        self
+    }
+
+    /// Makes this transfer a sweep: it moves `amount` or, when less is available above the
+    /// floor (balance minus holds minus floor), all that is available; the receipt's `amount`
+    /// says what moved. Nothing available is
+    /// [`InsufficientFunds`](crate::LedgerError::InsufficientFunds). Decided on the locked
+    /// balance, in the same call, like any transfer; works in `transfer`, `transfer_batch`, the
+    /// combiner and `transfer_in` (not in Citus mode). A repeat with the same key replays a sweep
+    /// that moved at most `amount`.
+    ///
+    /// ```
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{AccountId, Transfer};
+    ///
+    /// // Pay out everything the merchant has, up to 10,000.00.
+    /// let payout = Transfer::new(AccountId(7), AccountId(1), dec!(10000.00)).up_to_available();
+    /// assert!(payout.up_to_available);
+    /// ```
+    pub fn up_to_available(mut self) -> Self {
+        self.up_to_available = true;
         self
     }
 
@@ -95,8 +119,9 @@ pub struct Receipt {
     pub from: AccountId,
     /// The credited account.
     pub to: AccountId,
-    /// The amount moved, as requested (the ledger stores it at the currency's scale, which
-    /// only adds trailing zeros: more decimal places than the currency has are refused).
+    /// The amount moved: as requested (the ledger stores it at the currency's scale, which
+    /// only adds trailing zeros: more decimal places than the currency has are refused), or,
+    /// for a sweep ([`Transfer::up_to_available`]) or a reversal, what actually moved.
     pub amount: Decimal,
     /// The debited account's balance right after this transfer.
     pub from_balance: Decimal,

@@ -6,7 +6,7 @@ use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::limits::ACCOUNT_NAME_BYTES_MAX;
 use crate::model::account::{Account, NewAccount};
-use crate::model::money::{check_currency, check_floor, check_text, is_currency_code};
+use crate::model::money::{check_ceiling, check_currency, check_floor, check_text, is_currency_code};
 use crate::protocol::{self, Reply};
 use crate::values::AccountId;
 
@@ -42,9 +42,10 @@ impl Ledger {
     /// Opens an account with balance zero.
     ///
     /// # Errors
-    /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor or
-    /// one with more decimal places than the currency, [`LedgerError::InvalidInput`] for a name
-    /// that is too long or contains NUL.
+    /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor, a
+    /// negative ceiling, or either with more decimal places than the currency,
+    /// [`LedgerError::InvalidInput`] for a name that is too long or contains NUL,
+    /// [`LedgerError::Unsupported`] for a ceiling in Citus mode.
     pub fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
         if let Some(name) = &new.name {
             check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
@@ -65,10 +66,15 @@ impl Ledger {
         if let Some(floor) = new.min_balance {
             check_floor(floor, scale)?;
         }
+        if let Some(ceiling) = new.max_balance {
+            check_ceiling(ceiling, scale)?;
+            self.refuse_in_citus("an account with a max_balance")?;
+        }
         // Not retried: after a lost connection a repeat could open a second account.
         let mut conn = self.connection()?;
         let statement = conn.statement(include_str!("../../sql/queries/open_account.sql"))?;
-        let row = conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name])?;
+        let row =
+            conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name, &new.max_balance])?;
         protocol::rows::account(&row)
     }
 

@@ -127,8 +127,19 @@ impl Ledger {
         }
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let a = &prepared.arrays;
-        let params: [&(dyn ToSql + Sync); 10] =
-            [&a.from, &a.to, &a.amount, &a.key, &a.memo, &mode, &timeout_ms, &a.union, &a.from_pos, &a.to_pos];
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &a.from,
+            &a.to,
+            &a.amount,
+            &a.key,
+            &a.memo,
+            &mode,
+            &timeout_ms,
+            &a.union,
+            &a.from_pos,
+            &a.to_pos,
+            &a.up_to,
+        ];
         match self.call(protocol::batch::SQL, &params, Some(KEY_CONSTRAINT)) {
             Ok(answer) => Ok(prepared.finish(Some(&answer.row), answer.maybe_applied)),
             Err(CallError::Failed(e)) => Err(e),
@@ -168,7 +179,7 @@ impl Ledger {
         }
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let a = &prepared.arrays;
-        let params: [(&(dyn ToSql + Sync), Type); 10] = [
+        let params: [(&(dyn ToSql + Sync), Type); 11] = [
             (&a.from, Type::INT8_ARRAY),
             (&a.to, Type::INT8_ARRAY),
             (&a.amount, Type::NUMERIC_ARRAY),
@@ -179,6 +190,7 @@ impl Ledger {
             (&a.union, Type::INT8_ARRAY),
             (&a.from_pos, Type::INT4_ARRAY),
             (&a.to_pos, Type::INT4_ARRAY),
+            (&a.up_to, Type::BOOL_ARRAY),
         ];
         let row = self.in_savepoint(tx, protocol::batch::SQL, &params, KEY_CONSTRAINT)?;
         Ok(prepared.finish(Some(&row), false))

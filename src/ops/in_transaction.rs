@@ -86,6 +86,9 @@ impl Ledger {
 
     fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
+        if t.up_to_available {
+            self.refuse_in_citus("a transfer up to the available balance")?;
+        }
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [(&(dyn ToSql + Sync), Type); 7] = [
@@ -98,7 +101,7 @@ impl Ledger {
             (&timeout_ms, Type::INT4),
         ];
         let row = self
-            .in_savepoint(tx, protocol::transfer::SQL, &params, KEY_CONSTRAINT)
+            .in_savepoint(tx, protocol::transfer::statement(t), &params, KEY_CONSTRAINT)
             .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
         self.inner.counters.lock_waited(&row);
         outcome(t, &key, &row)

@@ -8,4 +8,6 @@ pub(crate) mod history;
 pub(crate) mod hold;
 pub mod in_transaction;
 pub(crate) mod posting;
+pub(crate) mod reversal;
+pub(crate) mod status;
 pub(crate) mod transfer;

@@ -40,6 +40,9 @@ impl Ledger {
 
     fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
         t.validate()?;
+        if t.up_to_available {
+            self.refuse_in_citus("a transfer up to the available balance")?;
+        }
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         match &self.inner.combiner {
             Some(combiner) => combiner.submit((t.clone(), key), &|batch| apply_combined(self, batch)),
@@ -53,7 +56,7 @@ impl Ledger {
         let key = key.to_string();
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let params: [&(dyn ToSql + Sync); 7] = [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms];
-        let answer = self.keyed_call(protocol::transfer::SQL, &params, KEY_CONSTRAINT, &key, t.amount)?;
+        let answer = self.keyed_call(protocol::transfer::statement(t), &params, KEY_CONSTRAINT, &key, t.amount)?;
         self.inner.counters.lock_waited(&answer.row);
         outcome(t, &key, &answer.row).map(|mut receipt| {
             // A replay of our own earlier, unanswered attempt is not a replay to the caller.

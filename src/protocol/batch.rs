@@ -14,7 +14,7 @@ use crate::protocol::{unexpected, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// Applies a batch; parameters `(from[], to[], amount[], key[], memo[], lock_mode, timeout_ms,
-/// union[], from_pos[], to_pos[])`.
+/// union[], from_pos[], to_pos[], up_to[])`.
 pub(crate) const SQL: &str = include_str!("../../sql/queries/transfer_batch.sql");
 
 const FUNCTION: &str = "transfer_batch";
@@ -29,6 +29,8 @@ pub(crate) struct Arrays {
     pub(crate) amount: Vec<Decimal>,
     pub(crate) key: Vec<String>,
     pub(crate) memo: Vec<Option<String>>,
+    /// Each item a sweep?
+    pub(crate) up_to: Vec<bool>,
     /// Every account id once, ascending: the lock order.
     pub(crate) union: Vec<i64>,
     /// Each item's `from` and `to` as 1-based positions in `union`.
@@ -58,6 +60,7 @@ impl<'a> Prepared<'a> {
             amount: Vec::with_capacity(n),
             key: Vec::with_capacity(n),
             memo: Vec::with_capacity(n),
+            up_to: Vec::with_capacity(n),
             union: Vec::new(),
             from_pos: Vec::new(),
             to_pos: Vec::new(),
@@ -80,6 +83,7 @@ impl<'a> Prepared<'a> {
             arrays.amount.push(t.amount);
             arrays.key.push(key);
             arrays.memo.push(t.memo.clone());
+            arrays.up_to.push(t.up_to_available);
         }
         let plan = LockPlan::new(arrays.from.iter().chain(&arrays.to).map(|id| AccountId(*id)));
         arrays.union = plan.as_i64();
@@ -152,6 +156,7 @@ struct Columns {
     from_currencies: Vec<Option<String>>,
     to_currencies: Vec<Option<String>>,
     currency_scales: Vec<Option<i16>>,
+    amounts: Vec<Option<Decimal>>,
 }
 
 impl Columns {
@@ -168,6 +173,7 @@ impl Columns {
             from_currencies: reply.get("from_currencies")?,
             to_currencies: reply.get("to_currencies")?,
             currency_scales: reply.get("currency_scales")?,
+            amounts: reply.get("amounts")?,
         };
         let lengths = [
             col.outcomes.len(),
@@ -179,6 +185,7 @@ impl Columns {
             col.from_currencies.len(),
             col.to_currencies.len(),
             col.currency_scales.len(),
+            col.amounts.len(),
         ];
         if lengths.iter().any(|&n| n != items) {
             return Err(reply.malformed(format!("result arrays of lengths {lengths:?} for {items} items")));
@@ -199,7 +206,7 @@ impl Columns {
                 transfer_id: transfer_id()?,
                 from: t.from,
                 to: t.to,
-                amount: t.amount,
+                amount: self.required(j, self.amounts[j], "amount")?,
                 from_balance: self.required(j, self.from_balances[j], "from balance")?,
                 to_balance: self.required(j, self.to_balances[j], "to balance")?,
                 replayed,
@@ -240,6 +247,17 @@ impl Columns {
             Outcome::Overflow => Err(LedgerError::InvalidAmount {
                 amount: t.amount,
                 reason: "the resulting balance would exceed the largest the ledger can represent".into(),
+            }),
+            Outcome::AccountFrozen => {
+                Err(LedgerError::AccountFrozen { account: AccountId(self.required(j, self.accounts[j], "account")?) })
+            }
+            Outcome::AccountClosed => {
+                Err(LedgerError::AccountClosed { account: AccountId(self.required(j, self.accounts[j], "account")?) })
+            }
+            Outcome::BalanceLimitExceeded => Err(LedgerError::BalanceLimitExceeded {
+                account: AccountId(self.required(j, self.accounts[j], "account")?),
+                max_balance: self.required(j, self.availables[j], "available")?,
+                requested: t.amount,
             }),
             other => Err(unexpected(
                 FUNCTION,

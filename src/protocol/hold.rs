@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::error::{KeyHolder, LedgerError};
 use crate::model::hold::{Hold, HoldReceipt, PendingHold};
 use crate::model::transfer::Receipt;
-use crate::protocol::{Outcome, Reply};
+use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, HoldId, HoldState, TransferId};
 
 /// Places a hold; parameters `(from, to, amount, expires_in, key, memo, lock_mode, timeout_ms)`.
@@ -45,7 +45,7 @@ pub(crate) fn hold_outcome(h: &Hold, key: String, row: &Row, maybe_applied: bool
             available: reply.get("available")?,
             requested: h.amount,
         }),
-        other => Err(reply.misplaced(other)),
+        other => Err(account_rule(&reply, other, h.amount)),
     }
 }
 
@@ -93,6 +93,20 @@ pub(crate) fn capture_outcome(
             reason: format!("more than the {} held", reply.get::<Decimal>("available")?),
         }),
         Outcome::InvalidScale => Err(scale_error(amount.unwrap_or_default(), reply.get("currency_scale")?)),
+        // The hold's source is the frozen account; its destination the closed or full one.
+        Outcome::AccountFrozen => Err(LedgerError::AccountFrozen { account: AccountId(reply.get("from_account")?) }),
+        Outcome::AccountClosed => Err(LedgerError::AccountClosed { account: AccountId(reply.get("to_account")?) }),
+        Outcome::BalanceLimitExceeded => {
+            let requested = match amount {
+                Some(amount) => amount,
+                None => reply.get("hold_amount")?,
+            };
+            Err(LedgerError::BalanceLimitExceeded {
+                account: AccountId(reply.get("to_account")?),
+                max_balance: reply.get("available")?,
+                requested,
+            })
+        }
         other => Err(reply.misplaced(other)),
     }
 }

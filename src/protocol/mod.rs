@@ -10,14 +10,18 @@ pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod hold;
 pub(crate) mod posting;
+pub(crate) mod reversal;
 pub(crate) mod rows;
+pub(crate) mod status;
 pub(crate) mod transfer;
 
 use postgres::types::FromSql;
 use postgres::Row;
+use rust_decimal::Decimal;
 
 use crate::error::LedgerError;
 use crate::model::lock_wait::LockWait;
+use crate::values::AccountId;
 
 /// The unique constraint on transfers' idempotency keys (transfers, batches, postings): its
 /// violation means a concurrent call with the same key won the race, and a retry replays it.
@@ -72,10 +76,26 @@ pub(crate) enum Outcome {
     HoldNotPending,
     /// A capture of more than the hold reserved.
     ExceedsHold,
+    /// The paying account (`account`) is frozen.
+    AccountFrozen,
+    /// An account of the movement (`account`) is closed; or a state change of a closed account.
+    AccountClosed,
+    /// A close of an account with a balance or holds (`balance`, `held`).
+    AccountNotEmpty,
+    /// The credit would take `account` above its ceiling, which `available` carries.
+    BalanceLimitExceeded,
+    /// Limits the account's current state already breaks.
+    LimitBreached,
+    /// No transfer has this id.
+    TransferNotFound,
+    /// A reversal of more than is left (`available`).
+    ReversalExceedsOriginal,
+    /// A partial reversal of a posting of more than two legs.
+    PartialPosting,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 20] = [
         Outcome::Ok,
         Outcome::Replayed,
         Outcome::IdempotencyConflict,
@@ -88,6 +108,14 @@ impl Outcome {
         Outcome::HoldNotFound,
         Outcome::HoldNotPending,
         Outcome::ExceedsHold,
+        Outcome::AccountFrozen,
+        Outcome::AccountClosed,
+        Outcome::AccountNotEmpty,
+        Outcome::BalanceLimitExceeded,
+        Outcome::LimitBreached,
+        Outcome::TransferNotFound,
+        Outcome::ReversalExceedsOriginal,
+        Outcome::PartialPosting,
     ];
 
     /// The name the SQL functions use.
@@ -105,6 +133,14 @@ impl Outcome {
             Outcome::HoldNotFound => "hold_not_found",
             Outcome::HoldNotPending => "hold_not_pending",
             Outcome::ExceedsHold => "exceeds_hold",
+            Outcome::AccountFrozen => "account_frozen",
+            Outcome::AccountClosed => "account_closed",
+            Outcome::AccountNotEmpty => "account_not_empty",
+            Outcome::BalanceLimitExceeded => "balance_limit_exceeded",
+            Outcome::LimitBreached => "limit_breached",
+            Outcome::TransferNotFound => "transfer_not_found",
+            Outcome::ReversalExceedsOriginal => "reversal_exceeds_original",
+            Outcome::PartialPosting => "partial_posting",
         }
     }
 
@@ -157,6 +193,30 @@ impl<'a> Reply<'a> {
     /// The row is not what the protocol says.
     pub(crate) fn malformed(&self, detail: String) -> LedgerError {
         unexpected(self.function, detail)
+    }
+}
+
+/// The refusals every money-moving function shares for the account rules (migration 7):
+/// `account_frozen`, `account_closed` (both naming `account`) and `balance_limit_exceeded`
+/// (`account`, with its ceiling in `available`). Any other outcome is misplaced here: the
+/// caller's decoder handles the outcomes of its own function first.
+pub(crate) fn account_rule(reply: &Reply<'_>, outcome: Outcome, requested: Decimal) -> LedgerError {
+    let decoded = || -> Result<LedgerError, LedgerError> {
+        let account = AccountId(reply.get("account")?);
+        Ok(match outcome {
+            Outcome::AccountFrozen => LedgerError::AccountFrozen { account },
+            Outcome::AccountClosed => LedgerError::AccountClosed { account },
+            Outcome::BalanceLimitExceeded => {
+                LedgerError::BalanceLimitExceeded { account, max_balance: reply.get("available")?, requested }
+            }
+            other => reply.misplaced(other),
+        })
+    };
+    match outcome {
+        Outcome::AccountFrozen | Outcome::AccountClosed | Outcome::BalanceLimitExceeded => {
+            decoded().unwrap_or_else(|e| e)
+        }
+        other => reply.misplaced(other),
     }
 }
 

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::error::{KeyHolder, LedgerError};
 use crate::model::posting::{Posting, PostingReceipt};
-use crate::protocol::{Outcome, Reply};
+use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// Applies a posting; parameters `(accounts[], amounts[], key, memo, lock_mode, timeout_ms)`.
@@ -61,6 +61,6 @@ pub(crate) fn posting_outcome(posting: &Posting, key: &str, row: &Row) -> Result
                 requested: -leg(account),
             })
         }
-        other => Err(reply.misplaced(other)),
+        other => Err(account_rule(&reply, other, leg(account()?))),
     }
 }

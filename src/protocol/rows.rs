@@ -12,7 +12,8 @@ use crate::values::{AccountId, EntryId, TransferId};
 /// limit)`.
 pub(crate) const HISTORY: &str = include_str!("../../sql/queries/history.sql");
 
-/// One account row (`id, currency, balance, min_balance, held, version, name, created_at`).
+/// One account row (`id, currency, balance, min_balance, max_balance, held, status, version,
+/// name, created_at`).
 pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
     let reply = Reply::new(row, "account");
     Ok(Account {
@@ -20,6 +21,11 @@ pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
         currency: reply.get("currency")?,
         balance: reply.get("balance")?,
         min_balance: reply.get("min_balance")?,
+        max_balance: reply.get("max_balance")?,
+        status: {
+            let status: &str = reply.get("status")?;
+            status.parse().map_err(|e: String| reply.malformed(format!("column status: {e}")))?
+        },
         held: reply.get("held")?,
         version: reply.get("version")?,
         name: reply.get("name")?,
@@ -38,6 +44,7 @@ pub(crate) fn entry(row: &Row) -> Result<Entry, LedgerError> {
         amount: reply.get("amount")?,
         balance_after: reply.get("balance_after")?,
         account_version: reply.get("account_version")?,
+        reverses: reply.get::<Option<i64>>("reverses")?.map(TransferId),
         memo: reply.get("memo")?,
         created_at: reply.get("created_at")?,
     })

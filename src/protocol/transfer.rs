@@ -5,11 +5,22 @@ use rust_decimal::Decimal;
 
 use crate::error::{KeyHolder, LedgerError};
 use crate::model::transfer::{Receipt, Transfer};
-use crate::protocol::{Outcome, Reply};
+use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// The single-transfer call; parameters `(from, to, amount, key, memo, lock_mode, timeout_ms)`.
 pub(crate) const SQL: &str = include_str!("../../sql/queries/transfer.sql");
+/// The sweep (`Transfer::up_to_available`); the same parameters, and `amount`: what moved.
+pub(crate) const UP_TO_SQL: &str = include_str!("../../sql/queries/transfer_up_to.sql");
+
+/// The statement for `t`: the sweep's or the plain transfer's.
+pub(crate) fn statement(t: &Transfer) -> &'static str {
+    if t.up_to_available {
+        UP_TO_SQL
+    } else {
+        SQL
+    }
+}
 
 /// A balance or reservation that would outgrow what the ledger can represent comes back from
 /// the database as a CHECK violation on the account; to the caller it is an amount too large.
@@ -35,7 +46,7 @@ pub(crate) fn outcome(t: &Transfer, key: &str, row: &Row) -> Result<Receipt, Led
             transfer_id: TransferId(reply.get("transfer_id")?),
             from: t.from,
             to: t.to,
-            amount: t.amount,
+            amount: if t.up_to_available { reply.get("amount")? } else { t.amount },
             from_balance: reply.get("from_balance")?,
             to_balance: reply.get("to_balance")?,
             replayed,
@@ -68,6 +79,6 @@ pub(crate) fn outcome(t: &Transfer, key: &str, row: &Row) -> Result<Receipt, Led
             available: reply.get("available")?,
             requested: t.amount,
         }),
-        other => Err(reply.misplaced(other)),
+        other => Err(account_rule(&reply, other, t.amount)),
     }
 }

@@ -47,6 +47,7 @@ mod checker;
 pub mod controls;
 pub mod expiry_controls;
 mod model;
+pub mod operation_controls;
 pub mod postings;
 mod runner;
 mod strategy;

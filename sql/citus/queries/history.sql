@@ -10,12 +10,12 @@ WITH e AS MATERIALIZED (
      ORDER BY e.account_version
      LIMIT $3
 ), t AS MATERIALIZED (
-    SELECT t.id, t.from_account, t.to_account, t.memo, t.created_at
+    SELECT t.id, t.from_account, t.to_account, t.reverses, t.memo, t.created_at
       FROM wallet_ledger.transfers t
      WHERE t.id IN (SELECT transfer_id FROM e)
 )
 SELECT e.id, e.transfer_id, e.account_id,
        CASE WHEN e.account_id = t.from_account THEN t.to_account ELSE t.from_account END AS counterparty,
-       e.amount, e.balance_after, e.account_version, t.memo, t.created_at
+       e.amount, e.balance_after, e.account_version, t.reverses, t.memo, t.created_at
   FROM e JOIN t ON t.id = e.transfer_id
  ORDER BY e.account_version

@@ -1,0 +1,107 @@
+//! [`Ledger::reverse`] and [`Ledger::reverse_in`]: one prepared statement that runs
+//! `wallet_ledger.reverse()` (`sql/0007_operations.sql`): the original transfer's row lock, then
+//! the accounts in ascending id, the checks and the writes, in one implicit transaction.
+
+use postgres::types::{ToSql, Type};
+use postgres::Transaction;
+
+use crate::driver::ledger::Ledger;
+use crate::driver::observe::op_span;
+use crate::error::LedgerError;
+use crate::model::reversal::Reversal;
+use crate::model::transfer::{internal_key, Receipt};
+use crate::protocol::{self, reversal::outcome, KEY_CONSTRAINT};
+
+impl Ledger {
+    /// Reverses a committed transfer (a refund): a new transfer in the opposite direction,
+    /// recording which transfer it reverses ([`Entry::reverses`](crate::Entry::reverses) in
+    /// [`Ledger::history`]). All that is left to reverse unless [`Reversal::amount`] says less;
+    /// the reversals of one transfer never sum to more than its amount, even when they race:
+    /// each takes the original transfer's row lock first.
+    ///
+    /// A reversal obeys every rule of a transfer: the floor of the account it debits (a merchant
+    /// who has paid the money out gets `InsufficientFunds`), account states and ceilings. A
+    /// posting is reversed whole, every leg negated in one new posting; then the receipt's
+    /// `from` and `to` are the reversal's first debited and first credited legs.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{Ledger, LedgerError, NewAccount, Reversal, Transfer};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("doc_reverse")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+    /// let buyer = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// let shop = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// ledger.transfer(&Transfer::new(issuer, buyer, dec!(50.00)))?;
+    /// let payment = ledger.transfer(&Transfer::new(buyer, shop, dec!(30.00)))?;
+    ///
+    /// let refund = ledger.reverse(&Reversal::of(payment.transfer_id).amount(dec!(10.00)).idempotency_key("refund-1"))?;
+    /// assert_eq!((refund.from, refund.to, refund.to_balance), (shop, buyer, dec!(30.00)));
+    /// let rest = ledger.reverse(&Reversal::of(payment.transfer_id))?; // the remaining 20.00
+    /// assert_eq!(rest.amount, dec!(20.00));
+    /// let err = ledger.reverse(&Reversal::of(payment.transfer_id)).unwrap_err();
+    /// assert!(matches!(err, LedgerError::ReversalExceedsOriginal { .. }));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Refusals change nothing: [`LedgerError::TransferNotFound`],
+    /// [`LedgerError::ReversalExceedsOriginal`] (with what is left to reverse),
+    /// [`LedgerError::InvalidAmount`] (also for a partial amount on a posting of more than two
+    /// legs), [`LedgerError::InsufficientFunds`], [`LedgerError::AccountFrozen`],
+    /// [`LedgerError::AccountClosed`], [`LedgerError::BalanceLimitExceeded`],
+    /// [`LedgerError::IdempotencyConflict`], [`LedgerError::LockUnavailable`],
+    /// [`LedgerError::InvalidInput`]; [`LedgerError::OutcomeUnknown`] as for a transfer;
+    /// [`LedgerError::Unsupported`] in Citus mode.
+    pub fn reverse(&self, r: &Reversal) -> Result<Receipt, LedgerError> {
+        let span = op_span!("reverse", transfer = r.transfer.0, amount = r.amount.map(|a| a.to_string()), key = r.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_reverse(r)))
+    }
+
+    fn run_reverse(&self, r: &Reversal) -> Result<Receipt, LedgerError> {
+        r.validate()?;
+        self.refuse_in_citus("reverse")?;
+        let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
+        let params: [&(dyn ToSql + Sync); 6] = [&r.transfer.0, &r.amount, &key, &r.memo, &mode, &timeout_ms];
+        let amount = r.amount.unwrap_or_default();
+        let answer = self.keyed_call(protocol::reversal::SQL, &params, KEY_CONSTRAINT, &key, amount)?;
+        outcome(r, &key, &answer.row).map(|mut receipt| {
+            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+            receipt.replayed &= !answer.maybe_applied && r.idempotency_key.is_some();
+            receipt
+        })
+    }
+
+    /// [`Ledger::reverse`] inside the caller's transaction: committed or rolled back with it.
+    /// The reversal locks the original transfer's row before any account; the rules of
+    /// [`in_transaction`](crate::in_transaction) apply (one ledger operation per transaction,
+    /// after the caller's own rows).
+    ///
+    /// # Errors
+    /// As [`Ledger::reverse`] and [`Ledger::transfer_in`].
+    pub fn reverse_in(&self, tx: &mut Transaction<'_>, r: &Reversal) -> Result<Receipt, LedgerError> {
+        let span = op_span!("reverse_in", transfer = r.transfer.0, amount = r.amount.map(|a| a.to_string()), key = r.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.finish(self.inner.counters.record(self.run_reverse_in(tx, r)))
+    }
+
+    fn run_reverse_in(&self, tx: &mut Transaction<'_>, r: &Reversal) -> Result<Receipt, LedgerError> {
+        r.validate()?;
+        self.refuse_in_citus("reverse_in")?;
+        let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
+        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
+        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+            (&r.transfer.0, Type::INT8),
+            (&r.amount, Type::NUMERIC),
+            (&key, Type::TEXT),
+            (&r.memo, Type::TEXT),
+            (&mode, Type::INT2),
+            (&timeout_ms, Type::INT4),
+        ];
+        let row = self.in_savepoint(tx, protocol::reversal::SQL, &params, KEY_CONSTRAINT)?;
+        outcome(r, &key, &row)
+    }
+}
