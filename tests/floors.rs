@@ -29,7 +29,8 @@ fn modules(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
         if path.is_dir() {
             modules(&path, &format!("{prefix}{name}::"), out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let module = if name == "mod" { prefix.trim_end_matches("::").to_string() } else { format!("{prefix}{name}") };
+            let module =
+                if name == "mod" { prefix.trim_end_matches("::").to_string() } else { format!("{prefix}{name}") };
             let text = fs::read_to_string(&path).expect("a source file");
             let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
             out.insert(module, code);

@@ -33,6 +33,10 @@ pub struct AccountJson {
     pub held: String,
     /// `null` for an unbounded account.
     pub min_balance: Option<String>,
+    /// `null` for an account without a ceiling.
+    pub max_balance: Option<String>,
+    /// `open`, `frozen` or `closed`.
+    pub status: String,
     pub version: i64,
     pub created_at_unix_ms: u64,
 }
@@ -46,6 +50,8 @@ impl From<&Account> for AccountJson {
             balance: amount(a.balance),
             held: amount(a.held),
             min_balance: a.min_balance.map(amount),
+            max_balance: a.max_balance.map(amount),
+            status: a.status.to_string(),
             version: a.version,
             created_at_unix_ms: unix_ms(a.created_at),
         }

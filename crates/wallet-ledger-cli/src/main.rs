@@ -16,7 +16,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use exit::Outcome;
-use wallet_ledger::{AccountId, Decimal, EntryId, Ledger, NewAccount, Transfer};
+use wallet_ledger::{AccountId, Decimal, EntryId, Ledger, NewAccount, Reversal, Transfer, TransferId};
 use wallet_ledger_embedded::embedded::EmbeddedServer;
 
 #[derive(Parser)]
@@ -79,7 +79,56 @@ enum Command {
         /// Memo stored with the transfer
         #[arg(long)]
         memo: Option<String>,
+        /// Move the amount or, when less is available above the floor, all that is (a sweep);
+        /// the receipt says what moved
+        #[arg(long)]
+        up_to_available: bool,
         /// Print the receipt as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reverse a transfer (a refund): a new transfer in the opposite direction, in full or in
+    /// part; the total reversed never exceeds the original
+    Reverse {
+        /// The transfer to reverse
+        transfer: i64,
+        /// How much (default: all that is left to reverse)
+        #[arg(long, value_parser = parse_amount)]
+        amount: Option<Decimal>,
+        /// Idempotency key: repeating the command with it never refunds twice
+        #[arg(long)]
+        key: Option<String>,
+        /// Memo stored with the reversal
+        #[arg(long)]
+        memo: Option<String>,
+        /// Print the receipt as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze an account: every debit is refused until it is unfrozen; credits go through
+    Freeze(AccountArg),
+    /// Unfreeze a frozen account
+    Unfreeze(AccountArg),
+    /// Close an account for good (needs a zero balance and nothing held)
+    Close(AccountArg),
+    /// Show or change an account's limits: the floor (lowest balance) and the ceiling
+    /// (highest balance); a change the current balance already breaks is refused
+    Limits {
+        /// Account id
+        account: i64,
+        /// New floor, zero or negative
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "unbounded", value_parser = parse_amount)]
+        min: Option<Decimal>,
+        /// Remove the floor (a system account)
+        #[arg(long)]
+        unbounded: bool,
+        /// New ceiling, zero or positive
+        #[arg(long, conflicts_with = "no_max", value_parser = parse_amount)]
+        max: Option<Decimal>,
+        /// Remove the ceiling
+        #[arg(long)]
+        no_max: bool,
+        /// Print the account as JSON
         #[arg(long)]
         json: bool,
     },
@@ -133,6 +182,16 @@ enum Command {
     Torture(torture::TortureArgs),
 }
 
+/// One account, for the status commands.
+#[derive(Args)]
+struct AccountArg {
+    /// Account id
+    account: i64,
+    /// Print the account as JSON
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum CurrencyCommand {
     /// Define a currency and its number of decimal places (idempotent)
@@ -160,6 +219,9 @@ enum AccountCommand {
         /// No floor: a system/issuer account
         #[arg(long)]
         unbounded: bool,
+        /// Ceiling (highest balance allowed), e.g. a regulatory cap on an e-money wallet
+        #[arg(long, value_parser = parse_amount)]
+        max_balance: Option<Decimal>,
     },
     /// Show an account
     Show {
@@ -209,7 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             open(&cli.target)?.define_currency(&code, scale)?;
             println!("currency {code} (scale {scale})");
         }
-        Command::Account(AccountCommand::Open { currency, name, min_balance, unbounded }) => {
+        Command::Account(AccountCommand::Open { currency, name, min_balance, unbounded, max_balance }) => {
             let mut new = NewAccount::new(&currency);
             if let Some(name) = name {
                 new = new.name(name);
@@ -220,15 +282,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if unbounded {
                 new = new.unbounded();
             }
+            if let Some(ceiling) = max_balance {
+                new = new.max_balance(ceiling);
+            }
             print_account(&open(&cli.target)?.open_account(&new)?);
         }
-        Command::Account(AccountCommand::Show { id, json: true }) => {
-            json::print(&json::AccountJson::from(&open(&cli.target)?.account(AccountId(id))?))?;
+        Command::Account(AccountCommand::Show { id, json }) => {
+            show_account(&open(&cli.target)?.account(AccountId(id))?, json)?;
         }
-        Command::Account(AccountCommand::Show { id, json: false }) => {
-            print_account(&open(&cli.target)?.account(AccountId(id))?);
-        }
-        Command::Transfer { from, to, amount, key, memo, json } => {
+        Command::Transfer { from, to, amount, key, memo, up_to_available, json } => {
             let mut t = Transfer::new(AccountId(from), AccountId(to), amount);
             if let Some(key) = key {
                 t = t.idempotency_key(key);
@@ -236,15 +298,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(memo) = memo {
                 t = t.memo(memo);
             }
-            let r = open(&cli.target)?.transfer(&t)?;
-            if json {
-                json::print(&json::ReceiptJson::from(&r))?;
-                return Ok(ExitCode::SUCCESS);
+            if up_to_available {
+                t = t.up_to_available();
             }
-            let replay = if r.replayed { " (replayed: already applied earlier with this key)" } else { "" };
-            println!("transfer {}: {} from {} to {}{replay}", r.transfer_id, r.amount, r.from, r.to);
-            println!("  balance {}: {}", r.from, r.from_balance);
-            println!("  balance {}: {}", r.to, r.to_balance);
+            print_receipt("transfer", &open(&cli.target)?.transfer(&t)?, json)?;
+        }
+        Command::Reverse { transfer, amount, key, memo, json } => {
+            let mut r = Reversal::of(TransferId(transfer));
+            if let Some(amount) = amount {
+                r = r.amount(amount);
+            }
+            if let Some(key) = key {
+                r = r.idempotency_key(key);
+            }
+            if let Some(memo) = memo {
+                r = r.memo(memo);
+            }
+            print_receipt(&format!("reversal of transfer {transfer}:"), &open(&cli.target)?.reverse(&r)?, json)?;
+        }
+        Command::Freeze(AccountArg { account, json }) => {
+            show_account(&open(&cli.target)?.freeze(AccountId(account))?, json)?;
+        }
+        Command::Unfreeze(AccountArg { account, json }) => {
+            show_account(&open(&cli.target)?.unfreeze(AccountId(account))?, json)?;
+        }
+        Command::Close(AccountArg { account, json }) => {
+            show_account(&open(&cli.target)?.close(AccountId(account))?, json)?;
+        }
+        Command::Limits { account, min, unbounded, max, no_max, json } => {
+            let ledger = open(&cli.target)?;
+            let id = AccountId(account);
+            let mut shown = None;
+            if min.is_some() || unbounded {
+                shown = Some(ledger.set_min_balance(id, min)?);
+            }
+            if max.is_some() || no_max {
+                shown = Some(ledger.set_max_balance(id, max)?);
+            }
+            let shown = match shown {
+                Some(account) => account,
+                None => ledger.account(id)?,
+            };
+            show_account(&shown, json)?;
         }
         Command::History { account, after, limit, json } => {
             let entries = open(&cli.target)?.history(AccountId(account), after.map(EntryId), limit)?;
@@ -364,7 +459,32 @@ pub(crate) fn parse_amount(text: &str) -> Result<Decimal, String> {
 
 fn print_account(a: &wallet_ledger::Account) {
     let floor = a.min_balance.map_or("unbounded".to_string(), |f| f.to_string());
+    let ceiling = a.max_balance.map_or("none".to_string(), |c| c.to_string());
     let name = a.name.as_deref().unwrap_or("");
     println!("account {} {name}", a.id);
-    println!("  currency {}  balance {}  floor {floor}  version {}", a.currency, a.balance, a.version);
+    println!(
+        "  {}  currency {}  balance {}  held {}  floor {floor}  ceiling {ceiling}  version {}",
+        a.status, a.currency, a.balance, a.held, a.version
+    );
+}
+
+/// An account as text, or as JSON with `json`.
+fn show_account(a: &wallet_ledger::Account, json: bool) -> Result<()> {
+    if json {
+        return json::print(&json::AccountJson::from(a));
+    }
+    print_account(a);
+    Ok(())
+}
+
+/// A receipt of a transfer or reversal (`what` starts the line), as text or JSON.
+fn print_receipt(what: &str, r: &wallet_ledger::Receipt, json: bool) -> Result<()> {
+    if json {
+        return json::print(&json::ReceiptJson::from(r));
+    }
+    let replay = if r.replayed { " (replayed: already applied earlier with this key)" } else { "" };
+    println!("{what} {}: {} from {} to {}{replay}", r.transfer_id, r.amount, r.from, r.to);
+    println!("  balance {}: {}", r.from, r.from_balance);
+    println!("  balance {}: {}", r.to, r.to_balance);
+    Ok(())
 }
