@@ -48,6 +48,7 @@ pub mod controls;
 pub mod expiry_controls;
 mod model;
 pub mod operation_controls;
+pub mod operations;
 pub mod postings;
 mod runner;
 mod strategy;
