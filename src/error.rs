@@ -82,6 +82,13 @@ pub enum LedgerError {
         /// The transfer or hold that holds it.
         existing: KeyHolder,
     },
+    /// [`NewAccount::external_id`](crate::NewAccount::external_id) names an external id another
+    /// account of this ledger already has. Nothing was changed.
+    #[error("external id {external_id:?} belongs to another account")]
+    ExternalIdTaken {
+        /// The external id as given.
+        external_id: String,
+    },
     /// No hold has this id.
     #[error("hold {hold} not found")]
     HoldNotFound {
@@ -303,6 +310,7 @@ impl LedgerError {
             LedgerError::UnknownCurrency { .. } => "unknown_currency",
             LedgerError::CurrencyConflict { .. } => "currency_conflict",
             LedgerError::IdempotencyConflict { .. } => "idempotency_conflict",
+            LedgerError::ExternalIdTaken { .. } => "external_id_taken",
             LedgerError::HoldNotFound { .. } => "hold_not_found",
             LedgerError::HoldNotPending { .. } => "hold_not_pending",
             LedgerError::LockUnavailable { .. } => "lock_unavailable",

@@ -13,6 +13,15 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 pub const MEMO_BYTES_MAX: usize = 1024;
 /// Longest account name, in bytes.
 pub const ACCOUNT_NAME_BYTES_MAX: usize = 256;
+/// Longest external id of an account ([`NewAccount::external_id`](crate::NewAccount::external_id)),
+/// in bytes; the `accounts_external_id_length` CHECK says the same.
+pub const EXTERNAL_ID_BYTES_MAX: usize = 256;
+/// Largest metadata object, in bytes of JSON text. The library checks the compact JSON it
+/// sends; the database (`accounts_metadata_size`) checks its own text form of the `jsonb`,
+/// which adds a space after each `:` and `,`, against the same bound: a value either refuses
+/// is [`LedgerError::InvalidInput`](crate::LedgerError::InvalidInput). Metadata is for the
+/// caller's references and labels, not documents: 8 KiB keeps an account row small.
+pub const METADATA_BYTES_MAX: usize = 8192;
 /// Largest page of [`Ledger::history`](crate::Ledger::history).
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).

@@ -184,6 +184,7 @@ mod tests {
         (4, "7b6329ece3662c8a5570d9728c6ca047fd93101c29b1c0050187915676b89e6e"),
         (5, "b00f46c803e47aeef605585ec5a19642f3fb278f9bed54f5b5b0b46298362eca"),
         (6, "ccb4660a730dbb20dc8538e00059debd31a26c0eacff4bf77d679d4bfc490e56"),
+        (8, "4a742f1451e90b96518bd7fe6f690d316f6ba26b1310080d72af82376c18b0be"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
@@ -191,8 +192,11 @@ mod tests {
     ];
 
     fn assert_released(set: &MigrationSet, released: &[(i32, &str)]) {
+        // TODO(merge): back to "consecutive from 1" once migration 7 (issue 16) has landed;
+        // until then 8 follows 6 on this branch.
         for (i, (version, _, _)) in set.migrations.iter().enumerate() {
-            assert_eq!(*version, i as i32 + 1, "versions are consecutive from 1");
+            let expected = if set.table == "schema_version" && i >= 6 { i as i32 + 2 } else { i as i32 + 1 };
+            assert_eq!(*version, expected, "versions are consecutive from 1 (7 reserved for issue 16)");
         }
         for (version, expected) in released {
             let sql = sql_text(set, *version);

@@ -12,7 +12,8 @@ use crate::values::{AccountId, EntryId, TransferId};
 /// limit)`.
 pub(crate) const HISTORY: &str = include_str!("../../sql/queries/history.sql");
 
-/// One account row (`id, currency, balance, min_balance, held, version, name, created_at`).
+/// One account row (`id, currency, balance, min_balance, held, version, name, created_at,
+/// external_id, metadata`).
 pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
     let reply = Reply::new(row, "account");
     Ok(Account {
@@ -24,6 +25,8 @@ pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
         version: reply.get("version")?,
         name: reply.get("name")?,
         created_at: reply.get("created_at")?,
+        external_id: reply.get("external_id")?,
+        metadata: reply.get("metadata")?,
     })
 }
 
