@@ -22,6 +22,12 @@ pub const EXTERNAL_ID_BYTES_MAX: usize = 256;
 /// is [`LedgerError::InvalidInput`](crate::LedgerError::InvalidInput). Metadata is for the
 /// caller's references and labels, not documents: 8 KiB keeps an account row small.
 pub const METADATA_BYTES_MAX: usize = 8192;
+/// Page size of [`AccountFilter`](crate::AccountFilter) and [`TransferFilter`](crate::TransferFilter)
+/// listings unless `.limit(n)` says otherwise.
+pub const LIST_PAGE_DEFAULT: u32 = 100;
+/// Largest page of a listing: a page is read in one statement, and a transfer record carries
+/// its legs.
+pub const LIST_PAGE_MAX: u32 = 1_000;
 /// Largest page of [`Ledger::history`](crate::Ledger::history).
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
@@ -50,3 +56,5 @@ pub const POOL_CHECKOUT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const _: () = assert!(BACKOFF_MIN.as_nanos() < BACKOFF_MAX.as_nanos());
 const _: () = assert!(CURRENCY_SCALE_MAX <= 28);
 const _: () = assert!(HOLD_EXPIRY_DEFAULT.as_secs() <= HOLD_EXPIRY_MAX.as_secs());
+const _: () = assert!(LIST_PAGE_DEFAULT >= 1 && LIST_PAGE_DEFAULT <= LIST_PAGE_MAX);
+const _: () = assert!(LIST_PAGE_MAX <= HISTORY_PAGE_MAX);

@@ -6,10 +6,12 @@
 pub(crate) mod account;
 pub(crate) mod audit;
 pub(crate) mod entry;
+pub(crate) mod filter;
 pub(crate) mod hold;
 pub(crate) mod lock_plan;
 pub(crate) mod lock_wait;
 pub(crate) mod metadata;
 pub(crate) mod money;
 pub(crate) mod posting;
+pub(crate) mod record;
 pub(crate) mod transfer;

@@ -7,6 +7,7 @@ pub(crate) mod batch;
 pub(crate) mod history;
 pub(crate) mod hold;
 pub mod in_transaction;
+pub(crate) mod listing;
 pub(crate) mod lookup;
 pub(crate) mod posting;
 pub(crate) mod transfer;
