@@ -82,6 +82,7 @@ pub use model::lock_plan::LockPlan;
 pub use model::lock_wait::LockWait;
 pub use model::posting::{Posting, PostingReceipt};
 pub use model::record::TransferRecord;
+pub use model::statement::Statement;
 pub use model::transfer::{Receipt, Transfer};
 pub use ops::in_transaction;
 pub use values::{AccountId, EntryId, HoldId, HoldState, TransferId};

@@ -13,8 +13,8 @@ use rust_decimal_macros::dec;
 use serde_json::json;
 use wallet_ledger::limits::LIST_PAGE_MAX;
 use wallet_ledger::{
-    AccountFilter, AccountId, Cursor, LedgerError, NewAccount, Page, Posting, Transfer, TransferFilter, TransferId,
-    TransferRecord,
+    AccountFilter, AccountId, Cursor, Ledger, LedgerError, NewAccount, Page, Posting, Transfer, TransferFilter,
+    TransferId, TransferRecord,
 };
 
 #[test]
@@ -199,5 +199,24 @@ fn bad_filters_are_refused() -> Result<()> {
     refused!(l, l.list_accounts(&AccountFilter::new().metadata(json!("gold"))), LedgerError::InvalidInput { .. });
     refused!(l, l.list_accounts(&AccountFilter::new().currency("not a code")), LedgerError::InvalidInput { .. });
     assert!("e.x.1".parse::<Cursor>().is_err());
+    Ok(())
+}
+
+/// Reads take no lock a transfer waits for: with a listing, a lookup and a statement in an open
+/// transaction of their own, a transfer on the same accounts still goes through at once.
+#[test]
+fn reads_take_no_lock_a_transfer_waits_for() -> Result<()> {
+    let (l, url, _, w) = funded("reads_no_lock", 2, dec!(10.00))?;
+    let r = l.transfer(&Transfer::new(w[0], w[1], dec!(1.00)).idempotency_key("k"))?;
+    let mut reader = postgres::Client::connect(&url, postgres::NoTls)?;
+    let mut tx = reader.transaction()?;
+    let reads = [include_str!("../sql/queries/balance_at.sql"), include_str!("../sql/queries/statement.sql")];
+    tx.query(reads[0], &[&w[0].0, &SystemTime::now()])?;
+    tx.query(reads[1], &[&w[0].0, &std::time::UNIX_EPOCH, &SystemTime::now()])?;
+    tx.query("SELECT * FROM wallet_ledger.accounts WHERE id = $1", &[&w[0].0])?;
+    let nowait = Ledger::builder(&url).lock_wait(wallet_ledger::LockWait::NoWait).build()?;
+    nowait.transfer(&Transfer::new(w[0], w[1], dec!(1.00)))?;
+    drop(tx);
+    assert!(l.find_transfer(r.transfer_id)?.is_some());
     Ok(())
 }

@@ -28,7 +28,10 @@ pub struct Entry {
     pub account_version: i64,
     /// The transfer's memo.
     pub memo: Option<String>,
-    /// When the transfer committed (server clock).
+    /// When the entry was written (server clock, `clock_timestamp()` at its INSERT): after its
+    /// account's row lock was granted, so never before an earlier entry of the same account.
+    /// Statements and balances as of a time read this time. (Entries written before migration
+    /// 8 carry their transfer's time.)
     pub created_at: SystemTime,
 }
 

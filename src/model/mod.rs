@@ -14,4 +14,5 @@ pub(crate) mod metadata;
 pub(crate) mod money;
 pub(crate) mod posting;
 pub(crate) mod record;
+pub(crate) mod statement;
 pub(crate) mod transfer;

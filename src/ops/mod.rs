@@ -10,4 +10,5 @@ pub mod in_transaction;
 pub(crate) mod listing;
 pub(crate) mod lookup;
 pub(crate) mod posting;
+pub(crate) mod statement;
 pub(crate) mod transfer;

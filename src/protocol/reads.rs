@@ -1,4 +1,4 @@
-//! The reads of issue 17: lookups and listings. Their
+//! The reads of issue 17: lookups, listings, statements and balances as of a time. Their
 //! statements (fixed texts: one per index that can drive a listing, every other filter a
 //! NULL-able parameter) and the decoding of their rows.
 
@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use crate::error::LedgerError;
 use crate::model::filter::{AccountFilter, Cursor, CursorKind};
 use crate::model::record::TransferRecord;
+use crate::model::statement::Statement;
 use crate::model::transfer::INTERNAL_KEY_PREFIX;
 use crate::protocol::Reply;
 use crate::values::{AccountId, TransferId};
@@ -43,6 +44,15 @@ pub(crate) const LIST_ACCOUNT_TRANSFERS: &str = concat!(
     include_str!("../../sql/queries/list_account_transfers.sql"),
     include_str!("../../sql/queries/transfer_records.sql")
 );
+
+/// An account's balance as of an instant; parameters `(account, instant)`.
+pub(crate) const BALANCE_AT: &str = include_str!("../../sql/queries/balance_at.sql");
+/// An account's statement; parameters `(account, from, to)`.
+pub(crate) const STATEMENT: &str = include_str!("../../sql/queries/statement.sql");
+/// An entry's time, if it belongs to the account; parameters `(entry, account)`.
+pub(crate) const ENTRY_TIME: &str = include_str!("../../sql/queries/entry_time.sql");
+/// An account's entries of a period; parameters in `history_between.sql`.
+pub(crate) const HISTORY_BETWEEN: &str = include_str!("../../sql/queries/history_between.sql");
 
 /// The account listing statement for `filter`: the one whose index the most selective filter
 /// set can drive (metadata, then name prefix, then currency; time order otherwise). The
@@ -104,4 +114,37 @@ pub(crate) fn transfer_record(row: &Row) -> Result<(TransferRecord, SystemTime, 
         reversed: Decimal::ZERO,
     };
     Ok((record, reply.get("sort_time")?, reply.get("sort_id")?))
+}
+
+/// The answer of [`BALANCE_AT`]: `None` when the account does not exist.
+pub(crate) fn balance_at(row: &Row) -> Result<Option<Decimal>, LedgerError> {
+    let reply = Reply::new(row, "balance_at");
+    if !reply.get::<bool>("found")? {
+        return Ok(None);
+    }
+    Ok(Some(reply.get::<Option<Decimal>>("balance")?.unwrap_or(Decimal::ZERO)))
+}
+
+/// The answer of [`STATEMENT`]: `None` when the account does not exist.
+pub(crate) fn statement(
+    row: &Row,
+    account: AccountId,
+    from: SystemTime,
+    to: SystemTime,
+) -> Result<Option<Statement>, LedgerError> {
+    let reply = Reply::new(row, "statement");
+    if !reply.get::<bool>("found")? {
+        return Ok(None);
+    }
+    let entries: i64 = reply.get("entries")?;
+    Ok(Some(Statement {
+        account,
+        from,
+        to,
+        opening_balance: reply.get::<Option<Decimal>>("opening")?.unwrap_or(Decimal::ZERO),
+        closing_balance: reply.get::<Option<Decimal>>("closing")?.unwrap_or(Decimal::ZERO),
+        total_debits: reply.get("debits")?,
+        total_credits: reply.get("credits")?,
+        entry_count: u64::try_from(entries).map_err(|_| reply.malformed(format!("entry count {entries}")))?,
+    }))
 }
