@@ -260,6 +260,7 @@ pub enum LedgerError {
 }
 
 /// What an idempotency key already belongs to.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyHolder {
     /// A committed transfer.

@@ -41,6 +41,14 @@
 //! [`Posting`], all legs or none) and the opt-in combiner ([`CombineConfig`]), which applies
 //! concurrent [`Ledger::transfer`] calls together.
 //!
+//! What a wallet product reads: accounts carry an external id and metadata
+//! ([`NewAccount::external_id`], [`NewAccount::metadata`], [`Ledger::find_account_by_external_id`]);
+//! transfers are found by id or key ([`Ledger::find_transfer`], [`Ledger::find_transfer_by_key`])
+//! and listed by filter, page by page ([`Ledger::list_accounts`], [`Ledger::list_transfers`]);
+//! an account's past is read as of any instant ([`Ledger::balance_at`], [`Ledger::statement`],
+//! [`Ledger::history_between`]). With the `serde` feature every public data type is
+//! `Serialize` and `Deserialize`, so a backend can return it as JSON as it is.
+//!
 //! Modules hold one concept each; everything a caller needs is re-exported here.
 //! [`embedded`] starts a local PostgreSQL for tests and tools.
 

@@ -10,6 +10,7 @@ macro_rules! id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
         pub struct $name(pub i64);
 
         impl fmt::Display for $name {
@@ -43,6 +44,7 @@ id! {
 
 /// Where a hold is in its life. Only `Pending` can change, and only once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum HoldState {
     /// Reserved, not yet ended (or lapsed but not yet released by an expiry worker, which
     /// capture and void report as `Expired`).

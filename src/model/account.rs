@@ -41,6 +41,7 @@ use crate::values::AccountId;
 ///     .metadata(json!({"user_id": 42, "tier": "gold"}));
 /// assert_eq!(wallet.external_id_ref(), Some("user-42"));
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccount {
     pub(crate) currency: String,
@@ -118,6 +119,7 @@ impl NewAccount {
 }
 
 /// An account as stored.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Account {

@@ -9,6 +9,7 @@ use crate::limits::HISTORY_PAGE_MAX;
 use crate::values::{AccountId, EntryId, TransferId};
 
 /// One account's side of one transfer.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Entry {

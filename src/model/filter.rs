@@ -20,6 +20,7 @@ use crate::values::AccountId;
 /// let last: Page<u32> = Page { items: vec![7], next: None };
 /// assert!(last.next.is_none()); // the end
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
     /// The items, in the listing's order (oldest first).
@@ -131,6 +132,22 @@ impl FromStr for Cursor {
     }
 }
 
+/// A cursor travels as its text form (`"t.1733100000000000.42"`), as in a query string.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cursor, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Page sizes of listings: 1 to [`LIST_PAGE_MAX`].
 fn check_limit(limit: u32) -> Result<(), LedgerError> {
     if limit == 0 || limit > LIST_PAGE_MAX {
@@ -158,6 +175,7 @@ fn check_limit(limit: u32) -> Result<(), LedgerError> {
 ///     .limit(50);
 /// # let _ = gold_usd_wallets;
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountFilter {
     pub(crate) currency: Option<String>,
@@ -273,6 +291,7 @@ impl AccountFilter {
 ///     .limit(100);
 /// # let _ = last_week;
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferFilter {
     pub(crate) account: Option<AccountId>,

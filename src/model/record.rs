@@ -31,6 +31,7 @@ use crate::values::{AccountId, TransferId};
 /// assert_eq!(ledger.find_transfer(record.id)?, Some(record));
 /// # Ok(()) }
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransferRecord {
