@@ -34,14 +34,24 @@ CREATE INDEX accounts_metadata ON wallet_ledger.accounts USING gin (metadata jso
 -- Every entry's own time, taken when the entry is inserted: clock_timestamp() is evaluated per
 -- row at INSERT, and every function inserts its entries after it holds the accounts' row locks,
 -- so a later entry of the same account (which waited for the earlier one's commit) has a later
--- time. Existing entries take their transfer's time. The column is added without a default,
--- filled, and only then given its volatile default: a volatile default on ADD COLUMN would
--- rewrite the table evaluating it once per existing row. The backfill reads the transfers in a
--- materialized CTE so that Citus (entries and transfers distributed on different columns) can
--- plan it as well.
+-- time. Existing entries take their transfer's time (the start of its transaction), raised to
+-- the latest time of the account's earlier entries: two transactions that began in one order
+-- can take an account's lock in the other, and times must never go back along a chain. The
+-- column is added without a default, filled, and only then given its volatile default: a
+-- volatile default on ADD COLUMN would rewrite the table evaluating it once per existing row.
+-- The backfill reads the transfers in a materialized CTE so that Citus (entries and transfers
+-- distributed on different columns) can plan it as well; the window is per account, which is
+-- entries' distribution column there.
 ALTER TABLE wallet_ledger.entries ADD COLUMN created_at timestamptz NULL;
-WITH t AS MATERIALIZED (SELECT id, created_at FROM wallet_ledger.transfers)
-UPDATE wallet_ledger.entries e SET created_at = t.created_at FROM t WHERE t.id = e.transfer_id;
+WITH t AS MATERIALIZED (SELECT id, created_at FROM wallet_ledger.transfers),
+     stamped AS MATERIALIZED (
+         SELECT e.id, e.account_id,
+                max(t.created_at) OVER (PARTITION BY e.account_id ORDER BY e.account_version) AS created_at
+           FROM wallet_ledger.entries e JOIN t ON t.id = e.transfer_id
+     )
+UPDATE wallet_ledger.entries e SET created_at = s.created_at
+  FROM stamped s
+ WHERE s.id = e.id AND s.account_id = e.account_id;
 ALTER TABLE wallet_ledger.entries
     ALTER COLUMN created_at SET DEFAULT clock_timestamp(),
     ALTER COLUMN created_at SET NOT NULL;

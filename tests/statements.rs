@@ -252,15 +252,25 @@ fn the_migration_stamps_existing_entries_with_their_transfers_time() -> Result<(
     for key in ["old-1", "old-2"] {
         client.query("SELECT * FROM wallet_ledger.transfer(1, 2, 1.00, $1, NULL, 0::smallint, 0)", &[&key])?;
     }
+    // As if "old-2" had begun before "old-1" but waited for its lock: its transaction's time is
+    // earlier although its entries come later in both chains.
+    client.execute(
+        "UPDATE wallet_ledger.transfers SET created_at = created_at - interval '1 second' WHERE idempotency_key = 'old-2'",
+        &[],
+    )?;
     let l = Ledger::connect(&url)?; // applies migration 8
-    let stamped: i64 = client
-        .query_one(
-            "SELECT count(*) FROM wallet_ledger.entries e JOIN wallet_ledger.transfers t ON t.id = e.transfer_id
-              WHERE e.created_at = t.created_at",
+    let times: Vec<(String, i64, SystemTime, SystemTime)> = client
+        .query(
+            "SELECT t.idempotency_key, e.account_version, e.created_at, t.created_at
+               FROM wallet_ledger.entries e JOIN wallet_ledger.transfers t ON t.id = e.transfer_id
+              WHERE e.account_id = 2 ORDER BY e.account_version",
             &[],
         )?
-        .get(0);
-    assert_eq!(stamped, 4);
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(times[0].2, times[0].3, "an entry takes its transfer's time");
+    assert_eq!(times[1].2, times[0].2, "raised to the earlier entry's: times never go back along a chain");
     let later = l.transfer(&Transfer::new(AccountId(1), AccountId(2), dec!(1.00)))?;
     let entries = l.history(AccountId(2), None, 10)?;
     assert_eq!(entries.len(), 3);

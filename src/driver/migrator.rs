@@ -184,7 +184,7 @@ mod tests {
         (4, "7b6329ece3662c8a5570d9728c6ca047fd93101c29b1c0050187915676b89e6e"),
         (5, "b00f46c803e47aeef605585ec5a19642f3fb278f9bed54f5b5b0b46298362eca"),
         (6, "ccb4660a730dbb20dc8538e00059debd31a26c0eacff4bf77d679d4bfc490e56"),
-        (8, "4a742f1451e90b96518bd7fe6f690d316f6ba26b1310080d72af82376c18b0be"),
+        (8, "e1dff41b621a955736119ab5b1bd64d56884473f6997d0c329ba10a21b27e6b9"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
