@@ -1,6 +1,7 @@
--- $1 cursor created_at timestamptz, $2 cursor id bigint (both NULL on the first page),
--- $3 opened after timestamptz, $4 opened before timestamptz, $5 currency text, $6 name prefix
--- text, $7 metadata contained jsonb (each NULL = no filter), $8 page size + 1.
+-- $1, $2 the page's lower bound (created_at timestamptz, id bigint), exclusive: the cursor or
+-- "opened after" (as (time, i64::MAX)), whichever is later, both NULL for none; one row bound,
+-- so that it is where the index scan starts. $3 opened before timestamptz, $4 currency text,
+-- $5 name prefix text, $6 metadata contained jsonb (each NULL = no filter), $7 page size + 1.
 -- Accounts whose name starts with a prefix: served by the SP-GiST index accounts_name_prefix
 -- (^@ is its prefix operator, usable with a parameter), then sorted.
 -- Reads only: takes no row lock.
@@ -8,11 +9,10 @@ SELECT a.id, a.currency, a.balance, a.min_balance, a.held, a.version, a.name, a.
        a.external_id, a.metadata
   FROM wallet_ledger.accounts a
  WHERE (a.created_at, a.id) > (COALESCE($1::timestamptz, '-infinity'), COALESCE($2::bigint, 0))
-   AND a.created_at > COALESCE($3::timestamptz, '-infinity')
-   AND a.created_at < COALESCE($4::timestamptz, 'infinity')
-   AND a.name ^@ $6
-   AND ($5::text IS NULL OR a.currency = $5)
-   AND ($6::text IS NULL OR a.name ^@ $6)
-   AND ($7::jsonb IS NULL OR a.metadata @> $7)
+   AND a.created_at < COALESCE($3::timestamptz, 'infinity')
+   AND a.name ^@ $5
+   AND ($4::text IS NULL OR a.currency = $4)
+   AND ($5::text IS NULL OR a.name ^@ $5)
+   AND ($6::jsonb IS NULL OR a.metadata @> $6)
  ORDER BY a.created_at, a.id
- LIMIT $8
+ LIMIT $7

@@ -15,7 +15,7 @@
 ), a AS MATERIALIZED (
     SELECT a.id, a.currency
       FROM wallet_ledger.accounts a
-     WHERE a.id IN (SELECT account_id FROM e)
+     WHERE a.id = ANY (ARRAY(SELECT DISTINCT account_id FROM e))
 )
 SELECT t.id, t.idempotency_key, t.memo, t.created_at, p.sort_time, p.sort_id,
        array_agg(e.account_id ORDER BY e.account_id) AS leg_accounts,

@@ -6,7 +6,7 @@ use crate::model::account::Account;
 use crate::model::filter::{AccountFilter, CursorKind, Page, TransferFilter};
 use crate::model::record::TransferRecord;
 use crate::protocol;
-use crate::protocol::reads::{self, cursor_params, fetch_size};
+use crate::protocol::reads::{self, fetch_size, lower_bound};
 
 impl Ledger {
     /// One page of the accounts `filter` selects, oldest first (by opening time, then id).
@@ -48,13 +48,12 @@ impl Ledger {
     pub fn list_accounts(&self, filter: &AccountFilter) -> Result<Page<Account>, LedgerError> {
         filter.check()?;
         let sql = reads::account_listing(filter);
-        let (cursor_time, cursor_id) = cursor_params(filter.after);
+        let (lower_time, lower_id) = lower_bound(filter.after, filter.opened_after);
         let rows = self.idempotent(|conn| {
             let statement = conn.statement(sql)?;
-            let params: [&(dyn postgres::types::ToSql + Sync); 8] = [
-                &cursor_time,
-                &cursor_id,
-                &filter.opened_after,
+            let params: [&(dyn postgres::types::ToSql + Sync); 7] = [
+                &lower_time,
+                &lower_id,
                 &filter.opened_before,
                 &filter.currency,
                 &filter.name_prefix,
@@ -112,19 +111,19 @@ impl Ledger {
     /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX) or a cursor of another listing.
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Page<TransferRecord>, LedgerError> {
         filter.check()?;
-        let (cursor_time, cursor_id) = cursor_params(filter.after);
+        let (lower_time, lower_id) = lower_bound(filter.after, filter.created_after);
         let size = fetch_size(filter.limit);
         let rows = self.idempotent(|conn| match filter.account {
             Some(account) => {
                 let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS)?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 6] =
-                    [&account.0, &cursor_time, &cursor_id, &filter.created_after, &filter.created_before, &size];
+                let params: [&(dyn postgres::types::ToSql + Sync); 5] =
+                    [&account.0, &lower_time, &lower_id, &filter.created_before, &size];
                 Ok(conn.client().query(&statement, &params)?)
             }
             None => {
                 let statement = conn.statement(reads::LIST_TRANSFERS)?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-                    [&cursor_time, &cursor_id, &filter.created_after, &filter.created_before, &size];
+                let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+                    [&lower_time, &lower_id, &filter.created_before, &size];
                 Ok(conn.client().query(&statement, &params)?)
             }
         })?;

@@ -95,6 +95,29 @@ impl Ledger {
     /// `after` (from the period's first when `None`). Pass the last entry's id as `after` for
     /// the next page; a page shorter than `limit` is the last. A read: takes no lock.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::{Duration, SystemTime};
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{Ledger, NewAccount, Transfer};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("history_between_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+    /// let alice = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// let from = SystemTime::now() - Duration::from_secs(1);
+    /// for cents in [100, 200, 300] {
+    ///     ledger.transfer(&Transfer::new(issuer, alice, rust_decimal::Decimal::new(cents, 2)))?;
+    /// }
+    /// let to = SystemTime::now() + Duration::from_secs(1);
+    /// let first = ledger.history_between(alice, from, to, None, 2)?;
+    /// let rest = ledger.history_between(alice, from, to, first.last().map(|e| e.id), 2)?;
+    /// let amounts: Vec<_> = first.iter().chain(&rest).map(|e| e.amount).collect();
+    /// assert_eq!(amounts, vec![dec!(1.00), dec!(2.00), dec!(3.00)]);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`LedgerError::AccountNotFound`]; [`LedgerError::InvalidInput`] when `to` is before
     /// `from`, `limit` is 0 or above [`HISTORY_PAGE_MAX`](crate::limits::HISTORY_PAGE_MAX), or
@@ -126,9 +149,13 @@ impl Ledger {
                 }
             };
             let statement = conn.statement(reads::HISTORY_BETWEEN)?;
-            let cursor_id = after.map(|e| e.0);
-            let params: [&(dyn postgres::types::ToSql + Sync); 6] =
-                [&account.0, &from, &to, &cursor_time, &cursor_id, &i64::from(limit)];
+            // After the period's start and after the cursor entry: one row bound (see lower_bound).
+            let (lower_time, lower_id) = match (cursor_time, after) {
+                (Some(time), Some(entry)) if (time, entry.0) > (from, i64::MAX) => (time, entry.0),
+                _ => (from, i64::MAX),
+            };
+            let params: [&(dyn postgres::types::ToSql + Sync); 5] =
+                [&account.0, &lower_time, &lower_id, &to, &i64::from(limit)];
             Ok(conn.client().query(&statement, &params)?)
         })?;
         if rows.is_empty() && after.is_none() {

@@ -71,10 +71,16 @@ pub(crate) fn account_listing(filter: &AccountFilter) -> &'static str {
     }
 }
 
-/// A cursor's `(time, id)` as the listing statements take them (both NULL without one).
-pub(crate) fn cursor_params(cursor: Option<Cursor>) -> (Option<SystemTime>, Option<i64>) {
-    match cursor {
-        Some(c) => (Some(c.time()), Some(c.id)),
+/// A page's exclusive lower bound `(time, id)` as the listing statements take it: after the
+/// cursor and strictly after `after`, whichever is later (`time > t` is `(time, id) > (t,
+/// i64::MAX)`: ids never reach it); both NULL for neither. One row comparison, so that the
+/// index scan starts there: a row bound beside a separate bound on its first column left
+/// PostgreSQL starting at the row bound and filtering up to the other.
+pub(crate) fn lower_bound(cursor: Option<Cursor>, after: Option<SystemTime>) -> (Option<SystemTime>, Option<i64>) {
+    let cursor = cursor.map(|c| (c.time(), c.id));
+    let after = after.map(|t| (t, i64::MAX));
+    match cursor.max(after) {
+        Some((time, id)) => (Some(time), Some(id)),
         None => (None, None),
     }
 }
@@ -147,4 +153,22 @@ pub(crate) fn statement(
         total_credits: reply.get("credits")?,
         entry_count: u64::try_from(entries).map_err(|_| reply.malformed(format!("entry count {entries}")))?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_lower_bound_is_the_later_of_cursor_and_time() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let cursor = Cursor::new(CursorKind::Transfers, t(10), 7);
+        assert_eq!(lower_bound(None, None), (None, None));
+        assert_eq!(lower_bound(Some(cursor), None), (Some(t(10)), Some(7)));
+        assert_eq!(lower_bound(None, Some(t(5))), (Some(t(5)), Some(i64::MAX)));
+        assert_eq!(lower_bound(Some(cursor), Some(t(5))), (Some(t(10)), Some(7)));
+        assert_eq!(lower_bound(Some(cursor), Some(t(10))), (Some(t(10)), Some(i64::MAX)));
+        assert_eq!(lower_bound(Some(cursor), Some(t(11))), (Some(t(11)), Some(i64::MAX)));
+    }
 }
