@@ -26,7 +26,13 @@ fn reads_work_across_workers() -> Result<()> {
 
     // Lookups.
     let record = l.find_transfer(keyed.transfer_id)?.expect("committed");
-    assert_eq!(record.legs, vec![(a.min(b), if a < b { dec!(-7.00) } else { dec!(7.00) }), (a.max(b), if a < b { dec!(7.00) } else { dec!(-7.00) })]);
+    assert_eq!(
+        record.legs,
+        vec![
+            (a.min(b), if a < b { dec!(-7.00) } else { dec!(7.00) }),
+            (a.max(b), if a < b { dec!(7.00) } else { dec!(-7.00) })
+        ]
+    );
     assert_eq!(record.idempotency_key.as_deref(), Some("cross"));
     assert_eq!(l.find_transfer_by_key("cross")?.map(|r| r.id), Some(keyed.transfer_id));
     assert_eq!(l.find_transfer_by_key("never")?, None);
@@ -51,7 +57,10 @@ fn reads_work_across_workers() -> Result<()> {
     // Time.
     let later = SystemTime::now() + Duration::from_secs(3600);
     let s = l.statement(a, start, later)?;
-    assert_eq!((s.opening_balance, s.total_debits, s.total_credits, s.closing_balance), (dec!(100.00), dec!(7.00), dec!(2.00), dec!(95.00)));
+    assert_eq!(
+        (s.opening_balance, s.total_debits, s.total_credits, s.closing_balance),
+        (dec!(100.00), dec!(7.00), dec!(2.00), dec!(95.00))
+    );
     assert_eq!(l.balance_at(a, start)?, dec!(100.00));
     assert_eq!(l.balance_at(a, UNIX_EPOCH)?, dec!(0));
     assert_eq!(l.history_between(a, start, later, None, 10)?.len(), 2);
