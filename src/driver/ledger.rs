@@ -162,7 +162,7 @@ impl LedgerBuilder {
     ///
     /// With `false`, `build` only checks that the schema is at this build's version
     /// ([`LedgerError::SchemaOutdated`] or [`LedgerError::SchemaTooNew`] otherwise): for backends
-    /// that apply [`schema::migration_script_for`] with their own migration tool.
+    /// that apply [`schema::migration_script_for`](crate::schema::migration_script_for) with their own migration tool.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self

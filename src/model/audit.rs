@@ -129,7 +129,7 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The result of [`Ledger::verify`].
+/// The result of [`Ledger::verify`](crate::Ledger::verify).
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
