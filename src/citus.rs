@@ -120,6 +120,13 @@ pub(crate) fn statements(sql: &str) -> Vec<&str> {
 /// An account's history in the form Citus can run (`sql/citus/queries/history.sql`).
 pub(crate) const HISTORY: &str = include_str!("../sql/citus/queries/history.sql");
 
+/// A transfer record by a caller's key, in the form Citus can run (`sql/citus/queries/transfer_by_key.sql`
+/// with the common tail `sql/queries/transfer_records.sql`).
+pub(crate) const TRANSFER_BY_KEY: &str = concat!(
+    include_str!("../sql/citus/queries/transfer_by_key.sql"),
+    include_str!("../sql/queries/transfer_records.sql")
+);
+
 /// The audit's legs check in the form Citus can run (`sql/citus/queries/audit_legs.sql`).
 pub(crate) const AUDIT_LEGS: &str = include_str!("../sql/citus/queries/audit_legs.sql");
 

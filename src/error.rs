@@ -146,6 +146,13 @@ pub enum LedgerError {
         /// The transfer or hold that holds it.
         existing: KeyHolder,
     },
+    /// [`NewAccount::external_id`](crate::NewAccount::external_id) names an external id another
+    /// account of this ledger already has. Nothing was changed.
+    #[error("external id {external_id:?} belongs to another account")]
+    ExternalIdTaken {
+        /// The external id as given.
+        external_id: String,
+    },
     /// No hold has this id.
     #[error("hold {hold} not found")]
     HoldNotFound {
@@ -317,6 +324,7 @@ pub enum LedgerError {
 }
 
 /// What an idempotency key already belongs to.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyHolder {
     /// A committed transfer.
@@ -374,6 +382,7 @@ impl LedgerError {
             LedgerError::UnknownCurrency { .. } => "unknown_currency",
             LedgerError::CurrencyConflict { .. } => "currency_conflict",
             LedgerError::IdempotencyConflict { .. } => "idempotency_conflict",
+            LedgerError::ExternalIdTaken { .. } => "external_id_taken",
             LedgerError::HoldNotFound { .. } => "hold_not_found",
             LedgerError::HoldNotPending { .. } => "hold_not_pending",
             LedgerError::LockUnavailable { .. } => "lock_unavailable",

@@ -41,6 +41,14 @@
 //! [`Posting`], all legs or none) and the opt-in combiner ([`CombineConfig`]), which applies
 //! concurrent [`Ledger::transfer`] calls together.
 //!
+//! What a wallet product reads: accounts carry an external id and metadata
+//! ([`NewAccount::external_id`], [`NewAccount::metadata`], [`Ledger::find_account_by_external_id`]);
+//! transfers are found by id or key ([`Ledger::find_transfer`], [`Ledger::find_transfer_by_key`])
+//! and listed by filter, page by page ([`Ledger::list_accounts`], [`Ledger::list_transfers`]);
+//! an account's past is read as of any instant ([`Ledger::balance_at`], [`Ledger::statement`],
+//! [`Ledger::history_between`]). With the `serde` feature every public data type is
+//! `Serialize` and `Deserialize`, so a backend can return it as JSON as it is.
+//!
 //! Modules hold one concept each; everything a caller needs is re-exported here.
 //! [`embedded`] starts a local PostgreSQL for tests and tools.
 
@@ -75,11 +83,14 @@ pub use error::{KeyHolder, LedgerError};
 pub use model::account::{Account, NewAccount};
 pub use model::audit::{Audit, Violation};
 pub use model::entry::Entry;
+pub use model::filter::{AccountFilter, Cursor, Page, TransferFilter};
 pub use model::hold::{Hold, HoldReceipt, PendingHold};
 pub use model::lock_plan::LockPlan;
 pub use model::lock_wait::LockWait;
 pub use model::posting::{Posting, PostingReceipt};
+pub use model::record::TransferRecord;
 pub use model::reversal::Reversal;
+pub use model::statement::Statement;
 pub use model::transfer::{Receipt, Transfer};
 pub use ops::in_transaction;
 pub use values::{AccountId, AccountStatus, EntryId, HoldId, HoldState, TransferId};

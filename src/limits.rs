@@ -13,6 +13,21 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 pub const MEMO_BYTES_MAX: usize = 1024;
 /// Longest account name, in bytes.
 pub const ACCOUNT_NAME_BYTES_MAX: usize = 256;
+/// Longest external id of an account ([`NewAccount::external_id`](crate::NewAccount::external_id)),
+/// in bytes; the `accounts_external_id_length` CHECK says the same.
+pub const EXTERNAL_ID_BYTES_MAX: usize = 256;
+/// Largest metadata object, in bytes of JSON text. The library checks the compact JSON it
+/// sends; the database (`accounts_metadata_size`) checks its own text form of the `jsonb`,
+/// which adds a space after each `:` and `,`, against the same bound: a value either refuses
+/// is [`LedgerError::InvalidInput`](crate::LedgerError::InvalidInput). Metadata is for the
+/// caller's references and labels, not documents: 8 KiB keeps an account row small.
+pub const METADATA_BYTES_MAX: usize = 8192;
+/// Page size of [`AccountFilter`](crate::AccountFilter) and [`TransferFilter`](crate::TransferFilter)
+/// listings unless `.limit(n)` says otherwise.
+pub const LIST_PAGE_DEFAULT: u32 = 100;
+/// Largest page of a listing: a page is read in one statement, and a transfer record carries
+/// its legs.
+pub const LIST_PAGE_MAX: u32 = 1_000;
 /// Largest page of [`Ledger::history`](crate::Ledger::history).
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
@@ -41,3 +56,5 @@ pub const POOL_CHECKOUT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const _: () = assert!(BACKOFF_MIN.as_nanos() < BACKOFF_MAX.as_nanos());
 const _: () = assert!(CURRENCY_SCALE_MAX <= 28);
 const _: () = assert!(HOLD_EXPIRY_DEFAULT.as_secs() <= HOLD_EXPIRY_MAX.as_secs());
+const _: () = assert!(LIST_PAGE_DEFAULT >= 1 && LIST_PAGE_DEFAULT <= LIST_PAGE_MAX);
+const _: () = assert!(LIST_PAGE_MAX <= HISTORY_PAGE_MAX);

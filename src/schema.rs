@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "transfer reports its lock wait", include_str!("../sql/0005_lock_wait.sql")),
     (6, "generic plans for batches and postings", include_str!("../sql/0006_generic_plans.sql")),
     (7, "account states, limits and reversals", include_str!("../sql/0007_operations.sql")),
+    (8, "reads", include_str!("../sql/0008_reads.sql")),
 ];
 
 /// The schema version this build writes and expects.

@@ -10,6 +10,7 @@ macro_rules! id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
         pub struct $name(pub i64);
 
         impl fmt::Display for $name {
@@ -43,6 +44,7 @@ id! {
 
 /// Where a hold is in its life. Only `Pending` can change, and only once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum HoldState {
     /// Reserved, not yet ended (or lapsed but not yet released by an expiry worker, which
     /// capture and void report as `Expired`).
@@ -95,6 +97,7 @@ impl FromStr for HoldState {
 /// assert_eq!("frozen".parse::<AccountStatus>(), Ok(AccountStatus::Frozen));
 /// assert_eq!(AccountStatus::Closed.to_string(), "closed");
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AccountStatus {

@@ -48,7 +48,8 @@ fn a_changed_migration_is_refused_by_name_and_nothing_is_applied() -> Result<()>
         other => panic!("expected MigrationChanged, got {other:?}"),
     }
     let versions: Vec<i32> = recorded(&mut db)?.into_iter().map(|(v, _)| v).collect();
-    assert_eq!(versions, (1..SCHEMA_VERSION).collect::<Vec<_>>(), "the pending migration was not applied");
+    let pending_left: Vec<i32> = MIGRATIONS.iter().map(|(v, _, _)| *v).filter(|v| *v != SCHEMA_VERSION).collect();
+    assert_eq!(versions, pending_left, "the pending migration was not applied");
     // Checking without migrating refuses it too.
     let err = Ledger::builder(&url).migrate(false).build().unwrap_err();
     assert!(matches!(err, LedgerError::MigrationChanged { version: 3, .. }), "{err:?}");

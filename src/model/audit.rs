@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use crate::values::{AccountId, TransferId};
 
 /// One broken invariant, with what was expected and what was found.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
@@ -181,6 +182,7 @@ impl fmt::Display for Violation {
 }
 
 /// The result of [`Ledger::verify`](crate::Ledger::verify).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Audit {

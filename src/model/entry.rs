@@ -9,6 +9,7 @@ use crate::limits::HISTORY_PAGE_MAX;
 use crate::values::{AccountId, EntryId, TransferId};
 
 /// One account's side of one transfer.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Entry {
@@ -31,7 +32,10 @@ pub struct Entry {
     pub reverses: Option<TransferId>,
     /// The transfer's memo.
     pub memo: Option<String>,
-    /// When the transfer committed (server clock).
+    /// When the entry was written (server clock, `clock_timestamp()` at its INSERT): after its
+    /// account's row lock was granted, so never before an earlier entry of the same account.
+    /// Statements and balances as of a time read this time. (Entries written before migration
+    /// 8 carry their transfer's time.)
     pub created_at: SystemTime,
 }
 

@@ -25,6 +25,7 @@ use crate::values::{AccountId, HoldId};
 ///     .idempotency_key("card-auth-991");
 /// assert_eq!(auth.amount, dec!(80.00));
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Hold {
@@ -82,6 +83,7 @@ impl Hold {
 }
 
 /// Proof that a hold is pending.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HoldReceipt {
@@ -94,6 +96,7 @@ pub struct HoldReceipt {
 }
 
 /// A pending hold, as listed by [`Ledger::open_holds`](crate::Ledger::open_holds).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PendingHold {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// What a transfer does when an account row it needs is locked by another transaction.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LockWait {
     /// Wait until the lock is released (the default). Ordered locking makes this safe: the wait

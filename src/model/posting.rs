@@ -36,6 +36,7 @@ use crate::values::{AccountId, TransferId};
 ///     .memo("order 1234");
 /// assert_eq!(posting.legs.len(), 4);
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Posting {
@@ -111,6 +112,7 @@ impl Posting {
 }
 
 /// Proof that a posting committed.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostingReceipt {

@@ -21,6 +21,7 @@ use crate::values::TransferId;
 /// assert_eq!(refund.amount, Some(dec!(5.00)));
 /// assert_eq!(Reversal::of(TransferId(42)).amount, None); // all that is left
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Reversal {

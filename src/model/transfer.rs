@@ -19,6 +19,7 @@ use crate::values::{AccountId, TransferId};
 ///     .memo("order 1234");
 /// assert_eq!(t.idempotency_key.as_deref(), Some("order-1234/payment"));
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Transfer {
@@ -110,6 +111,7 @@ pub(crate) fn check_key_and_memo(key: Option<&str>, memo: Option<&str>) -> Resul
 }
 
 /// Proof that a transfer committed: its id and both balances right after it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Receipt {

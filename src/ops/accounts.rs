@@ -4,8 +4,9 @@ use rust_decimal::Decimal;
 
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
-use crate::limits::ACCOUNT_NAME_BYTES_MAX;
+use crate::limits::{ACCOUNT_NAME_BYTES_MAX, EXTERNAL_ID_BYTES_MAX};
 use crate::model::account::{Account, NewAccount};
+use crate::model::metadata::check_metadata;
 use crate::model::money::{check_ceiling, check_currency, check_floor, check_text, is_currency_code};
 use crate::protocol::{self, Reply};
 use crate::values::AccountId;
@@ -41,14 +42,48 @@ impl Ledger {
 
     /// Opens an account with balance zero.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use wallet_ledger::{Ledger, LedgerError, NewAccount};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("open_account_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let wallet = ledger.open_account(
+    ///     &NewAccount::new("USD").external_id("user-42").metadata(json!({"tier": "gold"})),
+    /// )?;
+    /// assert_eq!(wallet.external_id.as_deref(), Some("user-42"));
+    /// assert_eq!(wallet.metadata, json!({"tier": "gold"}));
+    ///
+    /// let again = ledger.open_account(&NewAccount::new("USD").external_id("user-42"));
+    /// assert!(matches!(again, Err(LedgerError::ExternalIdTaken { .. })));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`LedgerError::UnknownCurrency`], [`LedgerError::InvalidAmount`] for a positive floor, a
     /// negative ceiling, or either with more decimal places than the currency,
-    /// [`LedgerError::InvalidInput`] for a name that is too long or contains NUL,
-    /// [`LedgerError::Unsupported`] for a ceiling in Citus mode.
+    /// [`LedgerError::InvalidInput`] for a name or external id that is too long, empty
+    /// (external id) or contains NUL, and for metadata that is not a JSON object of at most
+    /// [`METADATA_BYTES_MAX`](crate::limits::METADATA_BYTES_MAX) bytes;
+    /// [`LedgerError::ExternalIdTaken`] when another account has the external id;
+    /// [`LedgerError::Unsupported`] for a ceiling or an external id in Citus mode.
     pub fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
         if let Some(name) = &new.name {
             check_text("account name", name, ACCOUNT_NAME_BYTES_MAX)?;
+        }
+        if let Some(external_id) = &new.external_id {
+            check_external_id(external_id)?;
+            if self.is_citus() {
+                return Err(LedgerError::Unsupported {
+                    operation: "external ids",
+                    reason: "Citus cannot keep them unique across shards without a table distributed by external id (docs/citus.md)",
+                });
+            }
+        }
+        if let Some(metadata) = &new.metadata {
+            check_metadata("metadata", metadata)?;
         }
         if !is_currency_code(&new.currency) {
             return Err(LedgerError::UnknownCurrency { code: new.currency.clone() });
@@ -73,9 +108,21 @@ impl Ledger {
         // Not retried: after a lost connection a repeat could open a second account.
         let mut conn = self.connection()?;
         let statement = conn.statement(include_str!("../../sql/queries/open_account.sql"))?;
-        let row =
-            conn.client().query_one(&statement, &[&new.currency, &new.min_balance, &new.name, &new.max_balance])?;
-        protocol::rows::account(&row)
+        let params: [&(dyn postgres::types::ToSql + Sync); 6] =
+            [&new.currency, &new.min_balance, &new.name, &new.max_balance, &new.external_id, &new.metadata];
+        match conn.client().query_one(&statement, &params).map_err(LedgerError::from) {
+            Ok(row) => protocol::rows::account(&row),
+            Err(LedgerError::ConstraintViolation { constraint, .. }) if constraint == "accounts_external_id" => {
+                Err(LedgerError::ExternalIdTaken { external_id: new.external_id.clone().unwrap_or_default() })
+            }
+            Err(LedgerError::ConstraintViolation { constraint, .. }) if constraint == "accounts_metadata_size" => {
+                Err(LedgerError::InvalidInput {
+                    field: "metadata",
+                    reason: "larger than METADATA_BYTES_MAX in the database's text form of the jsonb".into(),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The account with this id.
@@ -107,4 +154,13 @@ impl Ledger {
             None => Err(LedgerError::AccountNotFound { account: id }),
         }
     }
+}
+
+/// An external id: 1 to [`EXTERNAL_ID_BYTES_MAX`] bytes, no NUL.
+fn check_external_id(external_id: &str) -> Result<(), LedgerError> {
+    check_text("external id", external_id, EXTERNAL_ID_BYTES_MAX)?;
+    if external_id.is_empty() {
+        return Err(LedgerError::InvalidInput { field: "external id", reason: "must not be empty".into() });
+    }
+    Ok(())
 }

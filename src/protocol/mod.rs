@@ -10,6 +10,7 @@ pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod hold;
 pub(crate) mod posting;
+pub(crate) mod reads;
 pub(crate) mod reversal;
 pub(crate) mod rows;
 pub(crate) mod status;

@@ -13,7 +13,7 @@ use crate::values::{AccountId, EntryId, TransferId};
 pub(crate) const HISTORY: &str = include_str!("../../sql/queries/history.sql");
 
 /// One account row (`id, currency, balance, min_balance, max_balance, held, status, version,
-/// name, created_at`).
+/// name, created_at, external_id, metadata`).
 pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
     let reply = Reply::new(row, "account");
     Ok(Account {
@@ -30,6 +30,8 @@ pub(crate) fn account(row: &Row) -> Result<Account, LedgerError> {
         version: reply.get("version")?,
         name: reply.get("name")?,
         created_at: reply.get("created_at")?,
+        external_id: reply.get("external_id")?,
+        metadata: reply.get("metadata")?,
     })
 }
 

@@ -4,18 +4,18 @@
 -- are on other shards: the page is read first, then its transfers by id on every shard (served
 -- by transfers_id), and the two joined on the coordinator. Oldest first.
 WITH e AS MATERIALIZED (
-    SELECT e.id, e.transfer_id, e.account_id, e.amount, e.balance_after, e.account_version
+    SELECT e.id, e.transfer_id, e.account_id, e.amount, e.balance_after, e.account_version, e.created_at
       FROM wallet_ledger.entries e
      WHERE e.account_id = $1 AND e.account_version > $2
      ORDER BY e.account_version
      LIMIT $3
 ), t AS MATERIALIZED (
-    SELECT t.id, t.from_account, t.to_account, t.reverses, t.memo, t.created_at
+    SELECT t.id, t.from_account, t.to_account, t.reverses, t.memo
       FROM wallet_ledger.transfers t
      WHERE t.id IN (SELECT transfer_id FROM e)
 )
 SELECT e.id, e.transfer_id, e.account_id,
        CASE WHEN e.account_id = t.from_account THEN t.to_account ELSE t.from_account END AS counterparty,
-       e.amount, e.balance_after, e.account_version, t.reverses, t.memo, t.created_at
+       e.amount, e.balance_after, e.account_version, t.reverses, t.memo, e.created_at
   FROM e JOIN t ON t.id = e.transfer_id
  ORDER BY e.account_version

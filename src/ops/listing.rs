@@ -1,0 +1,134 @@
+//! Listings: accounts and transfers by filter, page by page (keyset pagination).
+
+use crate::driver::ledger::Ledger;
+use crate::error::LedgerError;
+use crate::model::account::Account;
+use crate::model::filter::{AccountFilter, CursorKind, Page, TransferFilter};
+use crate::model::record::TransferRecord;
+use crate::protocol;
+use crate::protocol::reads::{self, fetch_size, lower_bound};
+
+impl Ledger {
+    /// One page of the accounts `filter` selects, oldest first (by opening time, then id).
+    /// Pages follow each other by key, never by offset: pass [`Page::next`] to
+    /// [`AccountFilter::after`] for the next one; an account opened meanwhile appears on a
+    /// later page or not at all, never twice. Every filter is served by an index
+    /// (`docs/design.md`, "Reads"). A read: takes no lock.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use wallet_ledger::{AccountFilter, Ledger, NewAccount};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("list_accounts_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// for i in 0..5 {
+    ///     let tier = if i % 2 == 0 { "gold" } else { "basic" };
+    ///     ledger.open_account(&NewAccount::new("USD").metadata(json!({"tier": tier})))?;
+    /// }
+    /// let mut filter = AccountFilter::new().metadata(json!({"tier": "gold"})).limit(2);
+    /// let mut gold = Vec::new();
+    /// loop {
+    ///     let page = ledger.list_accounts(&filter)?;
+    ///     gold.extend(page.items);
+    ///     match page.next {
+    ///         Some(cursor) => filter = filter.after(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(gold.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidInput`] for a limit of 0 or above
+    /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX), a cursor of another listing, a
+    /// malformed currency code, name prefix or metadata filter.
+    pub fn list_accounts(&self, filter: &AccountFilter) -> Result<Page<Account>, LedgerError> {
+        filter.check()?;
+        let sql = reads::account_listing(filter);
+        let (lower_time, lower_id) = lower_bound(filter.after, filter.opened_after);
+        let rows = self.idempotent(|conn| {
+            let statement = conn.statement(sql)?;
+            let params: [&(dyn postgres::types::ToSql + Sync); 7] = [
+                &lower_time,
+                &lower_id,
+                &filter.opened_before,
+                &filter.currency,
+                &filter.name_prefix,
+                &filter.metadata,
+                &fetch_size(filter.limit),
+            ];
+            Ok(conn.client().query(&statement, &params)?)
+        })?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let account = protocol::rows::account(row)?;
+                let (time, id) = (account.created_at, account.id.0);
+                Ok((account, time, id))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let (items, next) = reads::page(items, filter.limit, CursorKind::Accounts);
+        Ok(Page { items, next })
+    }
+
+    /// One page of the committed transfers (and postings, and captures) `filter` selects,
+    /// oldest first, each with its legs. With [`TransferFilter::account`], the account's
+    /// transfers in the order of its entries; otherwise all transfers by time and id. Pages
+    /// follow each other by key: pass [`Page::next`] to [`TransferFilter::after`]. A read:
+    /// takes no lock, and never scans the whole entries table.
+    ///
+    /// A transfer commits some time after its time was taken, so a listing of the most recent
+    /// moments can still gain a transfer earlier than its last item; a listing of a period
+    /// that ended before the slowest transaction's start is final.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{Ledger, NewAccount, Transfer, TransferFilter};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("list_transfers_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+    /// let alice = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// let bob = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// ledger.transfer(&Transfer::new(issuer, alice, dec!(10.00)))?;
+    /// ledger.transfer(&Transfer::new(issuer, bob, dec!(20.00)))?;
+    /// ledger.transfer(&Transfer::new(alice, bob, dec!(3.00)))?;
+    ///
+    /// let page = ledger.list_transfers(&TransferFilter::new().account(alice))?;
+    /// let alice_legs: Vec<_> = page.items.iter().map(|t| t.legs.iter().find(|l| l.0 == alice).unwrap().1).collect();
+    /// assert_eq!(alice_legs, vec![dec!(10.00), dec!(-3.00)]);
+    /// assert!(page.next.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidInput`] for a limit of 0 or above
+    /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX) or a cursor of another listing.
+    pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Page<TransferRecord>, LedgerError> {
+        filter.check()?;
+        let (lower_time, lower_id) = lower_bound(filter.after, filter.created_after);
+        let size = fetch_size(filter.limit);
+        let rows = self.idempotent(|conn| match filter.account {
+            Some(account) => {
+                let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS)?;
+                let params: [&(dyn postgres::types::ToSql + Sync); 5] =
+                    [&account.0, &lower_time, &lower_id, &filter.created_before, &size];
+                Ok(conn.client().query(&statement, &params)?)
+            }
+            None => {
+                let statement = conn.statement(reads::LIST_TRANSFERS)?;
+                let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+                    [&lower_time, &lower_id, &filter.created_before, &size];
+                Ok(conn.client().query(&statement, &params)?)
+            }
+        })?;
+        let items = rows.iter().map(reads::transfer_record).collect::<Result<Vec<_>, LedgerError>>()?;
+        let (items, next) = reads::page(items, filter.limit, filter.cursor_kind());
+        Ok(Page { items, next })
+    }
+}
