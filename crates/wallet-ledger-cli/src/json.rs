@@ -37,6 +37,10 @@ pub struct AccountJson {
     pub max_balance: Option<String>,
     /// `open`, `frozen` or `closed`.
     pub status: String,
+    /// The caller's id given at opening, if any.
+    pub external_id: Option<String>,
+    /// The caller's data given at opening: a JSON object (`{}` when none).
+    pub metadata: serde_json::Value,
     pub version: i64,
     pub created_at_unix_ms: u64,
 }
@@ -52,6 +56,8 @@ impl From<&Account> for AccountJson {
             min_balance: a.min_balance.map(amount),
             max_balance: a.max_balance.map(amount),
             status: a.status.to_string(),
+            external_id: a.external_id.clone(),
+            metadata: a.metadata.clone(),
             version: a.version,
             created_at_unix_ms: unix_ms(a.created_at),
         }

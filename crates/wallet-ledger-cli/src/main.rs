@@ -7,6 +7,7 @@ mod bench;
 mod exit;
 mod holds;
 mod json;
+mod reads;
 mod torture;
 
 use std::path::PathBuf;
@@ -132,6 +133,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accounts by filter
+    #[command(subcommand)]
+    Accounts(reads::AccountsCommand),
+    /// Transfers by filter, or one by id or key
+    #[command(subcommand)]
+    Transfers(reads::TransfersCommand),
+    /// An account's statement for a period: opening and closing balance, debits, credits and
+    /// its entries (--json, --csv)
+    Statement(reads::StatementArgs),
+    /// An account's balance, now or at an instant in the past (--at, RFC 3339)
+    Balance {
+        /// Account id
+        account: i64,
+        /// The instant, e.g. 2026-12-01T00:00:00Z (default: now)
+        #[arg(long, value_parser = reads::parse_time)]
+        at: Option<std::time::SystemTime>,
+        /// Print the balance as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// An account's entries, oldest first
     History {
         /// Account id
@@ -222,6 +243,21 @@ enum AccountCommand {
         /// Ceiling (highest balance allowed), e.g. a regulatory cap on an e-money wallet
         #[arg(long, value_parser = parse_amount)]
         max_balance: Option<Decimal>,
+        /// Your own id for the account (unique), to find it again with `account find`
+        #[arg(long)]
+        external_id: Option<String>,
+        /// Your own data about the account, a JSON object, e.g. '{"user_id":42}'
+        #[arg(long, value_parser = parse_metadata)]
+        metadata: Option<serde_json::Value>,
+    },
+    /// Find an account by the external id it was opened with (exit code 1 when none has it)
+    Find {
+        /// The external id
+        #[arg(long)]
+        external_id: String,
+        /// Print the account as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Show an account
     Show {
@@ -271,7 +307,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             open(&cli.target)?.define_currency(&code, scale)?;
             println!("currency {code} (scale {scale})");
         }
-        Command::Account(AccountCommand::Open { currency, name, min_balance, unbounded, max_balance }) => {
+        Command::Account(AccountCommand::Open {
+            currency,
+            name,
+            min_balance,
+            unbounded,
+            max_balance,
+            external_id,
+            metadata,
+        }) => {
             let mut new = NewAccount::new(&currency);
             if let Some(name) = name {
                 new = new.name(name);
@@ -285,8 +329,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(ceiling) = max_balance {
                 new = new.max_balance(ceiling);
             }
+            if let Some(external_id) = external_id {
+                new = new.external_id(external_id);
+            }
+            if let Some(metadata) = metadata {
+                new = new.metadata(metadata);
+            }
             print_account(&open(&cli.target)?.open_account(&new)?);
         }
+        Command::Account(AccountCommand::Find { external_id, json }) => {
+            reads::find_account(&open(&cli.target)?, &external_id, json)?;
+        }
+        Command::Accounts(reads::AccountsCommand::List(args)) => reads::list_accounts(&open(&cli.target)?, args)?,
+        Command::Transfers(reads::TransfersCommand::List(args)) => reads::list_transfers(&open(&cli.target)?, args)?,
+        Command::Transfers(reads::TransfersCommand::Show { id, key, json }) => {
+            reads::show_transfer(&open(&cli.target)?, id, key.as_deref(), json)?;
+        }
+        Command::Statement(args) => reads::statement(&open(&cli.target)?, args)?,
+        Command::Balance { account, at, json } => reads::balance(&open(&cli.target)?, account, at, json)?,
         Command::Account(AccountCommand::Show { id, json }) => {
             show_account(&open(&cli.target)?.account(AccountId(id))?, json)?;
         }
@@ -461,15 +521,25 @@ fn print_account(a: &wallet_ledger::Account) {
     let floor = a.min_balance.map_or("unbounded".to_string(), |f| f.to_string());
     let ceiling = a.max_balance.map_or("none".to_string(), |c| c.to_string());
     let name = a.name.as_deref().unwrap_or("");
-    println!("account {} {name}", a.id);
+    let external = a.external_id.as_deref().map_or(String::new(), |id| format!(" (external id {id})"));
+    println!("account {} {name}{external}", a.id);
     println!(
         "  {}  currency {}  balance {}  held {}  floor {floor}  ceiling {ceiling}  version {}",
         a.status, a.currency, a.balance, a.held, a.version
     );
 }
 
+/// Parses `--metadata`: a JSON object.
+pub(crate) fn parse_metadata(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(format!("{text:?} is not a JSON object")),
+        Err(e) => Err(format!("{text:?} is not JSON ({e})")),
+    }
+}
+
 /// An account as text, or as JSON with `json`.
-fn show_account(a: &wallet_ledger::Account, json: bool) -> Result<()> {
+pub(crate) fn show_account(a: &wallet_ledger::Account, json: bool) -> Result<()> {
     if json {
         return json::print(&json::AccountJson::from(a));
     }
