@@ -3,6 +3,7 @@
 //! one parseable document with stable field names and amounts as strings, and `--help` lists
 //! the exit codes.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

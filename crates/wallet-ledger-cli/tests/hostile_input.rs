@@ -4,6 +4,7 @@
 //! refuses); nothing panics; a password in a connection string is never echoed.
 
 #[macro_use]
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::OsStr;

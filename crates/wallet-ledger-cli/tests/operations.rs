@@ -2,6 +2,7 @@
 //! `limits`, `transfer --up-to-available` and `account open --max-balance` call the library
 //! and print what it answered; refusals exit 1 with the library's message, bad arguments 2.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

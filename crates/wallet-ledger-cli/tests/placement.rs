@@ -1,6 +1,7 @@
 //! The command line in a schema of the backend's choice: `migrate --print` gives the script a
 //! backend's migration tool applies, and the other commands then work in that schema.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use anyhow::Result;

@@ -3,6 +3,7 @@
 //! `balance --at`; cursors printed by one page continue the listing; bad times and cursors are
 //! argument errors (exit 2).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
