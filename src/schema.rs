@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "generic plans for batches and postings", include_str!("../sql/0006_generic_plans.sql")),
     (7, "account states, limits and reversals", include_str!("../sql/0007_operations.sql")),
     (8, "reads", include_str!("../sql/0008_reads.sql")),
+    (9, "cheaper checks on the hot path", include_str!("../sql/0009_lean_checks.sql")),
 ];
 
 /// The schema version this build writes and expects.
