@@ -186,6 +186,7 @@ mod tests {
         (6, "ccb4660a730dbb20dc8538e00059debd31a26c0eacff4bf77d679d4bfc490e56"),
         (7, "dcd54fa57643d19830c7c8b46b4128066f98168bdfb2698ab4de7b1a22dc44ba"),
         (8, "e1dff41b621a955736119ab5b1bd64d56884473f6997d0c329ba10a21b27e6b9"),
+        (9, "e8fbeacb52e2c5e38fb5ef2cd862700c7e141574e79c39cbb06e4cd924b99f5c"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
