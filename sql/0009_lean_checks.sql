@@ -4,12 +4,18 @@
 -- statement on it (reading the stored expression back from its text form and planning it),
 -- whatever columns the statement writes; docs/benchmarks.md ("Server work per transfer") has
 -- the measurements. So:
---   - the rules on one column that a transfer never writes (status, metadata, external_id) are
---     domains instead of table CHECKs: a domain's rule is checked whenever a value is written to
---     that column, from an expression PostgreSQL keeps prepared, and not when another column
---     changes. The constraints keep their names, so an error names the same rule as before;
+--   - every rule on one column of accounts is a domain instead of a table CHECK: a domain's
+--     rule is checked whenever a value is written to that column, from an expression
+--     PostgreSQL keeps prepared, and not when another column changes. The constraints keep
+--     their names, so an error names the same rule as before. The exception is the balance's
+--     magnitude: it stays a table CHECK, so that a statement binding a parameter to `balance`
+--     (the test kit's broken controls do) still sends it as plain numeric;
+--   - the rules that tie columns together stay table CHECKs (accounts_floor,
+--     accounts_closed_empty, and accounts_ceiling's `balance <= max_balance`);
 --   - transfer() updates both balances in one statement.
--- Every rule is still enforced by the database on every write, whoever makes it.
+-- Every rule is still enforced by the database on every write, whoever makes it. A statement
+-- that binds a parameter directly to a domain column (`SET held = $1`) gets the domain as the
+-- parameter's type; write `$1::numeric` (the library's own statements do).
 --
 -- The domains are made without constraints first, so that changing the columns' types does not
 -- rewrite the table; adding each constraint then checks the existing rows once.
@@ -18,16 +24,30 @@ ALTER TABLE wallet_ledger.accounts
     DROP CONSTRAINT accounts_status,
     DROP CONSTRAINT accounts_external_id_length,
     DROP CONSTRAINT accounts_metadata_object,
-    DROP CONSTRAINT accounts_metadata_size;
+    DROP CONSTRAINT accounts_metadata_size,
+    DROP CONSTRAINT accounts_held_check,
+    DROP CONSTRAINT accounts_version_check,
+    DROP CONSTRAINT accounts_min_balance_check,
+    DROP CONSTRAINT accounts_ceiling;
 
 CREATE DOMAIN wallet_ledger.account_status AS text;
 CREATE DOMAIN wallet_ledger.account_metadata AS jsonb;
 CREATE DOMAIN wallet_ledger.account_external_id AS text;
+CREATE DOMAIN wallet_ledger.account_held AS numeric;
+CREATE DOMAIN wallet_ledger.account_version AS bigint;
+CREATE DOMAIN wallet_ledger.account_floor AS numeric;
+CREATE DOMAIN wallet_ledger.account_ceiling AS numeric;
 
 ALTER TABLE wallet_ledger.accounts
     ALTER COLUMN status TYPE wallet_ledger.account_status,
     ALTER COLUMN metadata TYPE wallet_ledger.account_metadata,
-    ALTER COLUMN external_id TYPE wallet_ledger.account_external_id;
+    ALTER COLUMN external_id TYPE wallet_ledger.account_external_id,
+    ALTER COLUMN held TYPE wallet_ledger.account_held,
+    ALTER COLUMN version TYPE wallet_ledger.account_version,
+    ALTER COLUMN min_balance TYPE wallet_ledger.account_floor,
+    ALTER COLUMN max_balance TYPE wallet_ledger.account_ceiling,
+    -- the ceiling's tie to the balance; its own range is the domain's
+    ADD CONSTRAINT accounts_ceiling CHECK (max_balance IS NULL OR balance <= max_balance);
 
 ALTER DOMAIN wallet_ledger.account_status
     ADD CONSTRAINT accounts_status CHECK (VALUE IN ('open', 'frozen', 'closed'));
@@ -38,14 +58,57 @@ ALTER DOMAIN wallet_ledger.account_metadata
     ADD CONSTRAINT accounts_metadata_size CHECK (octet_length(VALUE::text) <= 8192);
 ALTER DOMAIN wallet_ledger.account_external_id
     ADD CONSTRAINT accounts_external_id_length CHECK (octet_length(VALUE) BETWEEN 1 AND 256);
+-- reserved by open holds: never negative, below the magnitude a Decimal holds
+ALTER DOMAIN wallet_ledger.account_held
+    ADD CONSTRAINT accounts_held_check CHECK (VALUE >= 0 AND VALUE < 1e24);
+ALTER DOMAIN wallet_ledger.account_version
+    ADD CONSTRAINT accounts_version_check CHECK (VALUE >= 0);
+-- the floor: 0 = no overdraft, negative = credit line (NULL, unbounded, passes)
+ALTER DOMAIN wallet_ledger.account_floor
+    ADD CONSTRAINT accounts_min_balance_check CHECK (VALUE <= 0 AND VALUE > -1e24);
+-- the ceiling: at least 0 (accounts open at zero), below the magnitude a Decimal holds
+ALTER DOMAIN wallet_ledger.account_ceiling
+    ADD CONSTRAINT accounts_ceiling CHECK (VALUE >= 0 AND VALUE < 1e24);
 
--- transfer: migration 7's function with the two balance updates made one. In Citus mode the
--- Citus form of transfer() (sql/citus/) stays in place: it is not replaced here.
+-- lock_accounts and transfer, core forms; in Citus mode the Citus forms (sql/citus/) stay in
+-- place and Citus step 4 restates lock_accounts there.
+-- lock_accounts: migration 2's function, its columns cast to the types it declares (RETURN QUERY
+-- takes no domain where its result names the base type).
+-- transfer: migration 7's function with the two balance updates made one.
 DO $do$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
     END IF;
+    EXECUTE $sql$
+CREATE OR REPLACE FUNCTION wallet_ledger.lock_accounts(p_ids bigint[], p_lock_mode smallint, p_lock_timeout_ms integer)
+RETURNS TABLE (id bigint, currency text, balance numeric, held numeric, min_balance numeric,
+               version bigint, scale smallint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_saved text;
+BEGIN
+    IF p_lock_mode = 1 THEN
+        RETURN QUERY
+            SELECT a.id, a.currency, a.balance, a.held::numeric, a.min_balance::numeric, a.version::bigint, c.scale
+              FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
+             WHERE a.id = ANY (p_ids) ORDER BY a.id FOR NO KEY UPDATE OF a NOWAIT;
+        RETURN;
+    END IF;
+    IF p_lock_mode = 2 THEN
+        v_saved := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true);
+    END IF;
+    RETURN QUERY
+        SELECT a.id, a.currency, a.balance, a.held::numeric, a.min_balance::numeric, a.version::bigint, c.scale
+          FROM wallet_ledger.accounts a JOIN wallet_ledger.currencies c ON c.code = a.currency
+         WHERE a.id = ANY (p_ids) ORDER BY a.id FOR NO KEY UPDATE OF a;
+    IF p_lock_mode = 2 THEN
+        PERFORM set_config('lock_timeout', v_saved, true);
+    END IF;
+END
+$fn$;
+    $sql$;
     EXECUTE $sql$
 CREATE OR REPLACE FUNCTION wallet_ledger.transfer(
     p_from bigint, p_to bigint, p_amount numeric, p_key text, p_memo text,

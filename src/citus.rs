@@ -27,6 +27,7 @@ pub const CITUS_MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "distribute", include_str!("../sql/citus/0001_distribute.sql")),
     (2, "key_gate", include_str!("../sql/citus/0002_key_gate.sql")),
     (3, "Citus forms after core migration 7", include_str!("../sql/citus/0003_after_operations.sql")),
+    (4, "lock_accounts after core migration 9", include_str!("../sql/citus/0004_after_lean_checks.sql")),
 ];
 
 /// The Citus schema version this build writes and expects.

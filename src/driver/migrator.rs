@@ -186,12 +186,13 @@ mod tests {
         (6, "ccb4660a730dbb20dc8538e00059debd31a26c0eacff4bf77d679d4bfc490e56"),
         (7, "dcd54fa57643d19830c7c8b46b4128066f98168bdfb2698ab4de7b1a22dc44ba"),
         (8, "e1dff41b621a955736119ab5b1bd64d56884473f6997d0c329ba10a21b27e6b9"),
-        (9, "e8fbeacb52e2c5e38fb5ef2cd862700c7e141574e79c39cbb06e4cd924b99f5c"),
+        (9, "c23ffc194b6188aee1b18cb64ff78ae649a37a443bc939c77c39b92c5c270473"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
         (2, "c1877f58b341cd34665eebef56b88cc8839a3942104820f68316fc559a2e383a"),
         (3, "0826857397c55ebc04765da039996b3cbc99085caad70e346ba0790e9d29e0ac"),
+        (4, "3f138e2f7a9eb0789a1361a96433a1a8237e2dae83e027327f84bf34ac7e1add"),
     ];
 
     fn assert_released(set: &MigrationSet, released: &[(i32, &str)]) {
