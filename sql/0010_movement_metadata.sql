@@ -6,17 +6,20 @@
 -- The column is NULL for a movement without metadata (reads show '{}'): such a row carries no
 -- value, and NULL passes the domain's checks without evaluating them (both are strict
 -- expressions of the value), so a plain transfer pays nothing for the feature but the NULL.
--- The rules are a domain (migration 9: a table CHECK would be prepared again for every INSERT
--- or UPDATE on transfers, whatever it writes); holds share it, so an error names the same
--- constraints (transfers_metadata_object, transfers_metadata_size) for both tables.
-CREATE DOMAIN wallet_ledger.movement_metadata AS jsonb
-    -- a JSON object of at most limits::METADATA_BYTES_MAX bytes in PostgreSQL's text form
+-- The rules are domains (migration 9: a table CHECK would be prepared again for every INSERT
+-- or UPDATE on transfers, whatever it writes), one per table so that an error names the
+-- table's rule, as the accounts' do: a JSON object of at most limits::METADATA_BYTES_MAX bytes
+-- in PostgreSQL's text form.
+CREATE DOMAIN wallet_ledger.transfer_metadata AS jsonb
     CONSTRAINT transfers_metadata_object CHECK (jsonb_typeof(VALUE) = 'object')
     CONSTRAINT transfers_metadata_size CHECK (octet_length(VALUE::text) <= 8192);
+CREATE DOMAIN wallet_ledger.hold_metadata AS jsonb
+    CONSTRAINT holds_metadata_object CHECK (jsonb_typeof(VALUE) = 'object')
+    CONSTRAINT holds_metadata_size CHECK (octet_length(VALUE::text) <= 8192);
 
 -- No default and NULL allowed: adding the columns rewrites nothing.
-ALTER TABLE wallet_ledger.transfers ADD COLUMN metadata wallet_ledger.movement_metadata NULL;
-ALTER TABLE wallet_ledger.holds ADD COLUMN metadata wallet_ledger.movement_metadata NULL;
+ALTER TABLE wallet_ledger.transfers ADD COLUMN metadata wallet_ledger.transfer_metadata NULL;
+ALTER TABLE wallet_ledger.holds ADD COLUMN metadata wallet_ledger.hold_metadata NULL;
 
 -- Transfers by metadata (containment, @>). Partial: a transfer without metadata never inserts
 -- into it; a query uses it only when it says `metadata IS NOT NULL` (the listing does).

@@ -372,11 +372,11 @@ fn the_database_refuses_bad_direct_writes() -> Result<()> {
             t.transfer_id.0,
             "transfers_metadata_size",
         ),
-        ("UPDATE wallet_ledger.holds SET metadata = '[1]' WHERE id = $1", h.hold_id.0, "transfers_metadata_object"),
+        ("UPDATE wallet_ledger.holds SET metadata = '[1]' WHERE id = $1", h.hold_id.0, "holds_metadata_object"),
         (
             "UPDATE wallet_ledger.holds SET metadata = jsonb_build_object('k', repeat('x', 9000)) WHERE id = $1",
             h.hold_id.0,
-            "transfers_metadata_size",
+            "holds_metadata_size",
         ),
         (
             "SELECT * FROM wallet_ledger.transfer($1::bigint, $1::bigint + 1, 1.00, 'direct', NULL, 0::smallint, 0, '[1]'::jsonb)",

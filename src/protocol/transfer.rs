@@ -59,11 +59,18 @@ pub(crate) fn overflow_as_invalid_amount(e: LedgerError, amount: Decimal) -> Led
 
 /// Metadata within the library's bound as compact JSON can still be over it in PostgreSQL's
 /// text form of the `jsonb` (a space after every `:` and `,`): the database's domain refuses it
-/// (`transfers_metadata_size`), and to the caller it is invalid input, as for accounts.
+/// (`transfers_metadata_size`, `holds_metadata_size`), and to the caller it is invalid input,
+/// as for accounts.
 pub(crate) fn metadata_as_invalid_input(e: LedgerError) -> LedgerError {
     match &e {
         LedgerError::ConstraintViolation { constraint, .. }
-            if constraint == "transfers_metadata_size" || constraint == "transfers_metadata_object" =>
+            if [
+                "transfers_metadata_size",
+                "transfers_metadata_object",
+                "holds_metadata_size",
+                "holds_metadata_object",
+            ]
+            .contains(&constraint.as_str()) =>
         {
             LedgerError::InvalidInput {
                 field: "metadata",
