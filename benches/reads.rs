@@ -9,12 +9,14 @@
 //! transfers of account 1 (the hot account, in and out) over November 2026. Entries get their
 //! chain (version, balance_after) by window functions. Times are synthetic so that a month
 //! holds the 100,000 entries; that is why the fixture cannot go through the transfer function,
-//! which stamps entries with the clock.
+//! which stamps entries with the clock. One transfer in 100 of the first 400,000 has metadata
+//! (`{"order": id}`), and one in 400 is reversed in full an hour later (1,000 reversals, with
+//! `{"refund_of": id}`). Ten accounts are frozen.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
-use wallet_ledger::{embedded, AccountFilter, AccountId, Ledger, TransferFilter, TransferId};
+use wallet_ledger::{embedded, AccountFilter, AccountId, AccountStatus, Ledger, TransferFilter, TransferId};
 
 const FIXTURE: &str = r#"
 INSERT INTO wallet_ledger.currencies VALUES ('USD', 2);
@@ -29,6 +31,12 @@ SELECT f, CASE WHEN t = f THEN 2 + (t - 1) % 10000 ELSE t END, (1 + g % 5000) / 
   FROM (SELECT g, 2 + (g * 7919) % 10000 AS f, 2 + (g * 104729 + 1) % 10000 AS t
           FROM generate_series(1::bigint, 400000) g) s
  ORDER BY g;
+UPDATE wallet_ledger.transfers SET metadata = jsonb_build_object('order', id) WHERE id % 100 = 0;
+INSERT INTO wallet_ledger.transfers (from_account, to_account, amount, idempotency_key, created_at, reverses, metadata)
+SELECT to_account, from_account, amount, 'rev' || id, created_at + interval '1 hour', id,
+       jsonb_build_object('refund_of', id)
+  FROM wallet_ledger.transfers WHERE id % 400 = 0 ORDER BY id;
+UPDATE wallet_ledger.transfers SET reversed = amount WHERE id % 400 = 0 AND reverses IS NULL;
 INSERT INTO wallet_ledger.transfers (from_account, to_account, amount, idempotency_key, created_at)
 SELECT CASE WHEN k % 2 = 1 THEN 1 ELSE 2 + k % 10000 END, CASE WHEN k % 2 = 1 THEN 2 + k % 10000 ELSE 1 END,
        (1 + k % 5000) / 100.0, 'hot' || k, timestamptz '2026-11-01' + (k / 100000.0) * interval '30 days'
@@ -45,6 +53,7 @@ SELECT transfer_id, account_id, amount,
 UPDATE wallet_ledger.accounts a SET balance = s.balance, version = s.version
   FROM (SELECT account_id, sum(amount) AS balance, count(*) AS version FROM wallet_ledger.entries GROUP BY account_id) s
  WHERE s.account_id = a.id;
+UPDATE wallet_ledger.accounts SET status = 'frozen' WHERE id % 1000 = 5;
 "#;
 
 fn time(text: &str) -> SystemTime {
@@ -158,6 +167,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     measure("list_accounts, currency USD, page of 100", 200, || {
         ledger.list_accounts(&AccountFilter::new().currency("USD").limit(100)).expect("page").items.len()
     });
+    measure("list_transfers, metadata {order: 250000}", 200, || {
+        ledger
+            .list_transfers(&TransferFilter::new().metadata(json!({"order": 250_000})).limit(100))
+            .expect("page")
+            .items
+            .len()
+    });
+    measure("list_transfers, reversals only, page of 100 from June 2026", 200, || {
+        let filter = TransferFilter::new().reversals(true).created_after(time("2026-06-01")).limit(100);
+        ledger.list_transfers(&filter).expect("page").items.len()
+    });
+    measure("list_transfers, no reversals, page of 100 from June 2026", 200, || {
+        let filter = TransferFilter::new().reversals(false).created_after(time("2026-06-01")).limit(100);
+        ledger.list_transfers(&filter).expect("page").items.len()
+    });
+    measure("list_transfers, account 1, no reversals, page of 100", 200, || {
+        ledger
+            .list_transfers(&TransferFilter::new().account(hot).reversals(false).limit(100))
+            .expect("page")
+            .items
+            .len()
+    });
+    measure("list_accounts, status frozen, page of 100", 200, || {
+        ledger.list_accounts(&AccountFilter::new().status(AccountStatus::Frozen).limit(100)).expect("page").items.len()
+    });
     measure("find_transfer by id", 200, || ledger.find_transfer(TransferId(250_000)).expect("find").map_or(0, |_| 1));
     measure("find_transfer_by_key", 200, || ledger.find_transfer_by_key("k250000").expect("find").map_or(0, |_| 1));
 
@@ -176,26 +210,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account_page = format!("{}{records}", q("list_account_transfers.sql")?);
     plan(&mut client, "list_transfers, one account", &account_page, "1, '2026-11-16', 9223372036854775807, NULL, 101")?;
     let all_page = format!("{}{records}", q("list_transfers.sql")?);
-    plan(&mut client, "list_transfers, all", &all_page, "'2026-06-01', 9223372036854775807, NULL, 101")?;
-    let accounts = "NULL, NULL, NULL, NULL, NULL, NULL, 101";
+    plan(&mut client, "list_transfers, all", &all_page, "'2026-06-01', 9223372036854775807, NULL, 101, NULL, NULL")?;
+    plan(
+        &mut client,
+        "list_transfers, all, no reversals",
+        &all_page,
+        "'2026-06-01', 9223372036854775807, NULL, 101, false, NULL",
+    )?;
+    let reversals_page = format!("{}{records}", q("list_reversals.sql")?);
+    plan(
+        &mut client,
+        "list_transfers, reversals only",
+        &reversals_page,
+        "'2026-06-01', 9223372036854775807, NULL, 101, true, NULL",
+    )?;
+    let metadata_page = format!("{}{records}", q("list_transfers_by_metadata.sql")?);
+    plan(
+        &mut client,
+        "list_transfers by metadata",
+        &metadata_page,
+        "NULL, NULL, NULL, 101, NULL, '{\"order\": 250000}'",
+    )?;
+    let filtered_page = format!("{}{records}", q("list_account_transfers_filtered.sql")?);
+    plan(
+        &mut client,
+        "list_transfers, one account, no reversals",
+        &filtered_page,
+        "1, NULL, NULL, NULL, 101, false, NULL",
+    )?;
+    let accounts = "NULL, NULL, NULL, NULL, NULL, NULL, 101, NULL";
     plan(&mut client, "list_accounts", &q("list_accounts.sql")?, accounts)?;
     plan(
         &mut client,
         "list_accounts by currency",
         &q("list_accounts_by_currency.sql")?,
-        "NULL, NULL, NULL, 'USD', NULL, NULL, 101",
+        "NULL, NULL, NULL, 'USD', NULL, NULL, 101, NULL",
     )?;
     plan(
         &mut client,
         "list_accounts by name prefix",
         &q("list_accounts_by_name.sql")?,
-        "NULL, NULL, NULL, NULL, 'shop-', NULL, 101",
+        "NULL, NULL, NULL, NULL, 'shop-', NULL, 101, NULL",
     )?;
     plan(
         &mut client,
         "list_accounts by metadata",
         &q("list_accounts_by_metadata.sql")?,
-        "NULL, NULL, NULL, NULL, NULL, '{\"tier\": \"gold\"}', 101",
+        "NULL, NULL, NULL, NULL, NULL, '{\"tier\": \"gold\"}', 101, NULL",
+    )?;
+    plan(
+        &mut client,
+        "list_accounts by status",
+        &q("list_accounts_by_status.sql")?,
+        "NULL, NULL, NULL, NULL, NULL, NULL, 101, 'frozen'",
     )?;
     plan(&mut client, "find_account_by_external_id", &q("account_by_external_id.sql")?, "'user-42'")?;
     plan(&mut client, "find_transfer_by_key", &format!("{}{records}", q("transfer_by_key.sql")?), "'k250000'")?;

@@ -10,7 +10,7 @@ use anyhow::Result;
 use citus_common::{citus_url, funded_on_both_workers, Schema};
 use rust_decimal_macros::dec;
 use serde_json::json;
-use wallet_ledger::{AccountFilter, LedgerError, NewAccount, Transfer, TransferFilter};
+use wallet_ledger::{AccountFilter, AccountStatus, Hold, LedgerError, NewAccount, Transfer, TransferFilter};
 
 #[test]
 fn reads_work_across_workers() -> Result<()> {
@@ -71,6 +71,56 @@ fn reads_work_across_workers() -> Result<()> {
     assert!(matches!(e, LedgerError::Unsupported { .. }), "{e:?}");
     assert_eq!(l.find_account_by_external_id("user-1")?, None);
     let _ = issuer;
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}
+
+/// Metadata on money movements is refused in Citus mode (the Citus transfer and hold functions
+/// take none), nothing changed; movements without it work and read back `{}`; the listing
+/// filters that need no join of entries with transfers answer, the others are refused.
+#[test]
+fn movement_metadata_is_refused_and_the_filters_answer() -> Result<()> {
+    let Some(url) = citus_url("citus_movement_metadata") else { return Ok(()) };
+    let schema = Schema::new(&url, "movement_meta");
+    let l = schema.ledger(4)?;
+    let (_issuer, groups) = funded_on_both_workers(&schema, &l, 1, dec!(100.00))?;
+    let (a, b) = (groups[0][0], groups[1][0]);
+    let count = |l: &wallet_ledger::Ledger| -> Result<usize> {
+        Ok(l.list_transfers(&TransferFilter::new().limit(1000))?.items.len())
+    };
+    let before = count(&l)?;
+    let meta = json!({"order": 1});
+    let refusals = [
+        l.transfer(&Transfer::new(a, b, dec!(1.00)).metadata(meta.clone())).map(|_| ()),
+        l.hold(&Hold::new(a, b, dec!(1.00)).metadata(meta.clone())).map(|_| ()),
+        {
+            let mut conn = l.connection()?;
+            let mut tx = conn.client().transaction()?;
+            let r = l.transfer_in(&mut tx, &Transfer::new(a, b, dec!(1.00)).metadata(meta.clone())).map(|_| ());
+            tx.rollback()?;
+            r
+        },
+    ];
+    for r in refusals {
+        assert!(matches!(r, Err(LedgerError::Unsupported { .. })), "{r:?}");
+    }
+    assert_eq!(count(&l)?, before);
+    assert_eq!(l.balance(a)?, dec!(100.00));
+
+    let plain = l.transfer(&Transfer::new(a, b, dec!(1.00)).metadata(json!({})))?;
+    assert_eq!(l.find_transfer(plain.transfer_id)?.expect("committed").metadata, json!({}));
+    let h = l.hold(&Hold::new(b, a, dec!(2.00)))?;
+    let captured = l.capture(h.hold_id, None)?;
+    assert_eq!(l.find_transfer(captured.transfer_id)?.expect("committed").metadata, json!({}));
+
+    assert!(l.list_transfers(&TransferFilter::new().metadata(meta.clone()))?.items.is_empty());
+    assert!(l.list_transfers(&TransferFilter::new().reversals(true))?.items.is_empty());
+    assert_eq!(l.list_transfers(&TransferFilter::new().reversals(false).limit(1000))?.items.len(), before + 2);
+    let e = l.list_transfers(&TransferFilter::new().account(a).reversals(false)).unwrap_err();
+    assert!(matches!(e, LedgerError::Unsupported { .. }), "{e:?}");
+    let open = l.list_accounts(&AccountFilter::new().status(AccountStatus::Open).limit(1000))?;
+    assert!(open.items.iter().any(|acc| acc.id == a) && open.items.iter().any(|acc| acc.id == b));
+    assert!(l.list_accounts(&AccountFilter::new().status(AccountStatus::Frozen))?.items.is_empty());
     assert!(l.verify()?.is_clean());
     Ok(())
 }

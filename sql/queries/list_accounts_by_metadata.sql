@@ -1,7 +1,8 @@
 -- $1, $2 the page's lower bound (created_at timestamptz, id bigint), exclusive: the cursor or
 -- "opened after" (as (time, i64::MAX)), whichever is later, both NULL for none; one row bound,
 -- so that it is where the index scan starts. $3 opened before timestamptz, $4 currency text,
--- $5 name prefix text, $6 metadata contained jsonb (each NULL = no filter), $7 page size + 1.
+-- $5 name prefix text, $6 metadata contained jsonb (each NULL = no filter), $7 page size + 1,
+-- $8 status text (NULL = any).
 -- Accounts whose metadata contains an object: the matching accounts are read through the GIN
 -- index accounts_metadata (jsonb_path_ops) alone, then bounded, sorted and cut to the page. A
 -- materialized CTE, so that the generic plan cannot AND that bitmap with one of
@@ -20,5 +21,6 @@ SELECT a.id, a.currency, a.balance, a.min_balance, a.max_balance, a.held, a.stat
    AND ($4::text IS NULL OR a.currency = $4)
    AND ($5::text IS NULL OR a.name ^@ $5)
    AND ($6::jsonb IS NULL OR a.metadata @> $6)
+   AND ($8::text IS NULL OR a.status = $8)
  ORDER BY a.created_at, a.id
  LIMIT $7

@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::error::LedgerError;
 use crate::limits::{ACCOUNT_NAME_BYTES_MAX, LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
-use crate::model::metadata::check_metadata;
+use crate::model::metadata::{check_metadata, stored_metadata};
 use crate::model::money::{check_text, is_currency_code};
-use crate::values::AccountId;
+use crate::values::{AccountId, AccountStatus};
 
 /// One page of a listing, and where the next one starts.
 ///
@@ -183,6 +183,7 @@ pub struct AccountFilter {
     pub(crate) name_prefix: Option<String>,
     pub(crate) opened_after: Option<SystemTime>,
     pub(crate) opened_before: Option<SystemTime>,
+    pub(crate) status: Option<AccountStatus>,
     pub(crate) limit: u32,
     pub(crate) after: Option<Cursor>,
 }
@@ -195,6 +196,7 @@ impl Default for AccountFilter {
             name_prefix: None,
             opened_after: None,
             opened_before: None,
+            status: None,
             limit: LIST_PAGE_DEFAULT,
             after: None,
         }
@@ -235,6 +237,19 @@ impl AccountFilter {
     /// Only accounts opened strictly before `time`.
     pub fn opened_before(mut self, time: SystemTime) -> Self {
         self.opened_before = Some(time);
+        self
+    }
+
+    /// Only accounts in this state ([`AccountStatus`]: open, frozen or closed).
+    ///
+    /// ```
+    /// use wallet_ledger::{AccountFilter, AccountStatus};
+    ///
+    /// let frozen = AccountFilter::new().status(AccountStatus::Frozen);
+    /// # let _ = frozen;
+    /// ```
+    pub fn status(mut self, status: AccountStatus) -> Self {
+        self.status = Some(status);
         self
     }
 
@@ -297,6 +312,8 @@ pub struct TransferFilter {
     pub(crate) account: Option<AccountId>,
     pub(crate) created_after: Option<SystemTime>,
     pub(crate) created_before: Option<SystemTime>,
+    pub(crate) metadata: Option<Value>,
+    pub(crate) reversals: Option<bool>,
     pub(crate) limit: u32,
     pub(crate) after: Option<Cursor>,
 }
@@ -307,6 +324,8 @@ impl Default for TransferFilter {
             account: None,
             created_after: None,
             created_before: None,
+            metadata: None,
+            reversals: None,
             limit: LIST_PAGE_DEFAULT,
             after: None,
         }
@@ -337,6 +356,39 @@ impl TransferFilter {
         self
     }
 
+    /// Only transfers whose metadata contains this JSON object (`metadata @> filter`, as
+    /// [`AccountFilter::metadata`]: `{"order": 7}` matches `{"order": 7, "channel": "web"}`).
+    /// A transfer without metadata has `{}`, which only the empty filter `{}` contains (it
+    /// matches every transfer).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wallet_ledger::TransferFilter;
+    ///
+    /// let order_7 = TransferFilter::new().metadata(json!({"order_id": 7}));
+    /// # let _ = order_7;
+    /// ```
+    pub fn metadata(mut self, contains: Value) -> Self {
+        self.metadata = Some(contains);
+        self
+    }
+
+    /// With or without reversals ([`Ledger::reverse`](crate::Ledger::reverse)): `true` lists only
+    /// reversals (transfers whose [`TransferRecord::reverses`](crate::TransferRecord::reverses)
+    /// is set), `false` only transfers that are not reversals. Default: both.
+    ///
+    /// ```
+    /// use wallet_ledger::TransferFilter;
+    ///
+    /// let refunds = TransferFilter::new().reversals(true);
+    /// let payments_only = TransferFilter::new().reversals(false);
+    /// # let _ = (refunds, payments_only);
+    /// ```
+    pub fn reversals(mut self, reversals: bool) -> Self {
+        self.reversals = Some(reversals);
+        self
+    }
+
     /// At most `limit` transfers per page: 1 to [`LIST_PAGE_MAX`] (default [`LIST_PAGE_DEFAULT`]).
     pub fn limit(mut self, limit: u32) -> Self {
         self.limit = limit;
@@ -362,7 +414,21 @@ impl TransferFilter {
     pub(crate) fn check(&self) -> Result<(), LedgerError> {
         check_limit(self.limit)?;
         Cursor::of(self.after, self.cursor_kind())?;
+        if let Some(metadata) = &self.metadata {
+            check_metadata("metadata filter", metadata)?;
+        }
         Ok(())
+    }
+
+    /// The metadata filter as sent: `None` for none and for `{}` (which every transfer's
+    /// metadata contains, stored or not).
+    pub(crate) fn metadata_filter(&self) -> Option<&Value> {
+        stored_metadata(self.metadata.as_ref())
+    }
+
+    /// Whether a filter on the transfers themselves (metadata, reversals) is set.
+    pub(crate) fn filters_transfers(&self) -> bool {
+        self.metadata_filter().is_some() || self.reversals.is_some()
     }
 }
 
@@ -409,5 +475,15 @@ mod tests {
         assert!(AccountFilter::new().metadata(serde_json::json!([1])).check().is_err());
         assert!(AccountFilter::new().name_prefix("a\0").check().is_err());
         assert!(TransferFilter::new().limit(0).check().is_err());
+        assert!(TransferFilter::new().metadata(serde_json::json!("x")).check().is_err());
+        assert!(TransferFilter::new().metadata(serde_json::json!({"a": 1})).check().is_ok());
+    }
+
+    #[test]
+    fn an_empty_metadata_filter_filters_nothing() {
+        assert!(!TransferFilter::new().metadata(serde_json::json!({})).filters_transfers());
+        assert!(TransferFilter::new().metadata(serde_json::json!({"a": 1})).filters_transfers());
+        assert!(TransferFilter::new().reversals(false).filters_transfers());
+        assert!(!TransferFilter::new().filters_transfers());
     }
 }

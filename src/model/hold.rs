@@ -6,9 +6,11 @@
 use std::time::{Duration, SystemTime};
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use crate::error::LedgerError;
 use crate::limits::{HOLD_EXPIRY_DEFAULT, HOLD_EXPIRY_MAX};
+use crate::model::metadata::check_movement_metadata;
 use crate::model::money::check_transfer_amount;
 use crate::model::transfer::check_key_and_memo;
 use crate::values::{AccountId, HoldId};
@@ -41,12 +43,15 @@ pub struct Hold {
     pub idempotency_key: Option<String>,
     /// Free text, also stored on the capture's transfer.
     pub memo: Option<String>,
+    /// The caller's JSON object, also stored on the capture's transfer
+    /// ([`metadata`](Hold::metadata)); `None` for none.
+    pub metadata: Option<Value>,
 }
 
 impl Hold {
     /// A hold that lapses after 7 days unless set otherwise.
     pub fn new(from: AccountId, to: AccountId, amount: Decimal) -> Self {
-        Hold { from, to, amount, expires_in: HOLD_EXPIRY_DEFAULT, idempotency_key: None, memo: None }
+        Hold { from, to, amount, expires_in: HOLD_EXPIRY_DEFAULT, idempotency_key: None, memo: None, metadata: None }
     }
 
     /// How long until the hold lapses (at most 366 days).
@@ -67,6 +72,27 @@ impl Hold {
         self
     }
 
+    /// Attaches the caller's data: a JSON object of at most
+    /// [`METADATA_BYTES_MAX`](crate::limits::METADATA_BYTES_MAX) bytes, the rules of
+    /// [`Transfer::metadata`](crate::Transfer::metadata) (anything else is
+    /// [`InvalidInput`](crate::LedgerError::InvalidInput) before anything is sent). Stored with the hold and carried by its capture's transfer
+    /// ([`TransferRecord::metadata`](crate::TransferRecord::metadata)),
+    /// and part of the idempotency comparison: the same key with other metadata is an
+    /// [`IdempotencyConflict`](crate::LedgerError::IdempotencyConflict). `{}` is the same as none.
+    ///
+    /// ```
+    /// use rust_decimal_macros::dec;
+    /// use serde_json::json;
+    /// use wallet_ledger::{AccountId, Hold};
+    ///
+    /// let r = Hold::new(AccountId(1), AccountId(2), dec!(250.00)).metadata(json!({"ticket": "T-7"}));
+    /// assert_eq!(r.metadata, Some(json!({"ticket": "T-7"})));
+    /// ```
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), LedgerError> {
         check_transfer_amount(self.amount)?;
         if self.from == self.to {
@@ -78,7 +104,8 @@ impl Hold {
                 reason: format!("{:?} is not between 1 ms and {:?}", self.expires_in, HOLD_EXPIRY_MAX),
             });
         }
-        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())?;
+        check_movement_metadata(self.metadata.as_ref())
     }
 }
 

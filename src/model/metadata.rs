@@ -1,4 +1,5 @@
-//! Metadata: the caller's JSON object stored with an account, and its checks.
+//! Metadata: the caller's JSON object stored with an account or a money movement, and its
+//! checks.
 
 use serde_json::Value;
 
@@ -20,6 +21,19 @@ pub(crate) fn check_metadata(field: &'static str, metadata: &Value) -> Result<()
         return Err(invalid(format!("{bytes} bytes of JSON, more than {METADATA_BYTES_MAX}")));
     }
     Ok(())
+}
+
+/// Checks a money movement's metadata (transfers, postings, holds, reversals): the rules of
+/// [`check_metadata`], under the field name `metadata`. `None` passes.
+pub(crate) fn check_movement_metadata(metadata: Option<&Value>) -> Result<(), LedgerError> {
+    metadata.map_or(Ok(()), |m| check_metadata("metadata", m))
+}
+
+/// A money movement's metadata as the ledger stores and sends it: `None` for none and for the
+/// empty object (the column is NULL then, and reads show `{}`), so that "none" and `{}` are one
+/// value to the idempotency comparison and cost a plain movement nothing.
+pub(crate) fn stored_metadata(metadata: Option<&Value>) -> Option<&Value> {
+    metadata.filter(|m| !m.as_object().is_some_and(|o| o.is_empty()))
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -72,5 +86,18 @@ mod tests {
         assert!(check_metadata("metadata", &at_limit).is_ok());
         let over = json!({ "k": "x".repeat(METADATA_BYTES_MAX - 7) });
         assert!(check_metadata("metadata", &over).is_err());
+    }
+
+    #[test]
+    fn a_movement_without_metadata_and_one_with_an_empty_object_store_the_same() {
+        assert_eq!(stored_metadata(None), None);
+        assert_eq!(stored_metadata(Some(&json!({}))), None);
+        assert_eq!(stored_metadata(Some(&json!({"a": 1}))), Some(&json!({"a": 1})));
+        assert!(check_movement_metadata(None).is_ok());
+        assert!(check_movement_metadata(Some(&json!({"order": 7}))).is_ok());
+        assert!(matches!(
+            check_movement_metadata(Some(&json!([1]))),
+            Err(LedgerError::InvalidInput { field: "metadata", .. })
+        ));
     }
 }

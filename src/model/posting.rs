@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use crate::error::LedgerError;
 use crate::limits::{CURRENCY_SCALE_MAX, POSTING_LEGS_MAX};
+use crate::model::metadata::check_movement_metadata;
 use crate::model::money::significant_scale;
 use crate::model::transfer::check_key_and_memo;
 use crate::values::{AccountId, TransferId};
@@ -47,6 +49,9 @@ pub struct Posting {
     pub idempotency_key: Option<String>,
     /// Free text stored with the posting.
     pub memo: Option<String>,
+    /// The caller's JSON object stored with the posting ([`metadata`](Posting::metadata)); `None`
+    /// for none.
+    pub metadata: Option<Value>,
 }
 
 impl Posting {
@@ -70,6 +75,27 @@ impl Posting {
     /// Sets the memo (at most 1024 bytes).
     pub fn memo(mut self, memo: impl Into<String>) -> Self {
         self.memo = Some(memo.into());
+        self
+    }
+
+    /// Attaches the caller's data: a JSON object of at most
+    /// [`METADATA_BYTES_MAX`](crate::limits::METADATA_BYTES_MAX) bytes, the rules of
+    /// [`Transfer::metadata`](crate::Transfer::metadata) (anything else is
+    /// [`InvalidInput`](crate::LedgerError::InvalidInput) before anything is sent). Stored with the posting
+    /// ([`TransferRecord::metadata`](crate::TransferRecord::metadata)),
+    /// and part of the idempotency comparison: the same key with other metadata is an
+    /// [`IdempotencyConflict`](crate::LedgerError::IdempotencyConflict). `{}` is the same as none.
+    ///
+    /// ```
+    /// use rust_decimal_macros::dec;
+    /// use serde_json::json;
+    /// use wallet_ledger::{AccountId, Posting};
+    ///
+    /// let r = Posting::new().leg(AccountId(1), dec!(-5)).leg(AccountId(2), dec!(5)).metadata(json!({"ticket": "T-7"}));
+    /// assert_eq!(r.metadata, Some(json!({"ticket": "T-7"})));
+    /// ```
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 
@@ -102,7 +128,8 @@ impl Posting {
                 });
             }
         }
-        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())?;
+        check_movement_metadata(self.metadata.as_ref())
     }
 
     /// The largest leg, for an amount-too-large error.

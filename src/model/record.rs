@@ -45,8 +45,10 @@ pub struct TransferRecord {
     pub currency: String,
     /// The memo given with it.
     pub memo: Option<String>,
-    /// The caller's data given with it: reserved, always `{}` for now. Transfers, postings and
-    /// holds take metadata in a later release (it changes the money-moving functions' parameters).
+    /// The caller's data given with it ([`Transfer::metadata`](crate::Transfer::metadata),
+    /// [`Posting::metadata`](crate::Posting::metadata), [`Reversal::metadata`](crate::Reversal::metadata),
+    /// or, for a capture, [`Hold::metadata`](crate::Hold::metadata)): always a JSON object, `{}`
+    /// when none was given.
     pub metadata: Value,
     /// The caller's idempotency key; `None` for a transfer sent without one (its internal
     /// `~` key is the library's, not the caller's).

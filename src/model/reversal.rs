@@ -1,8 +1,10 @@
 //! A reversal request: a refund of a committed transfer, in whole or in part.
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use crate::error::LedgerError;
+use crate::model::metadata::check_movement_metadata;
 use crate::model::money::check_transfer_amount;
 use crate::model::transfer::check_key_and_memo;
 use crate::values::TransferId;
@@ -34,12 +36,15 @@ pub struct Reversal {
     pub idempotency_key: Option<String>,
     /// Free text stored with the reversal.
     pub memo: Option<String>,
+    /// The caller's JSON object stored with the reversal ([`metadata`](Reversal::metadata));
+    /// `None` for none.
+    pub metadata: Option<Value>,
 }
 
 impl Reversal {
     /// A reversal of all that is left to reverse of `transfer`.
     pub fn of(transfer: TransferId) -> Self {
-        Reversal { transfer, amount: None, idempotency_key: None, memo: None }
+        Reversal { transfer, amount: None, idempotency_key: None, memo: None, metadata: None }
     }
 
     /// Reverses only `amount` (positive, within the currency's decimal places, at most what is
@@ -61,12 +66,33 @@ impl Reversal {
         self
     }
 
+    /// Attaches the caller's data: a JSON object of at most
+    /// [`METADATA_BYTES_MAX`](crate::limits::METADATA_BYTES_MAX) bytes, the rules of
+    /// [`Transfer::metadata`](crate::Transfer::metadata) (anything else is
+    /// [`InvalidInput`](crate::LedgerError::InvalidInput) before anything is sent). Stored with the reversal's own transfer (the
+    /// original keeps its own; [`TransferRecord::metadata`](crate::TransferRecord::metadata)),
+    /// and part of the idempotency comparison: the same key with other metadata is an
+    /// [`IdempotencyConflict`](crate::LedgerError::IdempotencyConflict). `{}` is the same as none.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wallet_ledger::{Reversal, TransferId};
+    ///
+    /// let r = Reversal::of(TransferId(9)).metadata(json!({"ticket": "T-7"}));
+    /// assert_eq!(r.metadata, Some(json!({"ticket": "T-7"})));
+    /// ```
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
     /// Everything that can be checked without the database.
     pub(crate) fn validate(&self) -> Result<(), LedgerError> {
         if let Some(amount) = self.amount {
             check_transfer_amount(amount)?;
         }
-        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())?;
+        check_movement_metadata(self.metadata.as_ref())
     }
 }
 

@@ -2,9 +2,11 @@
 //! (idempotency keys, memos).
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use crate::error::LedgerError;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, MEMO_BYTES_MAX};
+use crate::model::metadata::check_movement_metadata;
 use crate::model::money::{check_text, check_transfer_amount};
 use crate::values::{AccountId, TransferId};
 
@@ -37,12 +39,15 @@ pub struct Transfer {
     /// A sweep: move `amount`, or all that is available above the floor when that is less
     /// (see [`up_to_available`](Transfer::up_to_available)).
     pub up_to_available: bool,
+    /// The caller's JSON object stored with the transfer (see [`metadata`](Transfer::metadata));
+    /// `None` for none.
+    pub metadata: Option<Value>,
 }
 
 impl Transfer {
     /// A transfer without key or memo.
     pub fn new(from: AccountId, to: AccountId, amount: Decimal) -> Self {
-        Transfer { from, to, amount, idempotency_key: None, memo: None, up_to_available: false }
+        Transfer { from, to, amount, idempotency_key: None, memo: None, up_to_available: false, metadata: None }
     }
 
     /// Sets the idempotency key (at most 256 bytes; keys starting with `~` are reserved, except
@@ -56,6 +61,29 @@ impl Transfer {
     /// Sets the memo (at most 1024 bytes).
     pub fn memo(mut self, memo: impl Into<String>) -> Self {
         self.memo = Some(memo.into());
+        self
+    }
+
+    /// Attaches the caller's data: a JSON object of at most
+    /// [`METADATA_BYTES_MAX`](crate::limits::METADATA_BYTES_MAX) bytes as compact JSON, the
+    /// rules of [`NewAccount::metadata`](crate::NewAccount::metadata) (anything else is
+    /// [`InvalidInput`](crate::LedgerError::InvalidInput), before anything is sent). Stored with
+    /// the transfer ([`TransferRecord::metadata`](crate::TransferRecord::metadata)), found by
+    /// [`TransferFilter::metadata`](crate::TransferFilter::metadata), and part of the
+    /// idempotency comparison: a repeat of the key with other metadata is an
+    /// [`IdempotencyConflict`](crate::LedgerError::IdempotencyConflict). `{}` is the same as
+    /// none. Not in Citus mode ([`Unsupported`](crate::LedgerError::Unsupported)).
+    ///
+    /// ```
+    /// use rust_decimal_macros::dec;
+    /// use serde_json::json;
+    /// use wallet_ledger::{AccountId, Transfer};
+    ///
+    /// let t = Transfer::new(AccountId(1), AccountId(2), dec!(12.50)).metadata(json!({"order_id": 1234}));
+    /// assert_eq!(t.metadata, Some(json!({"order_id": 1234})));
+    /// ```
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 
@@ -86,7 +114,8 @@ impl Transfer {
         if self.from == self.to {
             return Err(LedgerError::SameAccount { account: self.from });
         }
-        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())
+        check_key_and_memo(self.idempotency_key.as_deref(), self.memo.as_deref())?;
+        check_movement_metadata(self.metadata.as_ref())
     }
 }
 

@@ -127,7 +127,7 @@ impl Ledger {
         }
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let a = &prepared.arrays;
-        let params: [&(dyn ToSql + Sync); 11] = [
+        let params: [&(dyn ToSql + Sync); 12] = [
             &a.from,
             &a.to,
             &a.amount,
@@ -139,10 +139,11 @@ impl Ledger {
             &a.from_pos,
             &a.to_pos,
             &a.up_to,
+            &a.metadata,
         ];
         match self.call(protocol::batch::SQL, &params, Some(KEY_CONSTRAINT)) {
             Ok(answer) => Ok(prepared.finish(Some(&answer.row), answer.maybe_applied)),
-            Err(CallError::Failed(e)) => Err(e),
+            Err(CallError::Failed(e)) => Err(protocol::transfer::metadata_as_invalid_input(e)),
             Err(CallError::Unknown(source)) => {
                 Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: prepared.keys(), source: Arc::new(source) })
             }
@@ -179,7 +180,7 @@ impl Ledger {
         }
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
         let a = &prepared.arrays;
-        let params: [(&(dyn ToSql + Sync), Type); 11] = [
+        let params: [(&(dyn ToSql + Sync), Type); 12] = [
             (&a.from, Type::INT8_ARRAY),
             (&a.to, Type::INT8_ARRAY),
             (&a.amount, Type::NUMERIC_ARRAY),
@@ -191,8 +192,11 @@ impl Ledger {
             (&a.from_pos, Type::INT4_ARRAY),
             (&a.to_pos, Type::INT4_ARRAY),
             (&a.up_to, Type::BOOL_ARRAY),
+            (&a.metadata, Type::JSONB_ARRAY),
         ];
-        let row = self.in_savepoint(tx, protocol::batch::SQL, &params, KEY_CONSTRAINT)?;
+        let row = self
+            .in_savepoint(tx, protocol::batch::SQL, &params, KEY_CONSTRAINT)
+            .map_err(protocol::transfer::metadata_as_invalid_input)?;
         Ok(prepared.finish(Some(&row), false))
     }
 }

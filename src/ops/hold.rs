@@ -15,6 +15,7 @@ use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::entry::check_page;
 use crate::model::hold::{Hold, HoldReceipt, PendingHold};
+use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt};
 use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
 use crate::protocol::{self, Reply};
@@ -63,13 +64,15 @@ impl Ledger {
 
     fn run_hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
         h.validate()?;
+        self.refuse_metadata_on_citus("a hold with metadata", h.metadata.as_ref())?;
         let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
         let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [&(dyn ToSql + Sync); 8] =
-            [&h.from.0, &h.to.0, &h.amount, &expires_in_ms, &key, &h.memo, &mode, &timeout_ms];
-        let sql = protocol::hold::HOLD;
-        let answer = self.keyed_call(sql, &params, "holds_idempotency_key", &key, h.amount)?;
+        let metadata = stored_metadata(h.metadata.as_ref());
+        let params: [&(dyn ToSql + Sync); 9] =
+            [&h.from.0, &h.to.0, &h.amount, &expires_in_ms, &key, &h.memo, &mode, &timeout_ms, &metadata];
+        let (sql, count) = protocol::hold::statement(h);
+        let answer = self.keyed_call(sql, &params[..count], "holds_idempotency_key", &key, h.amount)?;
         hold_outcome(h, key, &answer.row, answer.maybe_applied)
     }
 

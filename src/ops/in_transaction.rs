@@ -45,6 +45,7 @@ use crate::driver::observe::op_span;
 use crate::driver::retry::Backoff;
 use crate::error::{from_db, LedgerError};
 use crate::model::hold::{Hold, HoldReceipt};
+use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt, Transfer};
 use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
 use crate::protocol::transfer::{outcome, overflow_as_invalid_amount};
@@ -89,9 +90,11 @@ impl Ledger {
         if t.up_to_available {
             self.refuse_in_citus("a transfer up to the available balance")?;
         }
+        self.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+        let metadata = stored_metadata(t.metadata.as_ref());
+        let params: [(&(dyn ToSql + Sync), Type); 8] = [
             (&t.from.0, Type::INT8),
             (&t.to.0, Type::INT8),
             (&t.amount, Type::NUMERIC),
@@ -99,9 +102,11 @@ impl Ledger {
             (&t.memo, Type::TEXT),
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
+            (&metadata, Type::JSONB),
         ];
+        let params = &params[..protocol::transfer::parameter_count(t)];
         let row = self
-            .in_savepoint(tx, protocol::transfer::statement(t), &params, KEY_CONSTRAINT)
+            .in_savepoint(tx, protocol::transfer::statement(t), params, KEY_CONSTRAINT)
             .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
         self.inner.counters.lock_waited(&row);
         outcome(t, &key, &row)
@@ -118,10 +123,12 @@ impl Ledger {
 
     fn run_hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
         h.validate()?;
+        self.refuse_metadata_on_citus("a hold with metadata", h.metadata.as_ref())?;
         let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
         let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 8] = [
+        let metadata = stored_metadata(h.metadata.as_ref());
+        let params: [(&(dyn ToSql + Sync), Type); 9] = [
             (&h.from.0, Type::INT8),
             (&h.to.0, Type::INT8),
             (&h.amount, Type::NUMERIC),
@@ -130,9 +137,11 @@ impl Ledger {
             (&h.memo, Type::TEXT),
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
+            (&metadata, Type::JSONB),
         ];
+        let (sql, count) = protocol::hold::statement(h);
         let row = self
-            .in_savepoint(tx, protocol::hold::HOLD, &params, "holds_idempotency_key")
+            .in_savepoint(tx, sql, &params[..count], "holds_idempotency_key")
             .map_err(|e| overflow_as_invalid_amount(e, h.amount))?;
         hold_outcome(h, key, &row, false)
     }

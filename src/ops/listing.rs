@@ -45,13 +45,31 @@ impl Ledger {
     /// [`LedgerError::InvalidInput`] for a limit of 0 or above
     /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX), a cursor of another listing, a
     /// malformed currency code, name prefix or metadata filter.
+    ///
+    /// Filter by state with [`AccountFilter::status`]:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use wallet_ledger::{AccountFilter, AccountStatus, Ledger, NewAccount};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("list_accounts_status_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let alice = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// ledger.open_account(&NewAccount::new("USD"))?;
+    /// ledger.freeze(alice)?;
+    /// let frozen = ledger.list_accounts(&AccountFilter::new().status(AccountStatus::Frozen))?;
+    /// assert_eq!(frozen.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![alice]);
+    /// # Ok(()) }
+    /// ```
     pub fn list_accounts(&self, filter: &AccountFilter) -> Result<Page<Account>, LedgerError> {
         filter.check()?;
         let sql = reads::account_listing(filter);
         let (lower_time, lower_id) = lower_bound(filter.after, filter.opened_after);
+        let status = filter.status.map(|s| s.as_str());
         let rows = self.idempotent(|conn| {
             let statement = conn.statement(sql)?;
-            let params: [&(dyn postgres::types::ToSql + Sync); 7] = [
+            let params: [&(dyn postgres::types::ToSql + Sync); 8] = [
                 &lower_time,
                 &lower_id,
                 &filter.opened_before,
@@ -59,6 +77,7 @@ impl Ledger {
                 &filter.name_prefix,
                 &filter.metadata,
                 &fetch_size(filter.limit),
+                &status,
             ];
             Ok(conn.client().query(&statement, &params)?)
         })?;
@@ -106,14 +125,56 @@ impl Ledger {
     /// # Ok(()) }
     /// ```
     ///
+    /// Transfers can be filtered by their metadata ([`TransferFilter::metadata`]) and by being
+    /// reversals or not ([`TransferFilter::reversals`]):
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rust_decimal_macros::dec;
+    /// use serde_json::json;
+    /// use wallet_ledger::{Ledger, NewAccount, Reversal, Transfer, TransferFilter};
+    ///
+    /// # let url = wallet_ledger::embedded::fresh_database("list_transfers_meta_docs")?;
+    /// let ledger = Ledger::connect(&url)?;
+    /// ledger.define_currency("USD", 2)?;
+    /// let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+    /// let shop = ledger.open_account(&NewAccount::new("USD"))?.id;
+    /// let paid = ledger.transfer(&Transfer::new(issuer, shop, dec!(30.00)).metadata(json!({"order": 7})))?;
+    /// ledger.transfer(&Transfer::new(issuer, shop, dec!(5.00)).metadata(json!({"order": 8})))?;
+    /// ledger.reverse(&Reversal::of(paid.transfer_id).amount(dec!(10.00)).metadata(json!({"order": 7, "refund": 1})))?;
+    ///
+    /// let order_7 = ledger.list_transfers(&TransferFilter::new().metadata(json!({"order": 7})))?;
+    /// assert_eq!(order_7.items.len(), 2); // the payment and its refund
+    /// let refunds = ledger.list_transfers(&TransferFilter::new().account(shop).reversals(true))?;
+    /// assert_eq!(refunds.items.len(), 1);
+    /// assert_eq!(refunds.items[0].reverses, Some(paid.transfer_id));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`LedgerError::InvalidInput`] for a limit of 0 or above
-    /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX) or a cursor of another listing.
+    /// [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX), a cursor of another listing or a
+    /// metadata filter that is not a bounded JSON object. [`LedgerError::Unsupported`] in Citus
+    /// mode for a metadata or reversals filter together with an account (transfers and entries
+    /// are distributed on different columns there).
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Page<TransferRecord>, LedgerError> {
         filter.check()?;
+        if filter.account.is_some() && filter.filters_transfers() && self.is_citus() {
+            return Err(LedgerError::Unsupported {
+                operation: "list_transfers with an account and a metadata or reversals filter",
+                reason: "on Citus an account's entries and their transfers live on different shards (docs/citus.md)",
+            });
+        }
         let (lower_time, lower_id) = lower_bound(filter.after, filter.created_after);
         let size = fetch_size(filter.limit);
+        let metadata = filter.metadata_filter();
         let rows = self.idempotent(|conn| match filter.account {
+            Some(account) if filter.filters_transfers() => {
+                let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS_FILTERED)?;
+                let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+                    [&account.0, &lower_time, &lower_id, &filter.created_before, &size, &filter.reversals, &metadata];
+                Ok(conn.client().query(&statement, &params)?)
+            }
             Some(account) => {
                 let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS)?;
                 let params: [&(dyn postgres::types::ToSql + Sync); 5] =
@@ -121,9 +182,9 @@ impl Ledger {
                 Ok(conn.client().query(&statement, &params)?)
             }
             None => {
-                let statement = conn.statement(reads::LIST_TRANSFERS)?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 4] =
-                    [&lower_time, &lower_id, &filter.created_before, &size];
+                let statement = conn.statement(reads::transfer_listing(filter))?;
+                let params: [&(dyn postgres::types::ToSql + Sync); 6] =
+                    [&lower_time, &lower_id, &filter.created_before, &size, &filter.reversals, &metadata];
                 Ok(conn.client().query(&statement, &params)?)
             }
         })?;

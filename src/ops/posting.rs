@@ -7,6 +7,7 @@ use postgres::Transaction;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
+use crate::model::metadata::stored_metadata;
 use crate::model::posting::{Posting, PostingReceipt};
 use crate::model::transfer::internal_key;
 use crate::protocol::posting::posting_outcome;
@@ -56,8 +57,11 @@ impl Ledger {
         let key = posting.idempotency_key.clone().unwrap_or_else(internal_key);
         let (accounts, amounts) = protocol::posting::arrays(posting);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [&(dyn ToSql + Sync); 6] = [&accounts, &amounts, &key, &posting.memo, &mode, &timeout_ms];
-        let answer = self.keyed_call(protocol::posting::SQL, &params, KEY_CONSTRAINT, &key, posting.largest())?;
+        let metadata = stored_metadata(posting.metadata.as_ref());
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&accounts, &amounts, &key, &posting.memo, &mode, &timeout_ms, &metadata];
+        let (sql, count) = protocol::posting::statement(posting);
+        let answer = self.keyed_call(sql, &params[..count], KEY_CONSTRAINT, &key, posting.largest())?;
         posting_outcome(posting, &key, &answer.row).map(|mut receipt| {
             receipt.replayed &= !answer.maybe_applied && posting.idempotency_key.is_some();
             receipt
@@ -81,16 +85,19 @@ impl Ledger {
         let key = posting.idempotency_key.clone().unwrap_or_else(internal_key);
         let (accounts, amounts) = protocol::posting::arrays(posting);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        let metadata = stored_metadata(posting.metadata.as_ref());
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (&accounts, Type::INT8_ARRAY),
             (&amounts, Type::NUMERIC_ARRAY),
             (&key, Type::TEXT),
             (&posting.memo, Type::TEXT),
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
+            (&metadata, Type::JSONB),
         ];
+        let (sql, count) = protocol::posting::statement(posting);
         let row = self
-            .in_savepoint(tx, protocol::posting::SQL, &params, KEY_CONSTRAINT)
+            .in_savepoint(tx, sql, &params[..count], KEY_CONSTRAINT)
             .map_err(|e| overflow_as_invalid_amount(e, posting.largest()))?;
         posting_outcome(posting, &key, &row)
     }

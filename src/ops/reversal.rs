@@ -8,6 +8,7 @@ use postgres::Transaction;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
+use crate::model::metadata::stored_metadata;
 use crate::model::reversal::Reversal;
 use crate::model::transfer::{internal_key, Receipt};
 use crate::protocol::{self, reversal::outcome, KEY_CONSTRAINT};
@@ -66,7 +67,8 @@ impl Ledger {
         self.refuse_in_citus("reverse")?;
         let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [&(dyn ToSql + Sync); 6] = [&r.transfer.0, &r.amount, &key, &r.memo, &mode, &timeout_ms];
+        let metadata = stored_metadata(r.metadata.as_ref());
+        let params: [&(dyn ToSql + Sync); 7] = [&r.transfer.0, &r.amount, &key, &r.memo, &mode, &timeout_ms, &metadata];
         let amount = r.amount.unwrap_or_default();
         let answer = self.keyed_call(protocol::reversal::SQL, &params, KEY_CONSTRAINT, &key, amount)?;
         outcome(r, &key, &answer.row).map(|mut receipt| {
@@ -93,15 +95,19 @@ impl Ledger {
         self.refuse_in_citus("reverse_in")?;
         let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
         let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        let metadata = stored_metadata(r.metadata.as_ref());
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (&r.transfer.0, Type::INT8),
             (&r.amount, Type::NUMERIC),
             (&key, Type::TEXT),
             (&r.memo, Type::TEXT),
             (&mode, Type::INT2),
             (&timeout_ms, Type::INT4),
+            (&metadata, Type::JSONB),
         ];
-        let row = self.in_savepoint(tx, protocol::reversal::SQL, &params, KEY_CONSTRAINT)?;
+        let row = self
+            .in_savepoint(tx, protocol::reversal::SQL, &params, KEY_CONSTRAINT)
+            .map_err(protocol::transfer::metadata_as_invalid_input)?;
         outcome(r, &key, &row)
     }
 }

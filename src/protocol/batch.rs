@@ -5,16 +5,18 @@ use std::collections::HashSet;
 
 use postgres::Row;
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use crate::error::{KeyHolder, LedgerError};
 use crate::limits::BATCH_ITEMS_MAX;
 use crate::model::lock_plan::LockPlan;
+use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt, Transfer};
 use crate::protocol::{unexpected, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// Applies a batch; parameters `(from[], to[], amount[], key[], memo[], lock_mode, timeout_ms,
-/// union[], from_pos[], to_pos[], up_to[])`.
+/// union[], from_pos[], to_pos[], up_to[], metadata[])`.
 pub(crate) const SQL: &str = include_str!("../../sql/queries/transfer_batch.sql");
 
 const FUNCTION: &str = "transfer_batch";
@@ -31,6 +33,8 @@ pub(crate) struct Arrays {
     pub(crate) memo: Vec<Option<String>>,
     /// Each item a sweep?
     pub(crate) up_to: Vec<bool>,
+    /// Each item's metadata (`None`: none).
+    pub(crate) metadata: Vec<Option<Value>>,
     /// Every account id once, ascending: the lock order.
     pub(crate) union: Vec<i64>,
     /// Each item's `from` and `to` as 1-based positions in `union`.
@@ -61,6 +65,7 @@ impl<'a> Prepared<'a> {
             key: Vec::with_capacity(n),
             memo: Vec::with_capacity(n),
             up_to: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
             union: Vec::new(),
             from_pos: Vec::new(),
             to_pos: Vec::new(),
@@ -84,6 +89,7 @@ impl<'a> Prepared<'a> {
             arrays.key.push(key);
             arrays.memo.push(t.memo.clone());
             arrays.up_to.push(t.up_to_available);
+            arrays.metadata.push(stored_metadata(t.metadata.as_ref()).cloned());
         }
         let plan = LockPlan::new(arrays.from.iter().chain(&arrays.to).map(|id| AccountId(*id)));
         arrays.union = plan.as_i64();

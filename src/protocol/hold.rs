@@ -6,18 +6,33 @@ use rust_decimal::Decimal;
 
 use crate::error::{KeyHolder, LedgerError};
 use crate::model::hold::{Hold, HoldReceipt, PendingHold};
+use crate::model::metadata::stored_metadata;
 use crate::model::transfer::Receipt;
 use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, HoldId, HoldState, TransferId};
 
 /// Places a hold; parameters `(from, to, amount, expires_in, key, memo, lock_mode, timeout_ms)`.
+/// A hold without metadata is sent this way, in both modes (the Citus form of `hold()` has these
+/// eight parameters).
 pub(crate) const HOLD: &str = include_str!("../../sql/queries/hold.sql");
+/// Places a hold with metadata: the parameters of [`HOLD`] and `metadata` (jsonb).
+pub(crate) const HOLD_METADATA: &str = include_str!("../../sql/queries/hold_metadata.sql");
 /// Captures a hold; parameters `(hold, amount or NULL for all, lock_mode, timeout_ms)`.
 pub(crate) const CAPTURE: &str = include_str!("../../sql/queries/capture.sql");
 /// Voids a hold; parameters `(hold, lock_mode, timeout_ms)`.
 pub(crate) const VOID: &str = include_str!("../../sql/queries/void.sql");
 /// An account's pending holds, oldest first; parameters `(account, limit)`.
 pub(crate) const OPEN_HOLDS: &str = include_str!("../../sql/queries/open_holds.sql");
+
+/// The statement for `h` and how many parameters it takes: [`HOLD_METADATA`] and 9 (the last,
+/// `metadata`) when `h` has metadata, else [`HOLD`] and 8.
+pub(crate) fn statement(h: &Hold) -> (&'static str, usize) {
+    if stored_metadata(h.metadata.as_ref()).is_some() {
+        (HOLD_METADATA, 9)
+    } else {
+        (HOLD, 8)
+    }
+}
 
 /// Turns `hold()`'s answer into a receipt or a typed refusal. `maybe_applied`: an earlier
 /// attempt of this call may have committed, so a replay may be our own.

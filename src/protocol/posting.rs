@@ -4,12 +4,25 @@ use postgres::Row;
 use rust_decimal::Decimal;
 
 use crate::error::{KeyHolder, LedgerError};
+use crate::model::metadata::stored_metadata;
 use crate::model::posting::{Posting, PostingReceipt};
 use crate::protocol::{account_rule, Outcome, Reply};
 use crate::values::{AccountId, TransferId};
 
 /// Applies a posting; parameters `(accounts[], amounts[], key, memo, lock_mode, timeout_ms)`.
 pub(crate) const SQL: &str = include_str!("../../sql/queries/post.sql");
+/// A posting with metadata: the parameters of [`SQL`] and `metadata` (jsonb).
+pub(crate) const METADATA_SQL: &str = include_str!("../../sql/queries/post_metadata.sql");
+
+/// The statement for `posting` and how many parameters it takes: [`METADATA_SQL`] and 7 (the
+/// last, `metadata`) when it has metadata, else [`SQL`] and 6.
+pub(crate) fn statement(posting: &Posting) -> (&'static str, usize) {
+    if stored_metadata(posting.metadata.as_ref()).is_some() {
+        (METADATA_SQL, 7)
+    } else {
+        (SQL, 6)
+    }
+}
 
 /// The legs as the function takes them: parallel arrays of accounts and signed amounts.
 pub(crate) fn arrays(posting: &Posting) -> (Vec<i64>, Vec<Decimal>) {

@@ -8,12 +8,12 @@ use postgres::Row;
 use rust_decimal::Decimal;
 
 use crate::error::LedgerError;
-use crate::model::filter::{AccountFilter, Cursor, CursorKind};
+use crate::model::filter::{AccountFilter, Cursor, CursorKind, TransferFilter};
 use crate::model::record::TransferRecord;
 use crate::model::statement::Statement;
 use crate::model::transfer::INTERNAL_KEY_PREFIX;
 use crate::protocol::Reply;
-use crate::values::{AccountId, TransferId};
+use crate::values::{AccountId, AccountStatus, TransferId};
 
 /// The account with an external id; parameter `(external_id)`.
 pub(crate) const ACCOUNT_BY_EXTERNAL_ID: &str = include_str!("../../sql/queries/account_by_external_id.sql");
@@ -23,6 +23,7 @@ pub(crate) const LIST_ACCOUNTS: &str = include_str!("../../sql/queries/list_acco
 pub(crate) const LIST_ACCOUNTS_BY_CURRENCY: &str = include_str!("../../sql/queries/list_accounts_by_currency.sql");
 pub(crate) const LIST_ACCOUNTS_BY_NAME: &str = include_str!("../../sql/queries/list_accounts_by_name.sql");
 pub(crate) const LIST_ACCOUNTS_BY_METADATA: &str = include_str!("../../sql/queries/list_accounts_by_metadata.sql");
+pub(crate) const LIST_ACCOUNTS_BY_STATUS: &str = include_str!("../../sql/queries/list_accounts_by_status.sql");
 
 /// A transfer record by id; parameter `(id)`.
 pub(crate) const TRANSFER_BY_ID: &str = concat!(
@@ -39,9 +40,26 @@ pub(crate) const LIST_TRANSFERS: &str = concat!(
     include_str!("../../sql/queries/list_transfers.sql"),
     include_str!("../../sql/queries/transfer_records.sql")
 );
+/// A page of reversals; the parameters of `list_transfers.sql`.
+pub(crate) const LIST_REVERSALS: &str = concat!(
+    include_str!("../../sql/queries/list_reversals.sql"),
+    include_str!("../../sql/queries/transfer_records.sql")
+);
+/// A page of the transfers whose metadata contains an object; the parameters of
+/// `list_transfers.sql`.
+pub(crate) const LIST_TRANSFERS_BY_METADATA: &str = concat!(
+    include_str!("../../sql/queries/list_transfers_by_metadata.sql"),
+    include_str!("../../sql/queries/transfer_records.sql")
+);
 /// A page of one account's transfers; parameters in `list_account_transfers.sql`.
 pub(crate) const LIST_ACCOUNT_TRANSFERS: &str = concat!(
     include_str!("../../sql/queries/list_account_transfers.sql"),
+    include_str!("../../sql/queries/transfer_records.sql")
+);
+/// A page of one account's transfers filtered on the transfers (metadata, reversals);
+/// parameters in `list_account_transfers_filtered.sql`.
+pub(crate) const LIST_ACCOUNT_TRANSFERS_FILTERED: &str = concat!(
+    include_str!("../../sql/queries/list_account_transfers_filtered.sql"),
     include_str!("../../sql/queries/transfer_records.sql")
 );
 
@@ -55,7 +73,8 @@ pub(crate) const ENTRY_TIME: &str = include_str!("../../sql/queries/entry_time.s
 pub(crate) const HISTORY_BETWEEN: &str = include_str!("../../sql/queries/history_between.sql");
 
 /// The account listing statement for `filter`: the one whose index the most selective filter
-/// set can drive (metadata, then name prefix, then currency; time order otherwise). The
+/// set can drive (metadata, then name prefix, then a status other than open (few accounts are
+/// frozen or closed), then currency, then status open; time order otherwise). The
 /// statements are fixed texts, so their plans are made once per connection and cannot depend
 /// on the values: each has its driving condition written without `IS NULL OR`, so that even the
 /// generic plan reaches the rows through that filter's index.
@@ -64,10 +83,27 @@ pub(crate) fn account_listing(filter: &AccountFilter) -> &'static str {
         LIST_ACCOUNTS_BY_METADATA
     } else if filter.name_prefix.is_some() {
         LIST_ACCOUNTS_BY_NAME
+    } else if filter.status.is_some_and(|s| s != AccountStatus::Open) {
+        LIST_ACCOUNTS_BY_STATUS
     } else if filter.currency.is_some() {
         LIST_ACCOUNTS_BY_CURRENCY
+    } else if filter.status.is_some() {
+        LIST_ACCOUNTS_BY_STATUS
     } else {
         LIST_ACCOUNTS
+    }
+}
+
+/// The listing statement for a transfer filter without an account: by metadata through its
+/// GIN index, reversals through theirs, otherwise all transfers in time order (where "no
+/// reversals" is a residual filter: reversals are few). They take the same parameters.
+pub(crate) fn transfer_listing(filter: &TransferFilter) -> &'static str {
+    if filter.metadata_filter().is_some() {
+        LIST_TRANSFERS_BY_METADATA
+    } else if filter.reversals == Some(true) {
+        LIST_REVERSALS
+    } else {
+        LIST_TRANSFERS
     }
 }
 
@@ -113,7 +149,7 @@ pub(crate) fn transfer_record(row: &Row) -> Result<(TransferRecord, SystemTime, 
         legs: accounts.into_iter().map(AccountId).zip(amounts).collect(),
         currency: reply.get("currency")?,
         memo: reply.get("memo")?,
-        metadata: serde_json::Value::Object(serde_json::Map::new()),
+        metadata: reply.get("metadata")?,
         idempotency_key: key.filter(|k| !k.starts_with(INTERNAL_KEY_PREFIX)),
         created_at: reply.get("created_at")?,
         reverses: reply.get::<Option<i64>>("reverses")?.map(TransferId),
@@ -159,6 +195,23 @@ pub(crate) fn statement(
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn each_filter_picks_the_statement_of_its_index() {
+        use serde_json::json;
+        assert_eq!(transfer_listing(&TransferFilter::new()), LIST_TRANSFERS);
+        assert_eq!(transfer_listing(&TransferFilter::new().reversals(false)), LIST_TRANSFERS);
+        assert_eq!(transfer_listing(&TransferFilter::new().reversals(true)), LIST_REVERSALS);
+        assert_eq!(transfer_listing(&TransferFilter::new().metadata(json!({}))), LIST_TRANSFERS);
+        let by_metadata = TransferFilter::new().metadata(json!({"a": 1})).reversals(true);
+        assert_eq!(transfer_listing(&by_metadata), LIST_TRANSFERS_BY_METADATA);
+        let frozen = AccountFilter::new().status(AccountStatus::Frozen).currency("USD");
+        assert_eq!(account_listing(&frozen), LIST_ACCOUNTS_BY_STATUS);
+        let open = AccountFilter::new().status(AccountStatus::Open);
+        assert_eq!(account_listing(&open), LIST_ACCOUNTS_BY_STATUS);
+        assert_eq!(account_listing(&open.currency("USD")), LIST_ACCOUNTS_BY_CURRENCY);
+        assert_eq!(account_listing(&AccountFilter::new()), LIST_ACCOUNTS);
+    }
 
     #[test]
     fn the_lower_bound_is_the_later_of_cursor_and_time() {

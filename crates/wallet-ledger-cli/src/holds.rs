@@ -32,6 +32,9 @@ pub struct HoldArgs {
     /// Memo
     #[arg(long)]
     memo: Option<String>,
+    /// Metadata stored with the hold and its capture: a JSON object, e.g. '{"booking":"B-1"}'
+    #[arg(long, value_parser = crate::parse_metadata)]
+    metadata: Option<serde_json::Value>,
 }
 
 /// `holds ...`
@@ -71,6 +74,9 @@ pub fn hold(ledger: &Ledger, args: HoldArgs) -> Result<()> {
     }
     if let Some(memo) = args.memo {
         h = h.memo(memo);
+    }
+    if let Some(metadata) = args.metadata {
+        h = h.metadata(metadata);
     }
     let r = ledger.hold(&h)?;
     let replay = if r.replayed { " (replayed: created earlier with this key)" } else { "" };

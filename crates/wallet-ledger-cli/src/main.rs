@@ -84,6 +84,9 @@ enum Command {
         /// the receipt says what moved
         #[arg(long)]
         up_to_available: bool,
+        /// Metadata stored with the transfer: a JSON object, e.g. '{"order_id":1234}'
+        #[arg(long, value_parser = parse_metadata)]
+        metadata: Option<serde_json::Value>,
         /// Print the receipt as JSON
         #[arg(long)]
         json: bool,
@@ -102,6 +105,9 @@ enum Command {
         /// Memo stored with the reversal
         #[arg(long)]
         memo: Option<String>,
+        /// Metadata stored with the reversal: a JSON object, e.g. '{"ticket":"T-7"}'
+        #[arg(long, value_parser = parse_metadata)]
+        metadata: Option<serde_json::Value>,
         /// Print the receipt as JSON
         #[arg(long)]
         json: bool,
@@ -350,7 +356,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Account(AccountCommand::Show { id, json }) => {
             show_account(&open(&cli.target)?.account(AccountId(id))?, json)?;
         }
-        Command::Transfer { from, to, amount, key, memo, up_to_available, json } => {
+        Command::Transfer { from, to, amount, key, memo, up_to_available, metadata, json } => {
             let mut t = Transfer::new(AccountId(from), AccountId(to), amount);
             if let Some(key) = key {
                 t = t.idempotency_key(key);
@@ -361,9 +367,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if up_to_available {
                 t = t.up_to_available();
             }
+            if let Some(metadata) = metadata {
+                t = t.metadata(metadata);
+            }
             print_receipt("transfer", &open(&cli.target)?.transfer(&t)?, json)?;
         }
-        Command::Reverse { transfer, amount, key, memo, json } => {
+        Command::Reverse { transfer, amount, key, memo, metadata, json } => {
             let mut r = Reversal::of(TransferId(transfer));
             if let Some(amount) = amount {
                 r = r.amount(amount);
@@ -373,6 +382,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(memo) = memo {
                 r = r.memo(memo);
+            }
+            if let Some(metadata) = metadata {
+                r = r.metadata(metadata);
             }
             print_receipt(&format!("reversal of transfer {transfer}:"), &open(&cli.target)?.reverse(&r)?, json)?;
         }

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use wallet_ledger::{AccountFilter, AccountId, Cursor, Decimal, Ledger, TransferFilter, TransferId, TransferRecord};
+use wallet_ledger::{
+    AccountFilter, AccountId, AccountStatus, Cursor, Decimal, Ledger, TransferFilter, TransferId, TransferRecord,
+};
 
 use crate::json;
 
@@ -45,6 +47,9 @@ pub struct AccountsListArgs {
     /// Only accounts whose name starts with this
     #[arg(long)]
     name_prefix: Option<String>,
+    /// Only accounts in this state: open, frozen or closed
+    #[arg(long)]
+    status: Option<AccountStatus>,
     /// Only accounts opened after this time (RFC 3339)
     #[arg(long, value_parser = parse_time)]
     opened_after: Option<SystemTime>,
@@ -93,6 +98,12 @@ pub struct TransfersListArgs {
     /// Only transfers before this time (RFC 3339)
     #[arg(long, value_parser = parse_time)]
     created_before: Option<SystemTime>,
+    /// Only transfers whose metadata contains this JSON object, e.g. '{"order_id":1234}'
+    #[arg(long, value_parser = crate::parse_metadata)]
+    metadata: Option<serde_json::Value>,
+    /// true: only reversals; false: only transfers that are not reversals (default: both)
+    #[arg(long)]
+    reversals: Option<bool>,
     /// Most transfers on the page
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -181,6 +192,9 @@ pub fn list_accounts(ledger: &Ledger, args: AccountsListArgs) -> Result<()> {
     if let Some(prefix) = args.name_prefix {
         filter = filter.name_prefix(prefix);
     }
+    if let Some(status) = args.status {
+        filter = filter.status(status);
+    }
     if let Some(t) = args.opened_after {
         filter = filter.opened_after(t);
     }
@@ -216,6 +230,12 @@ pub fn list_transfers(ledger: &Ledger, args: TransfersListArgs) -> Result<()> {
     if let Some(t) = args.created_before {
         filter = filter.created_before(t);
     }
+    if let Some(metadata) = args.metadata {
+        filter = filter.metadata(metadata);
+    }
+    if let Some(reversals) = args.reversals {
+        filter = filter.reversals(reversals);
+    }
     if let Some(cursor) = args.after {
         filter = filter.after(cursor);
     }
@@ -249,6 +269,9 @@ pub fn show_transfer(ledger: &Ledger, id: Option<i64>, key: Option<&str>, json_o
     }
     if let Some(key) = &t.idempotency_key {
         println!("  key {key}");
+    }
+    if t.metadata.as_object().is_some_and(|m| !m.is_empty()) {
+        println!("  metadata {}", t.metadata);
     }
     if let Some(original) = t.reverses {
         println!("  reverses transfer {original}");

@@ -145,3 +145,60 @@ fn transfers_statements_and_balances_as_of() -> Result<()> {
     assert!(stderr.contains("RFC 3339"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn movement_metadata_and_the_new_filters() -> Result<()> {
+    let (ledger, url, _issuer, wallets) = common::funded("cli_reads_metadata", 3, dec!(100.00))?;
+    let (alice, bob, carol) = (wallets[0].0.to_string(), wallets[1].0.to_string(), wallets[2].0.to_string());
+    let paid = json(&url, &["transfer", &alice, &bob, "30.00", "--metadata", r#"{"order":7}"#]);
+    let paid_id = paid["transfer_id"].as_i64().expect("id").to_string();
+    json(&url, &["transfer", &bob, &carol, "1.00", "--metadata", r#"{"order":8}"#]);
+    let refund = json(&url, &["reverse", &paid_id, "--amount", "10.00", "--metadata", r#"{"order":7,"refund":true}"#]);
+    let refund_id = refund["transfer_id"].as_i64().expect("id");
+    let (code, stdout, stderr) = cli(&url, &["hold", &carol, &alice, "2.00", "--metadata", r#"{"booking":"B-1"}"#]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let hold_id = stdout.split_whitespace().nth(1).expect("hold id").to_string();
+    let (code, _, stderr) = cli(&url, &["capture", &hold_id]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let shown = json(&url, &["transfers", "show", &paid_id]);
+    assert_eq!(shown["metadata"], serde_json::json!({"order": 7}));
+    let (code, stdout, _) = cli(&url, &["transfers", "show", &paid_id]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(r#"metadata {"order":7}"#), "{stdout}");
+
+    let order_7 = json(&url, &["transfers", "list", "--metadata", r#"{"order":7}"#, "--limit", "1"]);
+    assert_eq!(order_7["items"][0]["id"].as_i64().map(|i| i.to_string()), Some(paid_id.clone()));
+    let cursor = order_7["next"].as_str().expect("a second page").to_string();
+    let rest = json(&url, &["transfers", "list", "--metadata", r#"{"order":7}"#, "--after", &cursor]);
+    assert_eq!(rest["items"][0]["id"].as_i64(), Some(refund_id));
+    assert!(rest["next"].is_null());
+    let booking = json(&url, &["transfers", "list", "--metadata", r#"{"booking":"B-1"}"#]);
+    assert_eq!(booking["items"].as_array().map(Vec::len), Some(1), "the capture carries the hold's metadata");
+
+    let refunds = json(&url, &["transfers", "list", "--reversals", "true"]);
+    assert_eq!(refunds["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(refunds["items"][0]["id"].as_i64(), Some(refund_id));
+    let plain = json(&url, &["transfers", "list", "--account", &alice, "--reversals", "false"]);
+    assert!(plain["items"].as_array().expect("items").iter().all(|t| t["id"].as_i64() != Some(refund_id)));
+    assert_eq!(plain["items"].as_array().map(Vec::len), Some(3), "funding, payment, capture");
+
+    ledger.freeze(wallets[2])?;
+    let frozen = json(&url, &["accounts", "list", "--status", "frozen"]);
+    assert_eq!(frozen["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(frozen["items"][0]["id"].as_i64(), Some(wallets[2].0));
+
+    for bad in [
+        vec!["transfer", alice.as_str(), bob.as_str(), "1.00", "--metadata", "[1]"],
+        vec!["transfer", alice.as_str(), bob.as_str(), "1.00", "--metadata", "not json"],
+        vec!["reverse", paid_id.as_str(), "--metadata", "1"],
+        vec!["hold", alice.as_str(), bob.as_str(), "1.00", "--metadata", r#""x""#],
+        vec!["transfers", "list", "--metadata", "[]"],
+        vec!["transfers", "list", "--reversals", "maybe"],
+        vec!["accounts", "list", "--status", "asleep"],
+    ] {
+        let (code, _, stderr) = cli(&url, &bad);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+    }
+    Ok(())
+}
