@@ -187,6 +187,7 @@ mod tests {
         (7, "dcd54fa57643d19830c7c8b46b4128066f98168bdfb2698ab4de7b1a22dc44ba"),
         (8, "e1dff41b621a955736119ab5b1bd64d56884473f6997d0c329ba10a21b27e6b9"),
         (9, "c23ffc194b6188aee1b18cb64ff78ae649a37a443bc939c77c39b92c5c270473"),
+        (10, "ef5328e57573aedff6c7d9eb6be549d839cd6cda28ad65dd36fdf57bc1a8ca5c"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
