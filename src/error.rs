@@ -278,6 +278,17 @@ pub enum LedgerError {
         /// Why not, and what to use instead.
         reason: &'static str,
     },
+    /// A [`Ledger::consume`](crate::Ledger::consume) handler returned an error: its transaction
+    /// was rolled back and the consumer's position did not move, so the same changes come again
+    /// on the next call.
+    #[error("the handler of consumer {consumer} failed: {source}")]
+    Handler {
+        /// The consumer's name.
+        consumer: String,
+        /// The handler's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A database constraint refused a write the library did not catch first: a defect, or data
     /// changed behind the library's back.
     #[error("database constraint {constraint} refused the write")]
@@ -401,6 +412,7 @@ impl LedgerError {
             LedgerError::Unsupported { .. } => "unsupported",
             LedgerError::UnexpectedRow { .. } => "unexpected_row",
             LedgerError::MigrationChanged { .. } => "migration_changed",
+            LedgerError::Handler { .. } => "handler",
         }
     }
 
@@ -414,6 +426,7 @@ impl LedgerError {
             | LedgerError::Database(source) => source.code(),
             LedgerError::BatchOutcomeUnknown { source, .. } => source.code(),
             LedgerError::BatchFailed { source } => source.sql_state(),
+            LedgerError::Handler { source, .. } => source.downcast_ref::<postgres::Error>().and_then(|e| e.code()),
             _ => None,
         }
     }

@@ -83,6 +83,7 @@ pub use error::{KeyHolder, LedgerError};
 pub use model::account::{Account, NewAccount};
 pub use model::audit::{Audit, Violation};
 pub use model::entry::Entry;
+pub use model::feed::{Change, ChangeKind, ChangeLeg, ChangePage, ConsumerLag, FeedCursor, FeedStatus};
 pub use model::filter::{AccountFilter, Cursor, Page, TransferFilter};
 pub use model::hold::{Hold, HoldReceipt, PendingHold};
 pub use model::lock_plan::LockPlan;
@@ -92,6 +93,7 @@ pub use model::record::TransferRecord;
 pub use model::reversal::Reversal;
 pub use model::statement::Statement;
 pub use model::transfer::{Receipt, Transfer};
+pub use ops::feed::HandlerError;
 pub use ops::in_transaction;
 pub use values::{AccountId, AccountStatus, EntryId, HoldId, HoldState, TransferId};
 

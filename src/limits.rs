@@ -30,6 +30,11 @@ pub const LIST_PAGE_DEFAULT: u32 = 100;
 pub const LIST_PAGE_MAX: u32 = 1_000;
 /// Largest page of [`Ledger::history`](crate::Ledger::history).
 pub const HISTORY_PAGE_MAX: u32 = 10_000;
+/// Largest page of the change feed ([`Ledger::changes`](crate::Ledger::changes),
+/// [`Ledger::consume`](crate::Ledger::consume)): a page is read in one statement.
+pub const FEED_PAGE_MAX: u32 = 10_000;
+/// Longest consumer name, in bytes ([`Ledger::consume`](crate::Ledger::consume)).
+pub const CONSUMER_NAME_BYTES_MAX: usize = 200;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
 pub const AUDIT_VIOLATIONS_MAX: usize = 10_000;
 /// Most items in one [`Ledger::transfer_batch`](crate::Ledger::transfer_batch): one

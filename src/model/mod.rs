@@ -6,6 +6,7 @@
 pub(crate) mod account;
 pub(crate) mod audit;
 pub(crate) mod entry;
+pub(crate) mod feed;
 pub(crate) mod filter;
 pub(crate) mod hold;
 pub(crate) mod lock_plan;

@@ -4,6 +4,7 @@
 pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod batch;
+pub(crate) mod feed;
 pub(crate) mod history;
 pub(crate) mod hold;
 pub mod in_transaction;

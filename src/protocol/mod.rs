@@ -8,6 +8,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod batch;
+pub(crate) mod feed;
 pub(crate) mod hold;
 pub(crate) mod posting;
 pub(crate) mod reads;
