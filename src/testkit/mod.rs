@@ -46,6 +46,7 @@
 mod checker;
 pub mod controls;
 pub mod expiry_controls;
+pub mod feed;
 mod model;
 pub mod operation_controls;
 pub mod operations;
