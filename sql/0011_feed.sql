@@ -8,9 +8,8 @@
 -- row is written, under that row's lock. So positions follow each account's version order, and
 -- a transfer costs nothing more than before. Rule: every position is drawn after its
 -- transaction has an xid (a row lock or a write comes first); the feed's horizon depends on it.
--- The sequence hands out values one at a time (CACHE 1), so its last value bounds every
--- position already drawn by any session.
-ALTER SEQUENCE wallet_ledger.transfers_id_seq CACHE 1;
+-- The sequence hands out values one at a time (CACHE 1, set below), so its last value bounds
+-- every position already drawn by any session.
 
 -- Account and hold changes: one row each, with the account's state after it.
 CREATE TABLE wallet_ledger.feed_events (
@@ -111,8 +110,8 @@ BEGIN
 END
 $fn$;
 
--- The triggers that record account and hold changes (not in Citus mode: the feed is refused
--- there, docs/citus.md).
+-- The triggers that record account and hold changes, and the sequence's cache (not in Citus
+-- mode: the feed is refused there, docs/citus.md).
 CREATE FUNCTION wallet_ledger.feed_account_event()
 RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -145,6 +144,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
         RETURN;
     END IF;
+    ALTER SEQUENCE wallet_ledger.transfers_id_seq CACHE 1;
     -- Column lists: a transfer's balance update fires neither (it sets none of these columns).
     CREATE TRIGGER feed_account_opened AFTER INSERT ON wallet_ledger.accounts
         FOR EACH ROW EXECUTE FUNCTION wallet_ledger.feed_account_event();

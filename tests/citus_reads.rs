@@ -124,3 +124,34 @@ fn movement_metadata_is_refused_and_the_filters_answer() -> Result<()> {
     assert!(l.verify()?.is_clean());
     Ok(())
 }
+
+/// Issue 18's feed is refused on Citus (docs/citus.md), before anything is sent; migration 11
+/// leaves the cluster's transfers, holds and audit working (its triggers are not created there).
+#[test]
+fn the_feed_is_refused_and_migration_11_leaves_the_cluster_working() -> Result<()> {
+    let Some(url) = citus_url("citus_feed") else { return Ok(()) };
+    let schema = Schema::new(&url, "feed");
+    let l = schema.ledger(4)?;
+    let (_issuer, groups) = funded_on_both_workers(&schema, &l, 1, dec!(100.00))?;
+    let (a, b) = (groups[0][0], groups[1][0]);
+    let refused = [
+        l.changes(None, 10).map(|_| ()),
+        l.consume("c", 10, |_, _| Ok(())).map(|_| ()),
+        l.consumer_lag("c").map(|_| ()),
+        l.consumers().map(|_| ()),
+        l.feed_status().map(|_| ()),
+    ];
+    for r in refused {
+        assert!(matches!(r, Err(LedgerError::Unsupported { .. })), "{r:?}");
+    }
+    l.transfer(&Transfer::new(a, b, dec!(3.00)))?;
+    let h = l.hold(&Hold::new(b, a, dec!(1.00)))?;
+    l.capture(h.hold_id, None)?;
+    let mut conn = l.connection()?;
+    let sql = conn.sql("SELECT count(*) FROM wallet_ledger.feed_events").into_owned();
+    let events: i64 = conn.client().query_one(&sql, &[])?.get(0);
+    assert_eq!(events, 0, "no feed triggers on Citus");
+    assert_eq!(l.balance(a)?, dec!(98.00));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}

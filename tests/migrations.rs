@@ -87,3 +87,60 @@ fn the_migration_script_records_the_same_checksums() -> Result<()> {
     assert!(matches!(err, LedgerError::MigrationChanged { version: 1, .. }), "{err:?}");
     Ok(())
 }
+
+/// A ledger populated at migration 10 moves forward to the feed's migration with its data: its
+/// transfers are in the feed (by id, in the order their locks were taken), accounts opened
+/// before it are not (their opening was never recorded as an event), and everything after it is.
+#[test]
+fn a_populated_ledger_migrates_to_the_feed_with_its_transfers_in_it() -> Result<()> {
+    use rust_decimal_macros::dec;
+    use wallet_ledger::{ChangeKind, NewAccount, Transfer};
+
+    let url = common::database("migrations_feed_forward")?;
+    let mut db = client(url.as_str())?;
+    db.batch_execute(
+        "CREATE SCHEMA wallet_ledger;
+         CREATE TABLE wallet_ledger.schema_version (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(), checksum text);",
+    )?;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= 10) {
+        db.batch_execute(sql)?;
+        db.execute(
+            "INSERT INTO wallet_ledger.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
+            &[version, name, &sha256(sql)],
+        )?;
+    }
+    db.batch_execute(
+        "INSERT INTO wallet_ledger.currencies (code, scale) VALUES ('USD', 2);
+         INSERT INTO wallet_ledger.accounts (currency, min_balance) VALUES ('USD', NULL), ('USD', 0::numeric), ('USD', 0::numeric);",
+    )?;
+    let mut old_ids = Vec::new();
+    for (from, to, amount) in [(1_i64, 2_i64, "50.00"), (1, 3, "20.00"), (2, 3, "5.00")] {
+        let row = db.query_one(
+            "SELECT outcome, transfer_id FROM wallet_ledger.transfer($1, $2, $3::text::numeric, NULL, NULL, 0::smallint, 0)",
+            &[&from, &to, &amount],
+        )?;
+        assert_eq!(row.get::<_, String>(0), "ok");
+        old_ids.push(row.get::<_, i64>(1));
+    }
+
+    let l = Ledger::connect(url.as_str())?;
+    assert_eq!(recorded(&mut db)?.len(), MIGRATIONS.len());
+    let opened = l.open_account(&NewAccount::new("USD"))?.id;
+    let after = l.transfer(&Transfer::new(wallet_ledger::AccountId(3), opened, dec!(1.00)))?;
+    let changes = l.changes(None, 100)?.changes;
+    let summary: Vec<(ChangeKind, Option<i64>)> = changes.iter().map(|c| (c.kind, c.transfer.map(|t| t.0))).collect();
+    assert_eq!(
+        summary,
+        [
+            (ChangeKind::Transfer, Some(old_ids[0])),
+            (ChangeKind::Transfer, Some(old_ids[1])),
+            (ChangeKind::Transfer, Some(old_ids[2])),
+            (ChangeKind::AccountOpened, None),
+            (ChangeKind::Transfer, Some(after.transfer_id.0)),
+        ]
+    );
+    assert_eq!(changes[2].leg(wallet_ledger::AccountId(3)).map(|g| (g.balance, g.version)), Some((dec!(25.00), 2)));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}
