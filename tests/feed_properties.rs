@@ -171,7 +171,7 @@ fn consume(l: &Ledger, stop: &AtomicBool, log: &Mutex<FeedLog>) -> Result<()> {
 fn run_case(writers: &[Vec<Op>], label: &str) -> Result<Vec<FeedFinding>> {
     let (l, url, _issuer, w) = common::funded(label, ACCOUNTS, dec!(1000.00))?;
     let combined = Ledger::builder(url.as_str())
-        .combine(CombineConfig { max_batch: 8, max_wait: Duration::from_millis(1), ..CombineConfig::default() })
+        .combine(CombineConfig { max_batch: 8, max_wait: Duration::from_millis(1) })
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(Mutex::new(i64::MAX));

@@ -16,6 +16,7 @@ mod citus;
 mod db;
 mod driver;
 mod expiry;
+mod feed;
 mod hist;
 mod measure;
 mod pgbench;

@@ -14,6 +14,7 @@ use super::alternatives::Strategy;
 use super::db::{money_created, transfer_count, DbStats, Server};
 use super::driver::{drive, Pairs, Sender};
 use super::expiry::{self, Expirer, HoldCounts, Tables};
+use super::feed;
 use super::pgbench::{Pgbench, PgbenchRun};
 use super::plan::{Mode, Point, Settings};
 use super::progress::Progress;
@@ -79,6 +80,7 @@ impl Bench<'_> {
             Mode::FExpression => self.rust_point(point, Sender::Alternative(Strategy::FExpression))?,
             Mode::Optimistic => self.rust_point(point, Sender::Alternative(Strategy::Optimistic))?,
             Mode::Serializable => self.rust_point(point, Sender::Alternative(Strategy::Serializable))?,
+            Mode::LibraryFeed => self.rust_point(point, Sender::Library)?,
         };
         if !point.mode.is_control() && run.audit_clean == Some(false) {
             return Err(InvariantBroken(format!(
@@ -113,9 +115,19 @@ impl Bench<'_> {
         // Open every connection now, as pgbench does before its clock starts.
         let held = (0..point.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;
         drop(held);
-        let before = self.server.stats(&name)?;
         let seed = self.settings.seed;
-        let load = drive(&ledger, sender, self.pairs(point), point.threads, self.duration(), seed, &self.progress);
+        let pairs = self.pairs(point);
+        let (duration, progress) = (self.duration(), &self.progress);
+        let run_load = || drive(&ledger, sender, pairs, point.threads, duration, seed, progress);
+        let (load, before, fed) = if point.mode == Mode::LibraryFeed {
+            feed::catch_up(&url)?;
+            let before = self.server.stats(&name)?;
+            let (load, fed) = feed::beside(&url, run_load)?;
+            (load, before, Some(fed))
+        } else {
+            let before = self.server.stats(&name)?;
+            (run_load(), before, None)
+        };
         drop(ledger);
         let after = self.server.settled_stats(&name)?;
         let seen = inspect(&url)?;
@@ -136,6 +148,11 @@ impl Bench<'_> {
             refusals: Some(load.refusals),
             errors: load.errors,
             first_error: load.first_error.or(seen.first_violation.clone()),
+            feed_delivered: fed.as_ref().map(|f| f.delivered),
+            feed_p50_ms: fed.as_ref().and_then(|f| f.latency.quantile_ms(0.50)),
+            feed_p99_ms: fed.as_ref().and_then(|f| f.latency.quantile_ms(0.99)),
+            feed_max_lag: fed.as_ref().map(|f| f.max_lag),
+            feed_drain_ms: fed.as_ref().map(|f| f.drain.as_secs_f64() * 1000.0),
             ..base(point, &load.latency, after.deadlocks - before.deadlocks, Some(&seen))
         })
     }
@@ -286,6 +303,11 @@ fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Op
         lock_wait_share: None,
         max_lock_waiters: None,
         busy_share: None,
+        feed_delivered: None,
+        feed_p50_ms: None,
+        feed_p99_ms: None,
+        feed_max_lag: None,
+        feed_drain_ms: None,
         rounds_tps: Vec::new(),
     }
 }

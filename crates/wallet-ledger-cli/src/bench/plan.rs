@@ -88,11 +88,14 @@ pub enum Mode {
     Optimistic,
     /// Alternative: `SERIALIZABLE` transactions, retried on serialization failure.
     Serializable,
+    /// `Ledger::transfer` while a durable consumer drains the change feed beside it.
+    #[value(name = "library-feed")]
+    LibraryFeed,
 }
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 18] = [
+    pub const ALL: [Mode; 19] = [
         Mode::Library,
         Mode::HoldCapture,
         Mode::PgbenchOwnSql,
@@ -111,6 +114,7 @@ impl Mode {
         Mode::FExpression,
         Mode::Optimistic,
         Mode::Serializable,
+        Mode::LibraryFeed,
     ];
 
     /// The name used in reports.
@@ -134,6 +138,7 @@ impl Mode {
             Mode::FExpression => "f-expression",
             Mode::Optimistic => "optimistic",
             Mode::Serializable => "serializable",
+            Mode::LibraryFeed => "library-feed",
         }
     }
 
@@ -155,7 +160,7 @@ impl Mode {
 
     /// Whether the mode is compared with `library` at the same point (`ratio_library`).
     pub fn compares_to_library(self) -> bool {
-        matches!(self, Mode::HoldCapture | Mode::Combined | Mode::Posting3)
+        matches!(self, Mode::HoldCapture | Mode::Combined | Mode::Posting3 | Mode::LibraryFeed)
             || self.batch_size().is_some()
             || self.is_alternative()
     }
@@ -304,6 +309,8 @@ fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool
             workload == Workload::Uniform && at_one_and_sixteen(s, threads)
         }
         Mode::Posting3 => !s.quick || workload == Workload::Uniform,
+        // The feed's consumer under the library's full uniform load, at every thread count.
+        Mode::LibraryFeed => workload == Workload::Uniform,
         Mode::FExpression | Mode::Optimistic | Mode::Serializable => {
             at_one_and_sixteen(s, threads) && (!s.quick || workload == Workload::Pair)
         }

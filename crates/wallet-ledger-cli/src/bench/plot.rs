@@ -100,5 +100,6 @@ fn color(mode: Mode) -> RGBColor {
         Mode::FExpression => RGBColor(255, 152, 150),
         Mode::Optimistic => RGBColor(197, 176, 213),
         Mode::Serializable => RGBColor(196, 156, 148),
+        Mode::LibraryFeed => RGBColor(102, 153, 204),
     }
 }

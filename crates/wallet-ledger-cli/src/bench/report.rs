@@ -87,6 +87,22 @@ pub struct Run {
     pub max_lock_waiters: Option<u64>,
     /// Expiry: time the workers spent inside `expire_holds` / (workers x duration).
     pub busy_share: Option<f64>,
+    /// library-feed: changes the consumer processed (the load's and its catching up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_delivered: Option<u64>,
+    /// library-feed: median delivery latency, from a change's time under its locks to the
+    /// consumer's handler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_p50_ms: Option<f64>,
+    /// library-feed: 99th percentile delivery latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_p99_ms: Option<f64>,
+    /// library-feed: most committed changes the consumer was behind, sampled every 200 ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_max_lag: Option<u64>,
+    /// library-feed: time from the end of the load until the consumer had nothing left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_drain_ms: Option<f64>,
     /// `--rounds` above 1: this point's transfers/s in every round, in round order (the record
     /// itself is the median round's, or the first round with a failure).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -234,7 +250,47 @@ pub fn checks(runs: &[Run]) -> Vec<Check> {
     out.extend(uniform16(runs));
     out.extend(contention_checks(runs));
     out.extend(expiry_checks(runs));
+    out.extend(feed_checks(runs));
     out
+}
+
+/// Longest catch-up after the load that still counts as keeping up.
+const FEED_DRAIN_BOUND_MS: f64 = 2_000.0;
+
+/// The feed's consumer under the library's uniform load: it kept up (caught up within
+/// [`FEED_DRAIN_BOUND_MS`] after the load at every thread count), and its delivery latency.
+fn feed_checks(runs: &[Run]) -> Vec<Check> {
+    let fed: Vec<&Run> = runs.iter().filter(|r| r.mode == Mode::LibraryFeed.name()).collect();
+    if fed.is_empty() {
+        return Vec::new();
+    }
+    let behind: Vec<String> = fed
+        .iter()
+        .filter(|r| r.feed_drain_ms.is_none_or(|d| d > FEED_DRAIN_BOUND_MS))
+        .map(|r| format!("{} at {} threads: caught up in {} ms", r.workload, r.threads, opt(r.feed_drain_ms, 0)))
+        .collect();
+    let detail: Vec<String> = fed
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{}: {} changes, latency p50 {} ms p99 {} ms, most behind {}, caught up in {} ms",
+                r.workload,
+                r.threads,
+                r.feed_delivered.unwrap_or(0),
+                opt(r.feed_p50_ms, 2),
+                opt(r.feed_p99_ms, 2),
+                r.feed_max_lag.map_or("-".into(), |v| v.to_string()),
+                opt(r.feed_drain_ms, 0)
+            )
+        })
+        .collect();
+    vec![Check {
+        name: format!(
+            "feed: a consumer keeps up with the library's load (caught up within {FEED_DRAIN_BOUND_MS:.0} ms after it)"
+        ),
+        passed: Some(behind.is_empty() && fed.iter().all(|r| library_clean(r))),
+        detail: if behind.is_empty() { detail.join("; ") } else { behind.join("; ") },
+    }]
 }
 
 fn library_clean(r: &Run) -> bool {
@@ -254,6 +310,7 @@ fn is_library(r: &Run) -> bool {
         Mode::Batch100,
         Mode::Batch1000,
         Mode::Posting3,
+        Mode::LibraryFeed,
     ]
     .iter()
     .any(|m| r.mode == m.name())
