@@ -393,7 +393,9 @@ fn each_accounts_changes_follow_its_versions() -> Result<()> {
 fn an_account_opened_with_data_and_closed_is_in_the_feed() -> Result<()> {
     let (l, _url) = common::ledger("feed_accounts")?;
     l.define_currency("EUR", 2)?;
-    let a = l.open_account(&NewAccount::new("EUR").external_id("user-1").max_balance(dec!(50.00)))?;
+    let a = l.open_account(
+        &NewAccount::new("EUR").external_id("user-1").metadata(json!({"tier": "gold"})).max_balance(dec!(50.00)),
+    )?;
     l.set_min_balance(a.id, Some(dec!(-10.00)))?;
     l.close(a.id)?;
     let changes = all_changes(&l)?;
@@ -404,5 +406,6 @@ fn an_account_opened_with_data_and_closed_is_in_the_feed() -> Result<()> {
     assert_eq!(changes[1].min_balance, Some(dec!(-10.00)));
     assert_eq!(changes[2].status, Some(AccountStatus::Closed));
     assert!(changes.iter().all(|c| c.legs == changes[0].legs));
+    assert!(changes.iter().all(|c| c.metadata == Some(json!({"tier": "gold"}))));
     Ok(())
 }

@@ -3,7 +3,8 @@
 -- position order: transfers (by primary key) and account or hold events (feed_events by
 -- primary key) merged, then each one's details: a transfer's legs from its entries (ordered by
 -- account id, with each account's balance and version after it), a capture's hold, an event's
--- account state after it. Reads only: takes no row lock.
+-- account state after it and its metadata (the hold's, or the account's, fixed at opening).
+-- Reads only: takes no row lock.
 WITH pos AS MATERIALIZED (
     SELECT p.position, p.is_transfer
       FROM ((SELECT t.id AS position, true AS is_transfer
@@ -37,7 +38,8 @@ WITH pos AS MATERIALIZED (
      GROUP BY e.transfer_id
 ), f AS MATERIALIZED (
     SELECT f.position, f.kind, f.account_id, f.hold_id, f.amount, f.balance, f.version, f.status,
-           f.min_balance, f.max_balance, f.at, a.currency, h.memo, h.metadata::jsonb AS metadata,
+           f.min_balance, f.max_balance, f.at, a.currency, h.memo,
+           CASE WHEN f.hold_id IS NULL THEN a.metadata::jsonb ELSE h.metadata::jsonb END AS metadata,
            h.idempotency_key
       FROM wallet_ledger.feed_events f
       JOIN wallet_ledger.accounts a ON a.id = f.account_id

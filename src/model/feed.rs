@@ -193,7 +193,8 @@ pub struct Change {
     pub legs: Vec<ChangeLeg>,
     /// The memo of the transfer or hold.
     pub memo: Option<String>,
-    /// The caller's metadata of the transfer or hold, if any was given.
+    /// The caller's metadata: the transfer's or hold's, if any was given; for an account change,
+    /// the account's ([`NewAccount::metadata`](crate::NewAccount::metadata), `{}` by default).
     pub metadata: Option<Value>,
     /// The caller's idempotency key of the transfer or hold (`None` for internal keys).
     pub idempotency_key: Option<String>,
