@@ -138,7 +138,27 @@ mod citus {
     // README: end
 }
 
+mod change_feed {
+    // README: change_feed
+    use wallet_ledger::{Ledger, LedgerError};
+
+    /// Copies every money movement into the backend's `movements` table, exactly once.
+    pub fn copy_movements(ledger: &Ledger) -> Result<usize, LedgerError> {
+        ledger.consume("movements-copy", 100, |tx, changes| {
+            for change in changes.iter().filter(|c| c.kind.moves_money()) {
+                tx.execute(
+                    "INSERT INTO movements (position, kind, amount) VALUES ($1, $2, $3)",
+                    &[&change.cursor.to_string(), &change.kind.as_str(), &change.amount],
+                )?;
+            }
+            Ok(()) // commits with the consumer's new position; an error rolls both back
+        })
+    }
+    // README: end
+}
+
 pub use batches::run as batches;
+pub use change_feed::copy_movements;
 pub use citus::connect as citus_connect;
 pub use own_pool::ledger_on;
 pub use own_transaction::pay_order;
@@ -176,6 +196,27 @@ pub fn own_pool(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Sets up what `copy_movements` expects (a `movements` table, a few changes) and runs it twice:
+/// the second run finds nothing new.
+pub fn change_feed(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use rust_decimal_macros::dec;
+    use wallet_ledger::{Ledger, NewAccount, Transfer};
+
+    let ledger = Ledger::connect(url)?;
+    ledger.define_currency("USD", 2)?;
+    let issuer = ledger.open_account(&NewAccount::new("USD").unbounded())?.id;
+    let alice = ledger.open_account(&NewAccount::new("USD"))?.id;
+    ledger.transfer(&Transfer::new(issuer, alice, dec!(20.00)))?;
+    ledger.transfer(&Transfer::new(alice, issuer, dec!(5.00)))?;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute("CREATE TABLE movements (position text PRIMARY KEY, kind text, amount numeric)")?;
+    assert_eq!(copy_movements(&ledger)?, 4, "two accounts opened, two transfers");
+    assert_eq!(copy_movements(&ledger)?, 0);
+    let copied: i64 = client.query_one("SELECT count(*) FROM movements", &[])?.get(0);
+    assert_eq!(copied, 2);
+    Ok(())
+}
+
 #[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A fresh database on DATABASE_URL's server when it is set, else on a throwaway local one.
@@ -184,6 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     own_transaction(&url)?;
     own_pool(&url)?;
     batches(&wallet_ledger_embedded::fresh_database("readme_batches")?)?;
+    change_feed(&wallet_ledger_embedded::fresh_database("readme_change_feed")?)?;
     let _ = citus_connect; // needs a Citus cluster: see docs/citus.md
     println!("the README's examples ran on a fresh database");
     Ok(())

@@ -83,5 +83,7 @@ fn the_readme_examples_run() -> anyhow::Result<()> {
     readme::own_pool(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (_ledger, url) = common::ledger("readme_batches")?;
     readme::batches(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_ledger, url) = common::ledger("readme_change_feed")?;
+    readme::change_feed(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

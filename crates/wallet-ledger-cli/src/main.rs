@@ -5,6 +5,7 @@
 
 mod bench;
 mod exit;
+mod feed;
 mod holds;
 mod json;
 mod reads;
@@ -170,6 +171,16 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Print the entries as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The change feed: every committed transfer, posting, reversal, hold and account change
+    /// after a cursor, in feed order, one line each (--json: JSON lines); --follow waits for more
+    Changes(feed::ChangesArgs),
+    /// The change feed's durable consumers with their position and lag, after the feed's state
+    /// (horizon, changes held back, the oldest open transaction)
+    Consumers {
+        /// Print the feed's state and the consumers as JSON
         #[arg(long)]
         json: bool,
     },
@@ -433,6 +444,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
+        Command::Changes(args) => feed::changes(&open(&cli.target)?, args)?,
+        Command::Consumers { json } => feed::consumers(&open(&cli.target)?, json)?,
         Command::Hold(args) => holds::hold(&open(&cli.target)?, args)?,
         Command::Capture { hold, amount } => {
             let r = open(&cli.target)?.capture(wallet_ledger::HoldId(hold), amount)?;
