@@ -224,7 +224,7 @@ fn seen_table(l: &Ledger) -> Result<()> {
 /// A handler that records each change it processes in the same database, counting repeats.
 fn record(tx: &mut postgres::Transaction<'_>, changes: &[Change]) -> Result<(), wallet_ledger::HandlerError> {
     for c in changes {
-        let position: i64 = c.cursor.to_string()[3..].parse()?;
+        let position: i64 = c.cursor.position();
         tx.execute(
             "INSERT INTO seen (position) VALUES ($1) ON CONFLICT (position) DO UPDATE SET times = seen.times + 1",
             &[&position],

@@ -149,7 +149,7 @@ fn read(
 }
 
 fn position(c: &Change) -> i64 {
-    c.cursor.to_string()[3..].parse().expect("fc_<n>")
+    c.cursor.position()
 }
 
 /// Two workers of one durable consumer, logging in the order they commit.

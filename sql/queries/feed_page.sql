@@ -65,7 +65,9 @@ SELECT p.position,
        COALESCE(e.amounts, ARRAY[0::numeric]) AS leg_amounts,
        COALESCE(e.balances, ARRAY[f.balance]) AS leg_balances,
        COALESCE(e.versions, ARRAY[f.version]) AS leg_versions,
-       f.status::text AS status, f.min_balance, f.max_balance
+       CASE WHEN f.hold_id IS NULL THEN f.status::text END AS status,
+       CASE WHEN f.hold_id IS NULL THEN f.min_balance END AS min_balance,
+       CASE WHEN f.hold_id IS NULL THEN f.max_balance END AS max_balance
   FROM pos p
   LEFT JOIN t ON p.is_transfer AND t.id = p.position
   LEFT JOIN e ON p.is_transfer AND e.transfer_id = p.position

@@ -33,9 +33,17 @@ impl FeedCursor {
     /// The start of the feed: before every change.
     pub const START: FeedCursor = FeedCursor(0);
 
-    /// The position, for the library's SQL.
-    pub(crate) fn position(self) -> i64 {
+    /// The position as a number, for a consumer that stores it in a `bigint` column of its
+    /// own. Positions grow along the feed; only values this library returned (or
+    /// [`FeedCursor::START`]) are meaningful.
+    pub fn position(self) -> i64 {
         self.0
+    }
+
+    /// The cursor at a stored position (see [`position`](Self::position)); negative numbers
+    /// read as the start.
+    pub fn from_position(position: i64) -> FeedCursor {
+        FeedCursor(position.max(0))
     }
 }
 
@@ -198,7 +206,8 @@ pub struct Change {
     pub metadata: Option<Value>,
     /// The caller's idempotency key of the transfer or hold (`None` for internal keys).
     pub idempotency_key: Option<String>,
-    /// For an account change: the account's status after it.
+    /// For an account change (opened, status, limits): the account's status after it; `None`
+    /// for movements and holds.
     pub status: Option<AccountStatus>,
     /// For an account change: the account's floor after it (`None`: unbounded).
     pub min_balance: Option<Decimal>,
@@ -222,6 +231,7 @@ impl Change {
 
 /// A page of the feed: the changes after the cursor asked for, in feed order, and the cursor to
 /// ask with next (the last change's, or the one asked with when there was none).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangePage {
     /// The changes, in feed order.

@@ -189,9 +189,11 @@ impl Ledger {
     }
 
     /// The feed's state: the last position written, the horizon up to which changes are
-    /// readable, how many committed changes wait past it, and the age of the oldest open
-    /// transaction on the server (the kind that holds the horizon back). To start reading from
-    /// now rather than from the start, pass `Some(status.horizon)` to [`Ledger::changes`].
+    /// readable (moved forward by this call, as by a read), how many committed changes wait
+    /// past it, and the age of the oldest open transaction on the server (the kind that holds
+    /// the horizon back). To start reading from now rather than from the start, pass
+    /// `Some(status.horizon)` to [`Ledger::changes`]: nothing committed after this call is
+    /// skipped.
     ///
     /// # Errors
     /// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::Database`],
@@ -199,6 +201,7 @@ impl Ledger {
     pub fn feed_status(&self) -> Result<FeedStatus, LedgerError> {
         self.refuse_feed_on_citus("feed_status")?;
         self.idempotent(|conn| {
+            advance(conn)?;
             let last_drawn = last_drawn(conn)?;
             let statement = conn.statement(feed::FEED_STATUS)?;
             let row = conn.client().query_one(&statement, &[])?;
