@@ -188,6 +188,7 @@ mod tests {
         (8, "e1dff41b621a955736119ab5b1bd64d56884473f6997d0c329ba10a21b27e6b9"),
         (9, "c23ffc194b6188aee1b18cb64ff78ae649a37a443bc939c77c39b92c5c270473"),
         (10, "ef5328e57573aedff6c7d9eb6be549d839cd6cda28ad65dd36fdf57bc1a8ca5c"),
+        (11, "b3f1156db02e6a371444eb778596dff5a5b58b7187f2d62f4ceb1df83f5e3082"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),
