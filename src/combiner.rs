@@ -1,4 +1,4 @@
-//! The combiner: in-process group commit (opt-in, [`CombineConfig`]).
+//! The combiner: in-process group commit, adaptive by default, tuned with [`CombineConfig`].
 //!
 //! Concurrent callers queue their items in the process; one of them (the leader) takes the
 //! queue and applies it with the function it was given, as one batch. Meanwhile the next items
@@ -7,12 +7,25 @@
 //! every account, one WAL flush for all of them (`ops::transfer` says how each caller still
 //! gets its own outcome).
 //!
+//! Two modes:
+//! - **adaptive** (the default of every ledger): a caller that finds fewer than
+//!   [`ADAPTIVE_IN_FLIGHT`] calls in flight and nobody queued goes straight to the server with
+//!   its own item (the `solo` function: no queue, no wait), unless batches are forming and a
+//!   call in flight holds one of its keys (accounts); otherwise it queues, and the first queued
+//!   caller applies what is queued when there is room in flight, waiting at most
+//!   [`ADAPTIVE_WAIT`] for as many callers as the previous batch had. A lone caller never
+//!   waits; under load batch sizes follow the load.
+//! - **tuned** ([`CombineConfig`]): every item queues; one batch runs at a time, and its leader
+//!   waits up to `max_wait` for as many items as the previous batch had.
+//!
 //! Rules:
 //! - no thread or runtime is added: the leader is a caller's own thread, blocked in its own
 //!   call anyway;
 //! - each caller waits parked on its own thread and is woken alone: when its result is in, or
 //!   when it is the first queued caller and a collector is wanted;
-//! - one batch runs at a time per combiner (`docs/design.md`, "The combiner", says why);
+//! - adaptive: at most [`ADAPTIVE_IN_FLIGHT`] calls in flight, and a batch never beside another
+//!   call on one of its keys; tuned: one batch at a time (`docs/design.md`, "The combiner",
+//!   says why);
 //! - every caller gets exactly the result the apply function gave its item; when the function
 //!   panics, the other callers of that batch get the combiner's failure value and the leader's
 //!   thread resumes the panic.
@@ -54,6 +67,16 @@ pub struct CombineConfig {
     pub max_wait: Duration,
 }
 
+/// Calls in flight before an adaptive combiner queues a caller.
+const ADAPTIVE_IN_FLIGHT: usize = crate::limits::COMBINE_IN_FLIGHT;
+
+/// Most items in one batch of an adaptive combiner.
+const ADAPTIVE_MAX_BATCH: usize = crate::limits::COMBINE_BATCH_MAX;
+
+/// How long the leader of an adaptive combiner's batch waits at most for as many callers as
+/// its previous batch had (it waits only when callers already queue: never a lone caller).
+const ADAPTIVE_WAIT: Duration = Duration::from_micros(500);
+
 impl Default for CombineConfig {
     fn default() -> Self {
         CombineConfig { max_batch: 128, max_wait: Duration::from_micros(500) }
@@ -83,14 +106,18 @@ struct State<T, R> {
     queue: VecDeque<Queued<T>>,
     /// The caller collecting the next batch, if any (at most one at a time).
     collector: Option<Thread>,
-    /// Whether a batch taken from the queue is being applied (at most one at a time).
-    running: bool,
+    /// Calls in flight: batches being applied and (adaptive) callers gone straight to the server.
+    in_flight: usize,
     /// Items queued when the last batch was taken: how many are likely to come back, which the
     /// next collector waits for (clamped to 1..=`max_batch`).
     last_batch: usize,
     /// Results not yet picked up by their callers, by ticket.
     done: HashMap<u64, R>,
     next_ticket: u64,
+    /// Keys (accounts) of the items in flight, with how many calls in flight hold each.
+    busy: HashMap<i64, usize>,
+    /// Batches among the calls in flight.
+    batches: usize,
 }
 
 impl<T, R> State<T, R> {
@@ -99,17 +126,19 @@ impl<T, R> State<T, R> {
         self.last_batch.clamp(1, max_batch)
     }
 
-    /// Whether a queued caller may start collecting the next batch.
-    fn collector_wanted(&self) -> bool {
-        self.collector.is_none() && !self.running && !self.queue.is_empty()
+    fn hold(&mut self, keys: [i64; 2]) {
+        for k in keys {
+            *self.busy.entry(k).or_insert(0) += 1;
+        }
     }
 
-    /// Wakes the first queued caller when a collector is wanted (it checks again, under the
-    /// lock, and takes the role).
-    fn wake_collector(&self) {
-        if self.collector_wanted() {
-            if let Some(front) = self.queue.front() {
-                front.caller.unpark();
+    fn release(&mut self, keys: [i64; 2]) {
+        for k in keys {
+            if let Some(n) = self.busy.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(&k);
+                }
             }
         }
     }
@@ -119,6 +148,13 @@ impl<T, R> State<T, R> {
 /// clones. `T` is a queued item, `R` its result.
 pub(crate) struct Combiner<T, R> {
     config: CombineConfig,
+    /// Whether callers may go straight to the server when few calls are in flight.
+    adaptive: bool,
+    /// Calls allowed in flight at once.
+    limit: usize,
+    /// The keys an item locks (a transfer's two accounts): a call that shares one with a call
+    /// in flight would only wait for its locks, so it queues instead.
+    keys: fn(&T) -> [i64; 2],
     state: Mutex<State<T, R>>,
     /// The result of a caller whose batch the apply function did not finish (it panicked, or
     /// returned fewer results than items).
@@ -126,21 +162,77 @@ pub(crate) struct Combiner<T, R> {
 }
 
 impl<T: Clone, R> Combiner<T, R> {
+    /// A tuned combiner: every item queues, one batch at a time.
+    ///
     /// # Panics
     /// On a `config` out of range (see [`CombineConfig`]).
-    pub(crate) fn new(config: CombineConfig, failed: fn() -> R) -> Self {
+    pub(crate) fn new(config: CombineConfig, keys: fn(&T) -> [i64; 2], failed: fn() -> R) -> Self {
+        Self::with_mode(config, false, 1, keys, failed)
+    }
+
+    /// An adaptive combiner: a caller goes straight to the server while fewer than
+    /// [`ADAPTIVE_IN_FLIGHT`] calls are in flight and nobody is queued, unless a call in flight
+    /// holds one of its keys while batches are forming (a batch in flight, or the last batch
+    /// had company); the others are combined. So at low load two lone calls on one account are
+    /// sent at once, as without a combiner (the second waits for the first's locks in the
+    /// server, its request already there), and under load every caller on a busy account joins
+    /// the next batch.
+    pub(crate) fn adaptive(keys: fn(&T) -> [i64; 2], failed: fn() -> R) -> Self {
+        let config = CombineConfig { max_batch: ADAPTIVE_MAX_BATCH, max_wait: ADAPTIVE_WAIT };
+        Self::with_mode(config, true, ADAPTIVE_IN_FLIGHT, keys, failed)
+    }
+
+    /// Whether this combiner is adaptive.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    fn with_mode(
+        config: CombineConfig,
+        adaptive: bool,
+        limit: usize,
+        keys: fn(&T) -> [i64; 2],
+        failed: fn() -> R,
+    ) -> Self {
         config.check();
         // Until a first hand-over has counted the callers, a collector waits for a full batch
         // (at most `max_wait`): a lone caller waits once.
         let state = State {
             queue: VecDeque::new(),
             collector: None,
-            running: false,
-            last_batch: config.max_batch,
+            in_flight: 0,
+            last_batch: if adaptive { 1 } else { config.max_batch },
             done: HashMap::new(),
             next_ticket: 0,
+            busy: HashMap::new(),
+            batches: 0,
         };
-        Combiner { config, state: Mutex::new(state), failed }
+        Combiner { config, adaptive, limit, keys, state: Mutex::new(state), failed }
+    }
+
+    /// Whether `item` shares a key with a call in flight.
+    fn collides(&self, state: &State<T, R>, item: &T) -> bool {
+        (self.keys)(item).iter().any(|k| state.busy.contains_key(k))
+    }
+
+    /// Whether a queued caller may start collecting the next batch: nobody collects, there is
+    /// room in flight, and, with a call already in flight, no queued item would wait for its
+    /// locks (then the next batch waits for it to end, and takes everything queued meanwhile).
+    fn collector_wanted(&self, state: &State<T, R>) -> bool {
+        state.collector.is_none()
+            && !state.queue.is_empty()
+            && state.in_flight < self.limit
+            && (state.in_flight == 0 || !state.queue.iter().any(|q| self.collides(state, &q.item)))
+    }
+
+    /// Wakes the first queued caller when a collector is wanted (it checks again, under the
+    /// lock, and takes the role).
+    fn wake_collector(&self, state: &State<T, R>) {
+        if self.collector_wanted(state) {
+            if let Some(front) = state.queue.front() {
+                front.caller.unpark();
+            }
+        }
     }
 
     pub(crate) fn config(&self) -> CombineConfig {
@@ -167,10 +259,29 @@ impl<T: Clone, R> Combiner<T, R> {
         self.lock()
     }
 
-    /// Queues `item` and returns its own result, collecting batches and applying them with
-    /// `apply` (one result per item, in order) when it is this caller's turn.
-    pub(crate) fn submit(&self, item: T, apply: &dyn Fn(&[T]) -> Vec<R>) -> R {
+    /// Returns `item`'s own result: in an adaptive combiner with room in flight and nobody
+    /// queued, from `solo(item)` at once; otherwise queued, collecting batches and applying them
+    /// with `apply` (one result per item, in order) when it is this caller's turn.
+    pub(crate) fn submit(&self, item: T, solo: &dyn Fn(&T) -> R, apply: &dyn Fn(&[T]) -> Vec<R>) -> R {
         let mut state = self.lock();
+        if self.adaptive
+            && state.queue.is_empty()
+            && state.collector.is_none()
+            && state.in_flight < self.limit
+            && !((state.batches > 0 || state.last_batch > 1) && self.collides(&state, &item))
+        {
+            let keys = (self.keys)(&item);
+            state.in_flight += 1;
+            state.hold(keys);
+            drop(state);
+            let result = catch_unwind(AssertUnwindSafe(|| solo(&item)));
+            let mut state = self.lock();
+            state.in_flight -= 1;
+            state.release(keys);
+            self.wake_collector(&state);
+            drop(state);
+            return result.unwrap_or_else(|panic| resume_unwind(panic));
+        }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push_back(Queued { ticket, item, since: Instant::now(), caller: thread::current() });
@@ -183,7 +294,7 @@ impl<T: Clone, R> Combiner<T, R> {
             if let Some(result) = state.done.remove(&ticket) {
                 return result;
             }
-            if state.collector_wanted() && state.queue.iter().any(|q| q.ticket == ticket) {
+            if self.collector_wanted(&state) && state.queue.iter().any(|q| q.ticket == ticket) {
                 state = self.lead(state, apply);
                 continue;
             }
@@ -210,15 +321,23 @@ impl<T: Clone, R> Combiner<T, R> {
         state.last_batch = state.queue.len();
         let batch: Vec<Queued<T>> = state.queue.drain(..take).collect();
         state.collector = None;
-        state.running = true;
-        state.wake_collector();
+        state.in_flight += 1;
+        state.batches += 1;
+        for q in &batch {
+            state.hold((self.keys)(&q.item));
+        }
+        self.wake_collector(&state);
         drop(state);
 
         let items: Vec<T> = batch.iter().map(|q| q.item.clone()).collect();
         let results = catch_unwind(AssertUnwindSafe(|| apply(&items)));
 
         let mut state = self.lock();
-        state.running = false;
+        state.in_flight -= 1;
+        state.batches -= 1;
+        for q in &batch {
+            state.release((self.keys)(&q.item));
+        }
         let panic = match results {
             Ok(results) => {
                 let mut results = results.into_iter();
@@ -241,7 +360,7 @@ impl<T: Clone, R> Combiner<T, R> {
         for q in batch.iter().filter(|q| q.caller.id() != me) {
             q.caller.unpark();
         }
-        state.wake_collector();
+        self.wake_collector(&state);
         if let Some(panic) = panic {
             drop(state);
             resume_unwind(panic);
@@ -258,11 +377,21 @@ mod tests {
 
     const FAILED: i64 = -1;
 
+    /// Keys that never collide: each item its own.
+    fn distinct(x: &i64) -> [i64; 2] {
+        [*x, *x]
+    }
+
+    /// The solo function of a tuned combiner, which never calls it.
+    fn no_solo(_: &i64) -> i64 {
+        unreachable!("a tuned combiner queues every item")
+    }
+
     /// A shared apply function for the test threads.
     type Apply = Arc<dyn Fn(&[i64]) -> Vec<i64> + Send + Sync>;
 
     fn combiner(max_batch: usize, max_wait: Duration) -> Arc<Combiner<i64, i64>> {
-        Arc::new(Combiner::new(CombineConfig { max_batch, max_wait }, || FAILED))
+        Arc::new(Combiner::new(CombineConfig { max_batch, max_wait }, distinct, || FAILED))
     }
 
     /// Runs `threads` threads that each submit `per_thread` distinct items through `apply`.
@@ -281,7 +410,7 @@ mod tests {
                     (0..per_thread)
                         .map(|i| {
                             let item = (t * per_thread + i) as i64;
-                            (item, catch_unwind(AssertUnwindSafe(|| c.submit(item, &*apply))))
+                            (item, catch_unwind(AssertUnwindSafe(|| c.submit(item, &no_solo, &*apply))))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -298,8 +427,8 @@ mod tests {
             sizes.lock().unwrap().push(items.len());
             items.iter().map(|i| i * 10).collect()
         };
-        assert_eq!(c.submit(7, &apply), 70);
-        assert_eq!(c.submit(8, &apply), 80);
+        assert_eq!(c.submit(7, &no_solo, &apply), 70);
+        assert_eq!(c.submit(8, &no_solo, &apply), 80);
         assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
     }
 
@@ -346,7 +475,7 @@ mod tests {
             }
         }
         // The combiner is usable afterwards: nothing was left running.
-        assert_eq!(c.submit(5, &|items: &[i64]| items.to_vec()), 5);
+        assert_eq!(c.submit(5, &no_solo, &|items: &[i64]| items.to_vec()), 5);
     }
 
     #[test]
@@ -365,6 +494,114 @@ mod tests {
     #[test]
     #[should_panic(expected = "max_batch must be 1 to")]
     fn a_batch_bound_of_zero_is_refused_at_construction() {
-        let _ = Combiner::<i64, i64>::new(CombineConfig { max_batch: 0, max_wait: Duration::ZERO }, || FAILED);
+        let _ =
+            Combiner::<i64, i64>::new(CombineConfig { max_batch: 0, max_wait: Duration::ZERO }, distinct, || FAILED);
+    }
+
+    #[test]
+    fn an_adaptive_combiner_sends_a_lone_caller_straight_and_combines_under_load() {
+        let c: Arc<Combiner<i64, i64>> = Arc::new(Combiner::adaptive(distinct, || FAILED));
+        // Alone: the solo function, never a batch.
+        let never: &dyn Fn(&[i64]) -> Vec<i64> = &|_| panic!("a lone caller was batched");
+        for i in 0..5 {
+            assert_eq!(c.submit(i, &|x| x * 10, never), i * 10);
+        }
+        // Under load: never more than ADAPTIVE_IN_FLIGHT calls at once, every item its own
+        // result, and batches of more than one form while calls are in flight.
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let largest = Arc::new(AtomicUsize::new(0));
+        let enter = {
+            let (in_flight, most) = (Arc::clone(&in_flight), Arc::clone(&most));
+            move || {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(2));
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        let threads = 12;
+        let start = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads as i64)
+            .map(|t| {
+                let (c, start, enter, largest) =
+                    (Arc::clone(&c), Arc::clone(&start), enter.clone(), Arc::clone(&largest));
+                thread::spawn(move || {
+                    start.wait();
+                    for i in 0..20 {
+                        let item = t * 100 + i;
+                        let solo = |x: &i64| {
+                            enter();
+                            x + 1
+                        };
+                        let apply = |items: &[i64]| {
+                            largest.fetch_max(items.len(), Ordering::SeqCst);
+                            enter();
+                            items.iter().map(|x| x + 1).collect()
+                        };
+                        assert_eq!(c.submit(item, &solo, &apply), item + 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("caller");
+        }
+        assert!(most.load(Ordering::SeqCst) <= ADAPTIVE_IN_FLIGHT, "{} calls in flight", most.load(Ordering::SeqCst));
+        assert!(largest.load(Ordering::SeqCst) > 1, "no batch formed under load");
+    }
+
+    #[test]
+    fn an_adaptive_combiner_never_runs_a_call_beside_a_batch_on_one_key() {
+        let c: Arc<Combiner<i64, i64>> = Arc::new(Combiner::adaptive(|_| [1, 2], || FAILED));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let batching = Arc::new(AtomicBool::new(false));
+        let largest = Arc::new(AtomicUsize::new(0));
+        let threads = 8;
+        let start = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads as i64)
+            .map(|t| {
+                let (c, start, in_flight, largest, batching) = (
+                    Arc::clone(&c),
+                    Arc::clone(&start),
+                    Arc::clone(&in_flight),
+                    Arc::clone(&largest),
+                    Arc::clone(&batching),
+                );
+                thread::spawn(move || {
+                    start.wait();
+                    for i in 0..15 {
+                        let item = t * 100 + i;
+                        let enter = |batch: bool| {
+                            let before = in_flight.fetch_add(1, Ordering::SeqCst);
+                            assert!(before < ADAPTIVE_IN_FLIGHT, "{} calls in flight", before + 1);
+                            if batch {
+                                assert_eq!(before, 0, "a batch beside another call on its key");
+                                batching.store(true, Ordering::SeqCst);
+                            } else {
+                                assert!(!batching.load(Ordering::SeqCst), "a lone call beside a batch on its key");
+                            }
+                            thread::sleep(Duration::from_millis(1));
+                            batching.store(false, Ordering::SeqCst);
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                        };
+                        let solo = |x: &i64| {
+                            enter(false);
+                            x + 1
+                        };
+                        let apply = |items: &[i64]| {
+                            largest.fetch_max(items.len(), Ordering::SeqCst);
+                            enter(true);
+                            items.iter().map(|x| x + 1).collect()
+                        };
+                        assert_eq!(c.submit(item, &solo, &apply), item + 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("caller");
+        }
+        assert!(largest.load(Ordering::SeqCst) > 1, "no batch formed on the shared key");
     }
 }

@@ -35,6 +35,14 @@ pub const HISTORY_PAGE_MAX: u32 = 10_000;
 pub const FEED_PAGE_MAX: u32 = 10_000;
 /// Longest consumer name, in bytes ([`Ledger::consume`](crate::Ledger::consume)).
 pub const CONSUMER_NAME_BYTES_MAX: usize = 200;
+/// Calls of one ledger in flight (alone, or combined batches) before adaptive combining
+/// ([`LedgerBuilder::combining`](crate::LedgerBuilder::combining)) queues a further
+/// [`Ledger::transfer`](crate::Ledger::transfer) call for the next batch. Two keep the server
+/// busy on accounts that do not collide; on hot accounts, where calls would wait for each
+/// other's row locks anyway, every further caller joins the next batch instead.
+pub const COMBINE_IN_FLIGHT: usize = 2;
+/// Most transfers in one batch of adaptive combining.
+pub const COMBINE_BATCH_MAX: usize = 256;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
 pub const AUDIT_VIOLATIONS_MAX: usize = 10_000;
 /// Most items in one [`Ledger::transfer_batch`](crate::Ledger::transfer_batch): one

@@ -37,7 +37,8 @@ pub(crate) struct Inner {
     pub(crate) counters: crate::driver::stats::Counters,
     /// Citus mode (see [`crate::citus`]).
     pub(crate) citus: bool,
-    /// The combiner, when [`LedgerBuilder::combine`] turned it on.
+    /// The combiner: adaptive by default, tuned by [`LedgerBuilder::combine`], none when
+    /// [`LedgerBuilder::combining`] turned it off or in Citus mode.
     pub(crate) combiner: Option<TransferCombiner>,
 }
 
@@ -49,7 +50,16 @@ impl fmt::Debug for Ledger {
             .field("schema", &self.inner.schema)
             .field("lock_wait", &self.inner.lock_wait)
             .field("max_retries", &self.inner.max_retries)
-            .field("combine", &self.inner.combiner.as_ref().map(|c| c.config()))
+            .field(
+                "combine",
+                &self.inner.combiner.as_ref().map(|c| {
+                    if c.is_adaptive() {
+                        "adaptive".to_string()
+                    } else {
+                        format!("{:?}", c.config())
+                    }
+                }),
+            )
             .finish()
     }
 }
@@ -103,7 +113,18 @@ pub struct LedgerBuilder {
     checkout_timeout: Duration,
     migrate: bool,
     citus: Option<bool>,
-    combine: Option<CombineConfig>,
+    combine: Combining,
+}
+
+/// How a ledger's [`Ledger::transfer`] calls are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Combining {
+    /// The default: concurrent calls combined when they pile up, a lone call sent at once.
+    Adaptive,
+    /// Every call alone ([`LedgerBuilder::combining`]`(false)`).
+    Off,
+    /// Every call queued, with these settings ([`LedgerBuilder::combine`]).
+    Tuned(CombineConfig),
 }
 
 impl fmt::Debug for LedgerBuilder {
@@ -203,17 +224,36 @@ impl LedgerBuilder {
         self
     }
 
-    /// Turns the combiner on: concurrent [`Ledger::transfer`] calls of this ledger (and its
-    /// clones) are queued and applied many at a time, each batch in one transaction, by
-    /// whichever caller becomes leader (see [`CombineConfig`](crate::CombineConfig) and the
-    /// `combiner` notes in `docs/design.md`). Off by default: it pays on hot accounts, where
-    /// transfers would otherwise wait for each other's commits one by one.
+    /// Tunes the combiner: every [`Ledger::transfer`] call of this ledger (and its clones) is
+    /// queued, and the queue is applied many at a time, one batch in flight, each batch in one
+    /// transaction, by whichever caller becomes leader, after waiting up to
+    /// `config.max_wait` for more (see [`CombineConfig`](crate::CombineConfig) and the
+    /// `combiner` notes in `docs/design.md`). Without this call a ledger combines adaptively
+    /// ([`combining`](Self::combining)).
     ///
     /// # Panics
     /// If `config.max_batch` is 0 or above [`BATCH_ITEMS_MAX`](crate::limits::BATCH_ITEMS_MAX).
     pub fn combine(mut self, config: CombineConfig) -> Self {
         config.check();
-        self.combine = Some(config);
+        self.combine = Combining::Tuned(config);
+        self
+    }
+
+    /// Adaptive combining of [`Ledger::transfer`] calls: on by default, `false` turns it off
+    /// (every call its own transaction, as [`Ledger::transfer_in`] always is).
+    ///
+    /// On, a call that finds fewer than [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT)
+    /// calls of this ledger in flight goes straight to the server, as with combining off; a
+    /// call that finds them busy waits for one to end and is then applied together with every
+    /// other call that arrived meanwhile, in one transaction (a
+    /// [batch](Ledger::transfer_batch)). Nothing waits for company: batches form only from calls
+    /// that would have queued anyway, so they grow with the load and vanish without it. Each
+    /// caller still gets its own receipt or refusal, as alone; a batch that fails as a whole
+    /// gives each of its callers [`LedgerError::BatchFailed`] (nothing applied) or
+    /// [`LedgerError::BatchOutcomeUnknown`] naming the caller's own key. In Citus mode (no
+    /// batches there yet) combining is off whatever this says.
+    pub fn combining(mut self, on: bool) -> Self {
+        self.combine = if on { Combining::Adaptive } else { Combining::Off };
         self
     }
 
@@ -239,7 +279,7 @@ impl LedgerBuilder {
         let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
         counters.checked_out(waited);
         let citus = crate::citus::resolve(conn.client(), self.citus)?;
-        if citus && self.combine.is_some() {
+        if citus && matches!(self.combine, Combining::Tuned(_)) {
             return Err(LedgerError::Unsupported {
                 operation: "combine",
                 reason: "the combiner applies transfers as batches, which Citus mode does not support yet",
@@ -271,7 +311,11 @@ impl LedgerBuilder {
                 max_retries: self.max_retries,
                 counters,
                 citus,
-                combiner: self.combine.map(transfer_combiner),
+                combiner: match self.combine {
+                    Combining::Tuned(config) => Some(Combiner::new(config, accounts, batch_never_finished)),
+                    Combining::Adaptive if !citus => Some(Combiner::adaptive(accounts, batch_never_finished)),
+                    Combining::Adaptive | Combining::Off => None,
+                },
             }),
         };
         Ok(ledger)
@@ -373,7 +417,7 @@ impl LedgerBuilder {
             checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
             migrate: true,
             citus: None,
-            combine: None,
+            combine: Combining::Adaptive,
         }
     }
 }
@@ -435,16 +479,19 @@ pub(crate) type Combined = (Transfer, String);
 /// The combiner of a ledger's transfers.
 pub(crate) type TransferCombiner = Combiner<Combined, Result<Receipt, LedgerError>>;
 
-/// A new transfer combiner. A caller whose batch never finished (the applying thread panicked)
-/// gets [`LedgerError::BatchFailed`]: the batch's transaction never committed.
-fn transfer_combiner(config: CombineConfig) -> TransferCombiner {
-    Combiner::new(config, || {
-        Err(LedgerError::BatchFailed {
-            source: Arc::new(LedgerError::InvalidInput {
-                field: "combined batch",
-                reason: "the thread applying the batch panicked; nothing of it was applied".into(),
-            }),
-        })
+/// The accounts a queued transfer locks.
+fn accounts(item: &Combined) -> [i64; 2] {
+    [item.0.from.0, item.0.to.0]
+}
+
+/// The result of a caller whose batch never finished (the applying thread panicked):
+/// [`LedgerError::BatchFailed`], since the batch's transaction never committed.
+fn batch_never_finished() -> Result<Receipt, LedgerError> {
+    Err(LedgerError::BatchFailed {
+        source: Arc::new(LedgerError::InvalidInput {
+            field: "combined batch",
+            reason: "the thread applying the batch panicked; nothing of it was applied".into(),
+        }),
     })
 }
 

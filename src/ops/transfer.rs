@@ -22,9 +22,10 @@ impl Ledger {
     /// idempotency key (the caller's, or an internal one), so a retry after a lost connection
     /// never applies the transfer twice.
     ///
-    /// With the combiner on ([`LedgerBuilder::combine`](crate::LedgerBuilder::combine)) the call
-    /// is queued and applied together with concurrent calls in one transaction; each caller still
-    /// gets its own receipt or refusal, as alone.
+    /// Concurrent calls are combined by default ([`LedgerBuilder::combining`](crate::LedgerBuilder::combining)):
+    /// a call that finds the ledger's calls in flight busy is applied together with the others
+    /// that queued meanwhile, in one transaction; a lone call goes straight to the server. Each
+    /// caller still gets its own receipt or refusal, as alone.
     ///
     /// # Errors
     /// Refusals change nothing: [`LedgerError::InvalidAmount`], [`LedgerError::SameAccount`],
@@ -32,7 +33,7 @@ impl Ledger {
     /// [`LedgerError::InsufficientFunds`], [`LedgerError::IdempotencyConflict`],
     /// [`LedgerError::LockUnavailable`] (per the [`LockWait`](crate::LockWait) policy),
     /// [`LedgerError::InvalidInput`]. [`LedgerError::OutcomeUnknown`] when the connection was lost
-    /// after sending and retries ran out: repeat with the key it names. With the combiner, a
+    /// after sending and retries ran out: repeat with the key it names. Combined, a
     /// batch that failed as a whole gives every caller in it [`LedgerError::BatchFailed`] (nothing
     /// applied) or [`LedgerError::BatchOutcomeUnknown`] (with the caller's own key).
     pub fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
@@ -48,7 +49,11 @@ impl Ledger {
         self.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         match &self.inner.combiner {
-            Some(combiner) => combiner.submit((t.clone(), key), &|batch| apply_combined(self, batch)),
+            Some(combiner) => {
+                combiner.submit((t.clone(), key), &|(t, key)| self.run_transfer_keyed(t, key), &|batch| {
+                    apply_combined(self, batch)
+                })
+            }
             None => self.run_transfer_keyed(t, &key),
         }
     }

@@ -63,7 +63,7 @@ impl Bench<'_> {
     /// library, multi-statement, pgbench on the library's SQL) leaves it unclean.
     pub fn measure(&mut self, point: Point) -> Result<Run> {
         let run = match point.mode {
-            Mode::Library => self.rust_point(point, Sender::Library)?,
+            Mode::Library | Mode::Default => self.rust_point(point, Sender::Library)?,
             Mode::HoldCapture => self.rust_point(point, Sender::HoldCapture)?,
             Mode::Expire => self.expiry_point(point, Expirer::Library)?,
             Mode::ExpireNoSkipLocked => self.expiry_point(point, Expirer::Control(ExpiryControl::NoSkipLocked))?,
@@ -108,9 +108,13 @@ impl Bench<'_> {
     fn rust_point(&mut self, point: Point, sender: Sender) -> Result<Run> {
         let (name, url) = self.fresh_db(point, None)?;
         let mut builder = Ledger::builder(&url).pool_size(point.threads as u32).migrate(false);
-        if point.mode == Mode::Combined {
-            builder = builder.combine(CombineConfig::default());
-        }
+        builder = match point.mode {
+            // The defaults: adaptive combining.
+            Mode::Default => builder,
+            Mode::Combined => builder.combine(CombineConfig::default()),
+            // Plain per-transfer calls: the reference every other mode is compared with.
+            _ => builder.combining(false),
+        };
         let ledger = builder.build().with_context(|| format!("connect to {name}"))?;
         // Open every connection now, as pgbench does before its clock starts.
         let held = (0..point.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;

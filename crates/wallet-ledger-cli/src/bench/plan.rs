@@ -47,8 +47,10 @@ pub const HOT_ACCOUNTS: usize = 10;
 /// Who sends the transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Mode {
-    /// `Ledger::transfer`: the library under test.
+    /// `Ledger::transfer` on a ledger built with combining off: plain per-transfer calls.
     Library,
+    /// `Ledger::transfer` on a ledger built with the defaults (adaptive combining).
+    Default,
     /// `Ledger::hold` then `Ledger::capture` of the whole amount: one two-phase transfer.
     HoldCapture,
     /// pgbench running the library's own transfer statement: the ceiling of the design.
@@ -95,8 +97,9 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 19] = [
+    pub const ALL: [Mode; 20] = [
         Mode::Library,
+        Mode::Default,
         Mode::HoldCapture,
         Mode::PgbenchOwnSql,
         Mode::PgbenchTpcbLike,
@@ -121,6 +124,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Library => "library",
+            Mode::Default => "default",
             Mode::HoldCapture => "hold-capture",
             Mode::PgbenchOwnSql => "pgbench-own-sql",
             Mode::PgbenchTpcbLike => "pgbench-tpcb-like",
@@ -160,7 +164,7 @@ impl Mode {
 
     /// Whether the mode is compared with `library` at the same point (`ratio_library`).
     pub fn compares_to_library(self) -> bool {
-        matches!(self, Mode::HoldCapture | Mode::Combined | Mode::Posting3 | Mode::LibraryFeed)
+        matches!(self, Mode::HoldCapture | Mode::Default | Mode::Combined | Mode::Posting3 | Mode::LibraryFeed)
             || self.batch_size().is_some()
             || self.is_alternative()
     }

@@ -87,6 +87,7 @@ fn panel(area: &Area<'_>, workload: &str, runs: &[&Run]) -> Result<(), Box<dyn s
 fn color(mode: Mode) -> RGBColor {
     match mode {
         Mode::Library | Mode::Expire => RGBColor(31, 119, 180),
+        Mode::Default => RGBColor(0, 100, 0),
         Mode::HoldCapture => RGBColor(23, 190, 207),
         Mode::PgbenchOwnSql => RGBColor(255, 127, 14),
         Mode::PgbenchTpcbLike => RGBColor(44, 160, 44),

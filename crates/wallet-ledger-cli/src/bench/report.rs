@@ -251,6 +251,81 @@ pub fn checks(runs: &[Run]) -> Vec<Check> {
     out.extend(contention_checks(runs));
     out.extend(expiry_checks(runs));
     out.extend(feed_checks(runs));
+    out.extend(default_checks(runs));
+    out
+}
+
+/// Adaptive combining, the default, against plain calls (`library`) at the same point: never
+/// slower (within 5 %) at any point in any round, p99 no worse, p50 within 10 % at one thread;
+/// and the targets at 16 threads (every round): pair >= 5x plain, hot >= 3x plain, uniform
+/// >= 1.5x pgbench tpcb-like.
+fn default_checks(runs: &[Run]) -> Vec<Check> {
+    let defaults: Vec<&Run> = runs.iter().filter(|r| r.mode == Mode::Default.name()).collect();
+    if defaults.is_empty() {
+        return Vec::new();
+    }
+    let find = |mode: Mode, workload: &str, threads: usize| {
+        runs.iter().find(|r| r.mode == mode.name() && r.workload == workload && r.threads == threads)
+    };
+    let rounds = |r: &Run| if r.rounds_tps.is_empty() { vec![r.tps] } else { r.rounds_tps.clone() };
+    let (mut slower, mut worse_p99, mut compared) = (Vec::new(), Vec::new(), 0);
+    for d in &defaults {
+        let Some(plain) = find(Mode::Library, d.workload, d.threads) else { continue };
+        compared += 1;
+        let (a, b) = (rounds(d), rounds(plain));
+        let each: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+        if each.iter().any(|r| *r < 0.95) {
+            let shown: Vec<String> = each.iter().map(|r| format!("{r:.2}x")).collect();
+            slower.push(format!("{}@{}: {}", d.workload, d.threads, shown.join(", ")));
+        }
+        if let (Some(x), Some(y)) = (d.p99_ms, plain.p99_ms) {
+            if x > y {
+                worse_p99.push(format!("{}@{}: {x:.2} ms against {y:.2} ms", d.workload, d.threads));
+            }
+        }
+    }
+    let mut out = vec![
+        Check {
+            name: "default: at least as fast as plain calls (within 5 %) at every point, in every round".into(),
+            passed: (compared > 0).then_some(slower.is_empty()),
+            detail: if slower.is_empty() { format!("{compared} points") } else { slower.join("; ") },
+        },
+        Check {
+            name: "default: p99 no worse than plain calls at every point".into(),
+            passed: (compared > 0).then_some(worse_p99.is_empty()),
+            detail: if worse_p99.is_empty() { format!("{compared} points") } else { worse_p99.join("; ") },
+        },
+    ];
+    let ones: Vec<(f64, f64, &str)> = defaults
+        .iter()
+        .filter(|d| d.threads == 1)
+        .filter_map(|d| Some((d.p50_ms?, find(Mode::Library, d.workload, 1)?.p50_ms?, d.workload)))
+        .collect();
+    out.push(Check {
+        name: "default: p50 within 10 % of plain calls at 1 thread".into(),
+        passed: (!ones.is_empty()).then(|| ones.iter().all(|(x, y, _)| *x <= y * 1.10)),
+        detail: ones.iter().map(|(x, y, w)| format!("{w}: {x:.3} ms against {y:.3} ms")).collect::<Vec<_>>().join("; "),
+    });
+    for (workload, against, target) in
+        [("pair", Mode::Library, 5.0), ("hot", Mode::Library, 3.0), ("uniform", Mode::PgbenchTpcbLike, 1.5)]
+    {
+        let d = find(Mode::Default, workload, 16);
+        let reference = if against == Mode::PgbenchTpcbLike {
+            runs.iter().find(|r| r.mode == against.name() && r.threads == 16)
+        } else {
+            find(against, workload, 16)
+        };
+        let each: Option<Vec<f64>> = d.zip(reference).map(|(d, r)| {
+            let (a, b) = (rounds(d), rounds(r));
+            a.iter().zip(&b).map(|(x, y)| x / y).collect()
+        });
+        out.push(Check {
+            name: format!("default on {workload} at 16 threads >= {target}x {} in every round", against.name()),
+            passed: each.as_ref().map(|e| !e.is_empty() && e.iter().all(|r| *r >= target)),
+            detail: each
+                .map_or("not measured".into(), |e| e.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(", ")),
+        });
+    }
     out
 }
 
@@ -311,6 +386,7 @@ fn is_library(r: &Run) -> bool {
         Mode::Batch1000,
         Mode::Posting3,
         Mode::LibraryFeed,
+        Mode::Default,
     ]
     .iter()
     .any(|m| r.mode == m.name())

@@ -105,7 +105,11 @@ pub struct Attempt {
 /// Sorts an error into an outcome.
 pub fn classify(error: &LedgerError) -> Outcome {
     match error {
-        LedgerError::OutcomeUnknown { .. } => Outcome::Ambiguous,
+        // Combined transfers (the default): a batch whose commit went unanswered names each
+        // caller's own key, which settles it like a lone call's; a batch that failed as a whole
+        // applied nothing, and its error is the one a lone call would have had.
+        LedgerError::OutcomeUnknown { .. } | LedgerError::BatchOutcomeUnknown { .. } => Outcome::Ambiguous,
+        LedgerError::BatchFailed { source } => classify(source),
         LedgerError::Pool(_) => Outcome::Failed("pool timeout".into()),
         LedgerError::LockUnavailable { .. } => Outcome::Failed("lock unavailable".into()),
         LedgerError::Database(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
