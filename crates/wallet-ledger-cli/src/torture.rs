@@ -71,6 +71,10 @@ pub struct TortureArgs {
     /// exhaustion, a pause every 2 s, and a failover (explicit flags override the intervals)
     #[arg(long)]
     pub all_faults: bool,
+    /// The clients' ledger combines concurrent transfers (the library's default); without it
+    /// every transfer is its own call, so each fault meets each transfer alone
+    #[arg(long)]
+    pub combining: bool,
     /// Write the report as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -102,6 +106,7 @@ struct Config {
     low_timeouts: bool,
     pool_exhaustion: bool,
     failover: bool,
+    combining: bool,
 }
 
 impl TortureArgs {
@@ -141,6 +146,7 @@ impl TortureArgs {
             low_timeouts: self.low_timeouts || all,
             pool_exhaustion: self.pool_exhaustion || all,
             failover,
+            combining: self.combining,
         })
     }
 }
@@ -189,7 +195,8 @@ pub fn run(args: TortureArgs, target: &Target) -> Result<ExitCode> {
         session.push_str(" options='-c lock_timeout=2 -c statement_timeout=10'");
     }
     let threads = (config.clients + config.readers) as u32;
-    let mut builder = Ledger::builder(&with_params(&url, &session)).max_retries(8).migrate(false);
+    let mut builder =
+        Ledger::builder(&with_params(&url, &session)).max_retries(8).migrate(false).combining(config.combining);
     builder = if config.pool_exhaustion {
         builder.pool_size((threads / 4).max(1)).checkout_timeout(Duration::from_millis(20))
     } else {
@@ -400,6 +407,7 @@ fn report(args: &TortureArgs, config: &Config, faults: &Faults, v: &Verdict, loa
             "pause_ms": config.plan.pause_for.as_millis() as u64,
             "low_timeouts": config.low_timeouts,
             "pool_exhaustion": config.pool_exhaustion,
+            "combining": config.combining,
             "failover": config.failover,
             "seed": args.seed,
             "planted": args.plant.map(|p| format!("{p:?}")),

@@ -50,6 +50,19 @@ fn terminated_backends_lose_nothing() {
     assert!(fault(&report, "terminated_active") > 10, "{report:#}");
 }
 
+/// The library's default path: combined transfers (batches of whoever queued), with backends
+/// terminated under them; a batch's unanswered commit is settled by each caller's own key.
+#[test]
+fn combined_transfers_under_terminated_backends_lose_nothing() {
+    let (code, report) = torture(
+        "terminate_combined",
+        &["--duration", "4", "--clients", "8", "--accounts", "4", "--terminate-every-ms", "40", "--combining"],
+    );
+    assert_clean(code, &report);
+    assert_eq!(report["config"]["combining"], true, "{report:#}");
+    assert!(fault(&report, "terminated_active") > 10, "{report:#}");
+}
+
 #[test]
 fn crashes_and_restarts_lose_nothing_and_clients_resume() {
     let (code, report) = torture("crash", &["--duration", "8", "--clients", "6", "--crash-every-s", "2.5"]);
