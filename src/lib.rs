@@ -38,8 +38,13 @@
 //!
 //! For throughput on hot accounts, many movements can share one transaction:
 //! [`Ledger::transfer_batch`] (each item its own outcome), [`Ledger::post`] (a multi-leg
-//! [`Posting`], all legs or none) and the opt-in combiner ([`CombineConfig`]), which applies
-//! concurrent [`Ledger::transfer`] calls together.
+//! [`Posting`], all legs or none) and the combiner, which applies concurrent
+//! [`Ledger::transfer`] calls together: on by default and adaptive (a lone call goes straight to
+//! the server; [`LedgerBuilder::combining`] turns it off, [`CombineConfig`] tunes it).
+//!
+//! Downstream systems follow the ledger through its change feed: [`Ledger::changes`] pages
+//! through every committed change once, in order, and [`Ledger::consume`] runs a durable
+//! consumer that advances in its handler's own transaction.
 //!
 //! What a wallet product reads: accounts carry an external id and metadata
 //! ([`NewAccount::external_id`], [`NewAccount::metadata`], [`Ledger::find_account_by_external_id`]);
