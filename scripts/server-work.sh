@@ -2,7 +2,7 @@
 # Server work per transfer, in instructions: a deterministic measure of what one
 # wallet_ledger.transfer() call costs PostgreSQL, free of the machine's timing noise.
 #
-#   scripts/server-work.sh [-n TRANSFERS] [-p] VARIANT...
+#   scripts/server-work.sh [-n TRANSFERS] [-p] [-b SIZE] VARIANT...
 #
 # VARIANT is NAME=UPTO[,EXTRA.sql...]: a database with migrations 1..UPTO of sql/ applied, then
 # the extra SQL files in order (to try a change before it becomes a migration). Each database
@@ -12,6 +12,11 @@
 # W + TRANSFERS, all in one procedure that commits after each transfer; the difference divided by
 # TRANSFERS is the instructions per transfer (commit included, client and protocol excluded).
 # -p runs the `pair` workload (two accounts, both directions) instead of `uniform`.
+# -b SIZE sends the transfers as `wallet_ledger.transfer_batch` calls of SIZE items each (one
+# transaction per batch; TRANSFERS is rounded down to whole batches), the statement the
+# library's batches and its combiner send; the lock plan the library computes in Rust (the
+# sorted union of the accounts and each item's positions in it) is computed in the procedure,
+# a few thousand instructions per batch that the real path spends in the client instead.
 #
 # Needs PostgreSQL's server binaries (initdb, pg_ctl, postgres) on PATH or in PG_BIN, psql, and
 # valgrind. Run as root, the server runs as the user `postgres` (or `nobody`).
@@ -19,15 +24,17 @@ set -euo pipefail
 
 transfers=1000
 pair=false
-while getopts "n:p" opt; do
+batch=0
+while getopts "n:pb:" opt; do
     case $opt in
         n) transfers=$OPTARG ;;
         p) pair=true ;;
-        *) echo "usage: $0 [-n TRANSFERS] [-p] NAME=UPTO[,EXTRA.sql...]..." >&2; exit 2 ;;
+        b) batch=$OPTARG ;;
+        *) echo "usage: $0 [-n TRANSFERS] [-p] [-b SIZE] NAME=UPTO[,EXTRA.sql...]..." >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: $0 [-n TRANSFERS] [-p] NAME=UPTO[,EXTRA.sql...]..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-n TRANSFERS] [-p] [-b SIZE] NAME=UPTO[,EXTRA.sql...]..." >&2; exit 2; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${PG_BIN:-$(dirname "$(command -v pg_ctl || command -v /usr/lib/postgresql/*/bin/pg_ctl | head -1)")}
@@ -90,6 +97,33 @@ BEGIN
         COMMIT;
     END LOOP;
 END $$;
+CREATE PROCEDURE public.run_b(batches int, size int, pair boolean) LANGUAGE plpgsql AS $$
+DECLARE af bigint[]; at bigint[]; u bigint[]; fp int[]; tp int[]; a bigint; b bigint; r record;
+BEGIN
+    FOR i IN 1..batches LOOP
+        af := '{}'; at := '{}';
+        FOR j IN 1..size LOOP
+            IF pair THEN
+                a := 1 + (j % 2); b := 3 - a;
+            ELSE
+                a := 1 + floor(random() * 10000)::bigint; b := (a + floor(random() * 9999)::bigint) % 10000 + 1;
+            END IF;
+            af := af || a; at := at || b;
+        END LOOP;
+        u := ARRAY(SELECT DISTINCT x FROM unnest(af || at) x ORDER BY x);
+        fp := ARRAY(SELECT array_position(u, x) FROM unnest(af) WITH ORDINALITY AS q(x, o) ORDER BY o);
+        tp := ARRAY(SELECT array_position(u, x) FROM unnest(at) WITH ORDINALITY AS q(x, o) ORDER BY o);
+        SELECT * INTO r FROM wallet_ledger.transfer_batch(
+            af, at, array_fill(1::numeric, ARRAY[size]),
+            ARRAY(SELECT '~' || gen_random_uuid()::text FROM generate_series(1, size)),
+            array_fill(NULL::text, ARRAY[size]), 0::smallint, 0, u, fp, tp,
+            array_fill(false, ARRAY[size]), array_fill(NULL::jsonb, ARRAY[size]));
+        IF EXISTS (SELECT 1 FROM unnest(r.outcomes) o WHERE o <> 'ok') THEN
+            RAISE EXCEPTION 'transfer_batch: %', r.outcomes;
+        END IF;
+        COMMIT;
+    END LOOP;
+END $$;
 SET synchronous_commit = off;
 CALL public.run_n(30000, false);
 VACUUM ANALYZE;
@@ -98,13 +132,25 @@ done
 as "$bin/pg_ctl" -D "$dir/data" -w stop -m fast >/dev/null
 
 instructions() { # database, transfers -> instructions of the whole single-user session
-    printf 'CALL public.run_n(%s, %s);\n' "$2" "$pair" |
+    if [ "$batch" -gt 0 ]; then
+        printf 'CALL public.run_b(%s, %s, %s);\n' "$(($2 / batch))" "$batch" "$pair"
+    else
+        printf 'CALL public.run_n(%s, %s);\n' "$2" "$pair"
+    fi |
         as valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
             "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off "$1" 2>&1 >/dev/null |
         sed -n 's/.*I[[:space:]]*refs:[[:space:]]*//p' | tr -d ,
 }
 warm=300
-echo "instructions per transfer ($([ "$pair" = true ] && echo pair || echo uniform), $transfers transfers)"
+if [ "$batch" -gt 0 ]; then
+    transfers=$((transfers / batch * batch))
+    warm=$(((warm + batch - 1) / batch * batch))
+    [ "$transfers" -gt 0 ] || { echo "-n must be at least -b" >&2; exit 2; }
+fi
+shape=uniform
+[ "$pair" = true ] && shape=pair
+[ "$batch" -gt 0 ] && shape="$shape, batches of $batch"
+echo "instructions per transfer ($shape, $transfers transfers)"
 for name in "${names[@]}"; do
     base=$(instructions "$name" $warm)
     total=$(instructions "$name" $((warm + transfers)))
