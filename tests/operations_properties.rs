@@ -63,7 +63,7 @@ fn hot_operations_keep_every_property_and_cover_every_operation() {
     }
 }
 
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 12;
 const BOUND: Duration = Duration::from_secs(60);
 
 /// Hot cases from a fixed seed until the checker names `control`'s rule; the ledger must be clean
