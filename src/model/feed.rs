@@ -114,6 +114,20 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// Every kind, in the order of this enum.
+    pub const ALL: [ChangeKind; 10] = [
+        ChangeKind::Transfer,
+        ChangeKind::Posting,
+        ChangeKind::Reversal,
+        ChangeKind::HoldPlaced,
+        ChangeKind::HoldCaptured,
+        ChangeKind::HoldVoided,
+        ChangeKind::HoldExpired,
+        ChangeKind::AccountOpened,
+        ChangeKind::StatusChanged,
+        ChangeKind::LimitsChanged,
+    ];
+
     /// The snake-case name used by the database and the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,19 +145,7 @@ impl ChangeKind {
     }
 
     pub(crate) fn parse(name: &str) -> Option<ChangeKind> {
-        Some(match name {
-            "transfer" => ChangeKind::Transfer,
-            "posting" => ChangeKind::Posting,
-            "reversal" => ChangeKind::Reversal,
-            "hold_placed" => ChangeKind::HoldPlaced,
-            "hold_captured" => ChangeKind::HoldCaptured,
-            "hold_voided" => ChangeKind::HoldVoided,
-            "hold_expired" => ChangeKind::HoldExpired,
-            "account_opened" => ChangeKind::AccountOpened,
-            "status_changed" => ChangeKind::StatusChanged,
-            "limits_changed" => ChangeKind::LimitsChanged,
-            _ => return None,
-        })
+        ChangeKind::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
     /// Whether balances moved: a transfer, posting, reversal or capture.
@@ -317,19 +319,7 @@ mod tests {
 
     #[test]
     fn every_kind_reads_back_from_its_name() {
-        use ChangeKind::*;
-        for kind in [
-            Transfer,
-            Posting,
-            Reversal,
-            HoldPlaced,
-            HoldCaptured,
-            HoldVoided,
-            HoldExpired,
-            AccountOpened,
-            StatusChanged,
-            LimitsChanged,
-        ] {
+        for kind in ChangeKind::ALL {
             assert_eq!(ChangeKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(ChangeKind::parse("refund"), None);

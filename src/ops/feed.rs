@@ -66,7 +66,7 @@ impl Ledger {
         check_feed_limit(limit)?;
         let after = after.unwrap_or(FeedCursor::START);
         let rows = self.idempotent(|conn| {
-            let horizon = advance(conn)?;
+            let (_, horizon) = advance(conn)?;
             if horizon <= after.position() {
                 return Ok(Vec::new());
             }
@@ -201,8 +201,7 @@ impl Ledger {
     pub fn feed_status(&self) -> Result<FeedStatus, LedgerError> {
         self.refuse_feed_on_citus("feed_status")?;
         self.idempotent(|conn| {
-            advance(conn)?;
-            let last_drawn = last_drawn(conn)?;
+            let (last_drawn, _) = advance(conn)?;
             let statement = conn.statement(feed::FEED_STATUS)?;
             let row = conn.client().query_one(&statement, &[])?;
             let reply = Reply::new(&row, "feed status");
@@ -247,9 +246,9 @@ fn last_drawn(conn: &mut LedgerConnection) -> Result<i64, LedgerError> {
 /// open, and promotes the newest mark none of whose transactions is still open. When that is
 /// not yet the new one (a writer was mid-transaction), it looks again a few times over
 /// [`HORIZON_WAIT`] (writers' transactions are short) and then settles for what is final.
-/// Returns the horizon. Must run outside a transaction block, so that the page read after it
+/// Returns the last position drawn and the horizon. Must run outside a transaction block, so that the page read after it
 /// has a newer snapshot.
-fn advance(conn: &mut LedgerConnection) -> Result<i64, LedgerError> {
+fn advance(conn: &mut LedgerConnection) -> Result<(i64, i64), LedgerError> {
     let mark = last_drawn(conn)?;
     let statement = conn.statement(feed::FEED_ADVANCE)?;
     let mut horizon: i64 = Reply::new(&conn.client().query_one(&statement, &[&mark])?, "feed_advance").first()?;
@@ -261,7 +260,7 @@ fn advance(conn: &mut LedgerConnection) -> Result<i64, LedgerError> {
         pause *= 2;
         horizon = Reply::new(&conn.client().query_one(&statement, &[&0_i64])?, "feed_advance").first()?;
     }
-    Ok(horizon)
+    Ok((mark, horizon))
 }
 
 /// How long a read waits for writers that were mid-transaction when it began before it
