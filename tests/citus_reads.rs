@@ -155,3 +155,34 @@ fn the_feed_is_refused_and_migration_11_leaves_the_cluster_working() -> Result<(
     assert!(l.verify()?.is_clean());
     Ok(())
 }
+
+/// Migration 12's write guard is not offered on Citus (docs/citus.md): `grant_access` and
+/// `revoke_access` are refused before anything is sent, and the migration leaves the cluster's
+/// functions as they were (running as their caller) and its transfers and audit working.
+#[test]
+fn the_write_guard_is_refused_and_migration_12_leaves_the_cluster_working() -> Result<()> {
+    let Some(url) = citus_url("citus_guard") else { return Ok(()) };
+    let schema = Schema::new(&url, "guard");
+    let l = schema.ledger(4)?;
+    let (_issuer, groups) = funded_on_both_workers(&schema, &l, 1, dec!(100.00))?;
+    let (a, b) = (groups[0][0], groups[1][0]);
+    for r in [l.grant_access("someone"), l.revoke_access("someone")] {
+        assert!(matches!(r, Err(LedgerError::Unsupported { .. })), "{r:?}");
+    }
+    let mut conn = l.connection()?;
+    let accounts = conn.sql("wallet_ledger.accounts").into_owned();
+    let definers: i64 = conn
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_proc p JOIN pg_class c ON c.relnamespace = p.pronamespace
+              WHERE c.oid = $1::text::regclass AND p.prosecdef",
+            &[&accounts],
+        )?
+        .get(0);
+    assert_eq!(definers, 0, "migration 12 made definers on Citus");
+    drop(conn);
+    l.transfer(&Transfer::new(a, b, dec!(3.00)))?;
+    assert_eq!(l.balance(b)?, dec!(103.00));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}

@@ -144,3 +144,111 @@ fn a_populated_ledger_migrates_to_the_feed_with_its_transfers_in_it() -> Result<
     assert!(l.verify()?.is_clean());
     Ok(())
 }
+
+/// What a ledger holds, read straight from its tables: every account's balance, held amount and
+/// version, and every transfer, entry and hold.
+fn contents(db: &mut postgres::Client) -> Result<Vec<String>> {
+    let sql = "SELECT format('account %s %s %s %s', id, balance, held, version) FROM wallet_ledger.accounts
+               UNION ALL SELECT format('transfer %s %s %s %s %s', id, from_account, to_account, amount, reversed)
+                 FROM wallet_ledger.transfers
+               UNION ALL SELECT format('entry %s %s %s %s %s %s', id, transfer_id, account_id, amount, balance_after, account_version)
+                 FROM wallet_ledger.entries
+               UNION ALL SELECT format('hold %s %s %s %s %s', id, from_account, amount, state, transfer_id)
+                 FROM wallet_ledger.holds
+               ORDER BY 1";
+    Ok(db.query(sql, &[])?.iter().map(|r| r.get(0)).collect())
+}
+
+/// A ledger populated at migration 11 (transfers, a posting, a captured and an open hold) moves
+/// forward to migration 12 with every row as it was; the movement tables' foreign keys are gone,
+/// every function runs as its owner, and the ledger works on, for its owner and a granted role.
+#[test]
+fn a_populated_ledger_migrates_to_the_write_guard_with_its_data() -> Result<()> {
+    use rust_decimal_macros::dec;
+    use wallet_ledger::{AccountId, Transfer};
+
+    let url = common::database("migrations_guard_forward")?;
+    let mut db = client(url.as_str())?;
+    db.batch_execute(
+        "CREATE SCHEMA wallet_ledger;
+         CREATE TABLE wallet_ledger.schema_version (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(), checksum text);",
+    )?;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= 11) {
+        db.batch_execute(sql)?;
+        db.execute(
+            "INSERT INTO wallet_ledger.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
+            &[version, name, &sha256(sql)],
+        )?;
+    }
+    db.batch_execute(
+        "INSERT INTO wallet_ledger.currencies (code, scale) VALUES ('USD', 2);
+         INSERT INTO wallet_ledger.accounts (currency, min_balance) VALUES ('USD', NULL), ('USD', 0::numeric), ('USD', 0::numeric);",
+    )?;
+    for (from, to, amount) in [(1_i64, 2_i64, "50.00"), (1, 3, "20.00"), (2, 3, "5.00")] {
+        let outcome: String = db
+            .query_one(
+                "SELECT outcome FROM wallet_ledger.transfer($1, $2, $3::text::numeric, NULL, NULL, 0::smallint, 0)",
+                &[&from, &to, &amount],
+            )?
+            .get(0);
+        assert_eq!(outcome, "ok");
+    }
+    let posted: String = db
+        .query_one(
+            "SELECT outcome FROM wallet_ledger.post(ARRAY[2, 3, 1]::bigint[], ARRAY[-3, 1, 2]::numeric[], NULL, NULL, 0::smallint, 0)",
+            &[],
+        )?
+        .get(0);
+    assert_eq!(posted, "ok");
+    let mut holds = Vec::new();
+    for amount in ["4.00", "6.00"] {
+        let row = db.query_one(
+            "SELECT outcome, hold_id FROM wallet_ledger.hold(3, 2, $1::text::numeric, 60000, NULL, NULL, 0::smallint, 0)",
+            &[&amount],
+        )?;
+        assert_eq!(row.get::<_, String>(0), "ok");
+        holds.push(row.get::<_, i64>(1));
+    }
+    let captured: String =
+        db.query_one("SELECT outcome FROM wallet_ledger.capture($1, NULL, 0::smallint, 0)", &[&holds[0]])?.get(0);
+    assert_eq!(captured, "ok");
+    let before = contents(&mut db)?;
+    let foreign_keys = "SELECT conname::text FROM pg_constraint
+                         WHERE contype = 'f' AND connamespace = 'wallet_ledger'::regnamespace ORDER BY 1";
+    assert_eq!(db.query(foreign_keys, &[])?.len(), 9);
+
+    let l = Ledger::connect(url.as_str())?;
+    assert_eq!(recorded(&mut db)?.len(), MIGRATIONS.len());
+    assert_eq!(contents(&mut db)?, before, "migration 12 changed the ledger's rows");
+    let kept: Vec<String> = db.query(foreign_keys, &[])?.iter().map(|r| r.get(0)).collect();
+    assert_eq!(kept, ["accounts_currency_fkey"]);
+    assert!(l.verify()?.is_clean());
+    l.transfer(&Transfer::new(AccountId(3), AccountId(2), dec!(1.00)))?;
+    l.capture(wallet_ledger::HoldId(holds[1]), None)?;
+    assert_eq!(l.balance(AccountId(2))?, dec!(50.00) - dec!(5.00) - dec!(3.00) + dec!(4.00) + dec!(1.00) + dec!(6.00));
+    assert!(l.verify()?.is_clean());
+    Ok(())
+}
+
+/// The write guard's rule for every later migration: each function of the schema runs as its
+/// owner with the pinned search_path (a function created without them would run as its caller,
+/// and a granted role could not write through it, or could reach inside it by its search_path).
+#[test]
+fn every_function_of_the_ledger_runs_as_its_owner_with_a_pinned_search_path() -> Result<()> {
+    let url = common::database("migrations_guard_functions")?;
+    let _ledger = Ledger::connect(url.as_str())?;
+    let mut db = client(url.as_str())?;
+    let rows = db.query(
+        "SELECT p.oid::regprocedure::text, p.prosecdef, coalesce(p.proconfig, '{}')
+           FROM pg_proc p WHERE p.pronamespace = 'wallet_ledger'::regnamespace ORDER BY 1",
+        &[],
+    )?;
+    assert!(rows.len() > 20, "the ledger's functions were not found");
+    for row in rows {
+        let (name, definer, config): (String, bool, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+        assert!(definer, "{name} is not SECURITY DEFINER");
+        assert!(config.iter().any(|c| c == "search_path=pg_catalog, pg_temp"), "{name}: {config:?}");
+    }
+    Ok(())
+}

@@ -103,6 +103,42 @@ SELECT r.id, r.reverses
                                          AND sign(oe.amount) = -sign(e.amount))))
  ORDER BY r.id LIMIT $1;
 
+-- @references: every row points at rows that exist: an entry at its account and its transfer,
+-- a transfer at its accounts, a hold at its accounts and its capture's transfer, a hold event at
+-- its hold. Since migration 12 no foreign key says so: the ledger's functions, the only write
+-- path of a role given the ledger by grant_access, write references only to rows they have just
+-- locked or inserted, and nothing deletes those. This check reports what a role outside that
+-- guard (the owner, a superuser) wrote that points at nothing.
+SELECT source, id, reference, missing
+  FROM (SELECT 'entries' AS source, e.id, 'account_id' AS reference, e.account_id AS missing
+          FROM wallet_ledger.entries e
+         WHERE NOT EXISTS (SELECT 1 FROM wallet_ledger.accounts a WHERE a.id = e.account_id)
+        UNION ALL
+        SELECT 'entries', e.id, 'transfer_id', e.transfer_id
+          FROM wallet_ledger.entries e
+         WHERE NOT EXISTS (SELECT 1 FROM wallet_ledger.transfers t WHERE t.id = e.transfer_id)
+        UNION ALL
+        SELECT 'transfers', t.id, r.reference, r.missing
+          FROM wallet_ledger.transfers t
+         CROSS JOIN LATERAL (VALUES ('from_account', t.from_account), ('to_account', t.to_account)) r (reference, missing)
+         WHERE r.missing IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM wallet_ledger.accounts a WHERE a.id = r.missing)
+        UNION ALL
+        SELECT 'holds', h.id, r.reference, r.missing
+          FROM wallet_ledger.holds h
+         CROSS JOIN LATERAL (VALUES ('from_account', h.from_account), ('to_account', h.to_account)) r (reference, missing)
+         WHERE NOT EXISTS (SELECT 1 FROM wallet_ledger.accounts a WHERE a.id = r.missing)
+        UNION ALL
+        SELECT 'holds', h.id, 'transfer_id', h.transfer_id
+          FROM wallet_ledger.holds h
+         WHERE h.transfer_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM wallet_ledger.transfers t WHERE t.id = h.transfer_id)
+        UNION ALL
+        SELECT 'hold_events', v.id, 'hold_id', v.hold_id
+          FROM wallet_ledger.hold_events v
+         WHERE NOT EXISTS (SELECT 1 FROM wallet_ledger.holds h WHERE h.id = v.hold_id)) dangling
+ ORDER BY source, id, reference LIMIT $1;
+
 -- @counts
 SELECT (SELECT count(*) FROM wallet_ledger.accounts) AS accounts,
        (SELECT count(*) FROM wallet_ledger.transfers) AS transfers,

@@ -73,7 +73,14 @@ struct Applied {
 
 /// Applies every migration of `set` the database does not have yet, after checking the ones it
 /// has; a no-op when it is current. Returns how many were applied.
+///
+/// A database that is current is only read (no lock, no DDL), so a role that may not create or
+/// change anything there (one given the ledger by `Ledger::grant_access`) connects with the
+/// default `migrate(true)`.
 pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<usize, LedgerError> {
+    if is_current(client, schema, set)? {
+        return Ok(0);
+    }
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&set.lock_key])?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))?;
@@ -108,6 +115,18 @@ pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationS
     }
     tx.commit()?;
     Ok(count)
+}
+
+/// Whether the database has every migration of `set`, each recorded with its (matching)
+/// checksum: nothing for `migrate` to do. Reads only.
+fn is_current(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<bool, LedgerError> {
+    let exists = qualified(schema, format!("SELECT to_regclass('wallet_ledger.{}') IS NOT NULL", set.table));
+    if !client.query_one(&exists, &[])?.try_get::<_, bool>(0)? {
+        return Ok(false);
+    }
+    let applied = read_applied(client, schema, set)?;
+    let current = compare(schema, set, &applied)?;
+    Ok(current == set.latest() && applied.iter().all(|a| a.checksum.is_some()))
 }
 
 /// Checks, without changing anything, that the database has every migration of `set` this
@@ -189,6 +208,7 @@ mod tests {
         (9, "c23ffc194b6188aee1b18cb64ff78ae649a37a443bc939c77c39b92c5c270473"),
         (10, "ef5328e57573aedff6c7d9eb6be549d839cd6cda28ad65dd36fdf57bc1a8ca5c"),
         (11, "b3f1156db02e6a371444eb778596dff5a5b58b7187f2d62f4ceb1df83f5e3082"),
+        (12, "a8feafb0dc69f74d4a635964dd3cffedd1051ed0ae463a79f0dadfbeb06e6d78"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),

@@ -131,6 +131,18 @@ pub enum Violation {
         /// Its stored `held`.
         actual: Decimal,
     },
+    /// A row that points at a row that does not exist (written by a role outside the write
+    /// guard: the ledger's functions never do; [`Ledger::grant_access`](crate::Ledger::grant_access)).
+    DanglingReference {
+        /// The table of the row: `entries`, `transfers`, `holds` or `hold_events`.
+        table: String,
+        /// The row's id.
+        row: i64,
+        /// The column that points nowhere, e.g. `account_id`.
+        reference: String,
+        /// The id it holds.
+        missing: i64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -176,6 +188,9 @@ impl fmt::Display for Violation {
             ),
             Violation::HeldMismatch { account, expected, actual } => {
                 write!(f, "held: account {account} holds {actual} for holds, its pending holds sum to {expected}")
+            }
+            Violation::DanglingReference { table, row, reference, missing } => {
+                write!(f, "reference: {table} row {row} has {reference} {missing}, which does not exist")
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The operations, one module each, as `impl Ledger` blocks: what each sends (from `protocol`)
 //! through the driver, and how its answer reaches the caller.
 
+pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod batch;

@@ -1,0 +1,206 @@
+//! The write guard (migration 12): a role given the ledger by `grant_access` moves money only
+//! through the ledger's functions, and every direct write of its own on balances, transfers,
+//! entries or holds is refused by PostgreSQL, changing nothing; what a role outside the guard
+//! (the owner) writes that points at nothing is reported by the audit.
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use postgres::error::SqlState;
+use rust_decimal_macros::dec;
+use wallet_ledger::{Hold, Ledger, LedgerError, NewAccount, Posting, Reversal, Transfer, Violation};
+
+/// `url` with its user and password replaced (a key/value connection string).
+fn as_role(url: &str, role: &str, password: &str) -> Result<String> {
+    let config = postgres::Config::from_str(url)?;
+    let mut out = String::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            postgres::config::Host::Tcp(name) => out.push_str(&format!("host={name} ")),
+            postgres::config::Host::Unix(path) => out.push_str(&format!("host={} ", path.display())),
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        out.push_str(&format!("port={port} "));
+    }
+    let dbname = config.get_dbname().context("test url names no database")?;
+    out.push_str(&format!("dbname={dbname} user={role} password={password}"));
+    Ok(out)
+}
+
+/// A login role unique to this test's database (roles are cluster-wide).
+fn create_role(owner: &Ledger, test: &str) -> Result<String> {
+    let mut conn = owner.connection()?;
+    let db: String = conn.client().query_one("SELECT current_database()", &[])?.get(0);
+    let role = format!("app_{test}_{}", db.len() + std::process::id() as usize % 100_000);
+    conn.client()
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'app-secret'"))?;
+    Ok(role)
+}
+
+fn insufficient_privilege(result: Result<u64, postgres::Error>) -> bool {
+    matches!(result, Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE))
+}
+
+#[test]
+fn a_granted_role_moves_money_through_the_functions_and_nothing_else() -> Result<()> {
+    let (owner, url, issuer, w) = common::funded("guard_granted", 3, dec!(100))?;
+    let role = create_role(&owner, "granted")?;
+    owner.grant_access(&role)?;
+    owner.grant_access(&role)?; // idempotent
+    let app_url = as_role(&url, &role, "app-secret")?;
+
+    // Every kind of operation works for the granted role (migrating on connect finds nothing
+    // to do and writes nothing).
+    let app = Ledger::builder(&app_url).pool_size(4).build()?;
+    app.define_currency("EUR", 2)?;
+    let fresh = app.open_account(&NewAccount::new("USD").name("opened by the app").max_balance(dec!(1000)))?.id;
+    let paid = app.transfer(&Transfer::new(w[0], fresh, dec!(10)).idempotency_key("guard-1"))?;
+    assert_eq!(
+        app.transfer(&Transfer::new(w[0], fresh, dec!(10)).idempotency_key("guard-1"))?.transfer_id,
+        paid.transfer_id
+    );
+    app.transfer_batch(&[Transfer::new(w[1], fresh, dec!(1)), Transfer::new(w[2], w[0], dec!(2))])?;
+    app.post(&Posting::new().leg(w[1], dec!(-3)).leg(w[2], dec!(1)).leg(fresh, dec!(2)))?;
+    let hold = app.hold(&Hold::new(w[2], fresh, dec!(5)).expires_in(Duration::from_secs(60)))?;
+    app.capture(hold.hold_id, None)?;
+    app.reverse(&Reversal::of(paid.transfer_id).amount(dec!(4)))?;
+    app.freeze(w[1])?;
+    app.unfreeze(w[1])?;
+    app.set_max_balance(fresh, Some(dec!(2000)))?;
+    assert_eq!(app.consume("guard-consumer", 100, |_, _| Ok(()))?, app.changes(None, 1000)?.changes.len());
+    let mut tx_client = postgres::Client::connect(&app_url, postgres::NoTls)?;
+    let mut tx = tx_client.transaction()?;
+    app.transfer_in(&mut tx, &Transfer::new(w[2], fresh, dec!(1)))?;
+    tx.commit()?;
+    assert!(app.verify()?.is_clean());
+    assert_eq!(app.balance(fresh)?, dec!(10) + dec!(1) + dec!(2) + dec!(5) - dec!(4) + dec!(1));
+
+    // Every direct write is refused, and the ledger is unchanged.
+    let before = common::snapshot(&owner)?;
+    let mut db = postgres::Client::connect(&app_url, postgres::NoTls)?;
+    let (a, b, t) = (w[0].0, w[1].0, paid.transfer_id.0);
+    let attempts: Vec<(&str, String)> = vec![
+        ("a balance raised", format!("UPDATE wallet_ledger.accounts SET balance = balance + 100 WHERE id = {a}")),
+        ("a version rewound", format!("UPDATE wallet_ledger.accounts SET version = 0 WHERE id = {a}")),
+        ("a status set around the functions", format!("UPDATE wallet_ledger.accounts SET status = 'closed' WHERE id = {b}")),
+        ("an account opened with money", "INSERT INTO wallet_ledger.accounts (currency, balance) VALUES ('USD', 1000)".into()),
+        ("an account opened mid-chain", "INSERT INTO wallet_ledger.accounts (currency, version) VALUES ('USD', 7)".into()),
+        ("an account deleted", format!("DELETE FROM wallet_ledger.accounts WHERE id = {}", issuer.0)),
+        (
+            "a transfer between accounts that do not exist",
+            "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES (424242, 434343, 5)".into(),
+        ),
+        ("a transfer's amount changed", format!("UPDATE wallet_ledger.transfers SET amount = 1 WHERE id = {t}")),
+        (
+            "an entry on an account that does not exist",
+            format!(
+                "INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) \
+                 VALUES ({t}, 424242, 5, 5, 1)"
+            ),
+        ),
+        ("an entry rewritten", format!("UPDATE wallet_ledger.entries SET amount = 0.01 WHERE transfer_id = {t}")),
+        ("entries deleted", format!("DELETE FROM wallet_ledger.entries WHERE account_id = {a}")),
+        ("entries truncated", "TRUNCATE wallet_ledger.entries".into()),
+        ("a hold released by hand", "UPDATE wallet_ledger.holds SET state = 'voided'".into()),
+        ("a hold event made up", format!("INSERT INTO wallet_ledger.hold_events (hold_id, event, amount) VALUES ({}, 'voided', 5)", hold.hold_id.0)),
+        ("a feed event made up", format!("INSERT INTO wallet_ledger.feed_events (kind, account_id, balance, version, status) VALUES ('account_opened', {a}, 0, 0, 'open')")),
+        ("the feed's horizon moved", "UPDATE wallet_ledger.feed_state SET horizon = horizon + 1000".into()),
+        ("a currency's scale changed", "UPDATE wallet_ledger.currencies SET scale = 0".into()),
+        ("an account locked out of order", format!("SELECT 1 FROM wallet_ledger.accounts WHERE id = {a} FOR UPDATE")),
+        ("the migrations' record rewritten", "DELETE FROM wallet_ledger.schema_version".into()),
+    ];
+    for (what, sql) in &attempts {
+        let result = db.execute(sql.as_str(), &[]);
+        assert!(insufficient_privilege(result), "{what}: not refused by privileges ({sql})");
+    }
+    assert_eq!(before, common::snapshot(&owner)?, "a refused direct write changed the ledger");
+    assert!(owner.verify()?.is_clean());
+    Ok(())
+}
+
+#[test]
+fn the_functions_run_with_their_own_search_path() -> Result<()> {
+    let (owner, url, _, w) = common::funded("guard_search_path", 2, dec!(10))?;
+    let role = create_role(&owner, "search_path")?;
+    owner.grant_access(&role)?;
+    // A caller's search_path that puts its own temporary schema first, with a table shadowing a
+    // type name the functions use, changes nothing inside them.
+    let mut db = postgres::Client::connect(&as_role(&url, &role, "app-secret")?, postgres::NoTls)?;
+    db.batch_execute("CREATE TEMP TABLE numeric (x int); SET search_path = pg_temp, pg_catalog")?;
+    let row = db.query_one(
+        "SELECT outcome, to_balance FROM wallet_ledger.transfer($1, $2, 1.50, 'sp-1', NULL, 0::smallint, 0)",
+        &[&w[0].0, &w[1].0],
+    )?;
+    assert_eq!(row.get::<_, String>(0), "ok");
+    assert_eq!(row.get::<_, rust_decimal::Decimal>(1), dec!(11.50));
+    Ok(())
+}
+
+#[test]
+fn revoked_or_never_granted_roles_reach_nothing() -> Result<()> {
+    let (owner, url, _, w) = common::funded("guard_revoked", 2, dec!(10))?;
+    let role = create_role(&owner, "revoked")?;
+    let app_url = as_role(&url, &role, "app-secret")?;
+    let mut db = postgres::Client::connect(&app_url, postgres::NoTls)?;
+    let call = "SELECT outcome FROM wallet_ledger.transfer($1, $2, 1, NULL, NULL, 0::smallint, 0)";
+    let never = db.query(call, &[&w[0].0, &w[1].0]);
+    assert!(matches!(never, Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)));
+
+    owner.grant_access(&role)?;
+    assert_eq!(db.query_one(call, &[&w[0].0, &w[1].0])?.get::<_, String>(0), "ok");
+    owner.revoke_access(&role)?;
+    let revoked = db.query(call, &[&w[0].0, &w[1].0]);
+    assert!(matches!(revoked, Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)));
+    assert_eq!(owner.balance(w[1])?, dec!(11));
+
+    assert!(matches!(owner.grant_access(""), Err(LedgerError::InvalidInput { field: "role", .. })));
+    assert!(matches!(owner.grant_access("no_such_role_anywhere"), Err(LedgerError::Database(_))));
+    // A granted role cannot pass the ledger on: it does not own it.
+    let other = create_role(&owner, "other")?;
+    owner.grant_access(&role)?;
+    let app = Ledger::builder(&app_url).pool_size(1).build()?;
+    assert!(matches!(app.grant_access(&other), Err(LedgerError::Database(_))));
+    Ok(())
+}
+
+/// The broken control of the audit's `references` check: rows written by the owner, past the
+/// guard, that point at nothing. The check must name each of them, and a clean ledger none.
+#[test]
+fn the_audit_reports_what_the_owner_wrote_past_the_guard() -> Result<()> {
+    let (owner, _url, _, w) = common::funded("guard_dangling", 2, dec!(10))?;
+    let paid = owner.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
+    assert!(owner.verify()?.is_clean());
+    let mut conn = owner.connection()?;
+    conn.client().batch_execute(&format!(
+        "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES ({}, 999001, 3);
+         INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version)
+         VALUES (999002, {}, 0.01, 0.01, 999);",
+        w[0].0, w[1].0
+    ))?;
+    drop(conn);
+    let audit = owner.verify()?;
+    let dangling: Vec<(String, String, i64)> = audit
+        .violations
+        .iter()
+        .filter_map(|v| match v {
+            Violation::DanglingReference { table, reference, missing, .. } => {
+                Some((table.clone(), reference.clone(), *missing))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dangling,
+        [
+            ("entries".to_string(), "transfer_id".to_string(), 999_002),
+            ("transfers".into(), "to_account".into(), 999_001)
+        ]
+    );
+    assert!(audit.violations.iter().any(|v| v.to_string().contains("999001, which does not exist")));
+    let _ = paid;
+    Ok(())
+}
