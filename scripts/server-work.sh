@@ -81,6 +81,12 @@ for variant in "$@"; do
     done
     psql_ -d "$name" <<'SQL'
 INSERT INTO wallet_ledger.currencies VALUES ('USD', 2);
+-- The library's internal idempotency keys are '~' and a time-ordered (version 7) UUID.
+CREATE FUNCTION public.key_v7() RETURNS text LANGUAGE sql VOLATILE AS $$
+    SELECT '~' || encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+               placing substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+               FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$$;
 INSERT INTO wallet_ledger.accounts (currency, balance, min_balance)
 SELECT 'USD', 1000000000, 0 FROM generate_series(1, 10000);
 CREATE PROCEDURE public.run_n(n int, pair boolean) LANGUAGE plpgsql AS $$
@@ -92,7 +98,7 @@ BEGIN
         ELSE
             a := 1 + floor(random() * 10000)::bigint; b := (a + floor(random() * 9999)::bigint) % 10000 + 1;
         END IF;
-        SELECT t.outcome INTO o FROM wallet_ledger.transfer(a, b, 1, '~' || gen_random_uuid()::text, NULL, 0::smallint, 0) t;
+        SELECT t.outcome INTO o FROM wallet_ledger.transfer(a, b, 1, public.key_v7(), NULL, 0::smallint, 0) t;
         IF o <> 'ok' THEN RAISE EXCEPTION 'transfer: %', o; END IF;
         COMMIT;
     END LOOP;
@@ -115,7 +121,7 @@ BEGIN
         tp := ARRAY(SELECT array_position(u, x) FROM unnest(at) WITH ORDINALITY AS q(x, o) ORDER BY o);
         SELECT * INTO r FROM wallet_ledger.transfer_batch(
             af, at, array_fill(1::numeric, ARRAY[size]),
-            ARRAY(SELECT '~' || gen_random_uuid()::text FROM generate_series(1, size)),
+            ARRAY(SELECT public.key_v7() FROM generate_series(1, size)),
             array_fill(NULL::text, ARRAY[size]), 0::smallint, 0, u, fp, tp,
             array_fill(false, ARRAY[size]), array_fill(NULL::jsonb, ARRAY[size]));
         IF EXISTS (SELECT 1 FROM unnest(r.outcomes) o WHERE o <> 'ok') THEN

@@ -16,15 +16,22 @@ use super::progress::Progress;
 
 /// The library's transfer statement (sql/queries/transfer.sql) as a pgbench script: the same
 /// function with the same arguments; the pair is drawn like the Rust clients draw it, and the
-/// internal idempotency key (`'~' || uuid`, made client side by the library) is made by the
-/// server with `gen_random_uuid()`, so every call inserts a fresh random key as the library's do.
+/// internal idempotency key (`'~'` and a time-ordered version-7 UUID, made client side by the
+/// library) is made by the server the same way: a random UUID whose first 48 bits are replaced by
+/// the Unix time in milliseconds and whose version nibble is set to 7 (PostgreSQL 15 has no
+/// `uuidv7()`), so every call inserts a fresh key at the same place in the key index as the
+/// library's do.
 pub const OWN_SQL_SCRIPT: &str = r"\set a random(0, :pool - 1)
 \set b random(0, :pool - 2)
 \set from :first + :a
 \set to :first + case when :b >= :a then :b + 1 else :b end
 SELECT outcome, transfer_id, from_balance, to_balance, account, available,
        from_currency, to_currency, currency_scale
-  FROM wallet_ledger.transfer(:from, :to, 1.00, '~' || gen_random_uuid(), NULL, 0::smallint, 0);
+  FROM wallet_ledger.transfer(:from, :to, 1.00,
+       '~' || encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                 placing substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                 FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid,
+       NULL, 0::smallint, 0);
 ";
 
 /// pgbench, where it was found, and its version line.
