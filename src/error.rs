@@ -332,6 +332,17 @@ pub enum LedgerError {
     /// No pooled connection could be had in time.
     #[error("connection pool error")]
     Pool(#[source] r2d2::Error),
+    /// A synchronous call on a thread that drives an async runtime: a tokio task (an axum or
+    /// tonic handler), or the future a runtime's `block_on` polls (the body of `#[tokio::main]`
+    /// or `#[tokio::test]`). The `postgres` client blocks on a runtime of its own, which tokio
+    /// forbids there with a panic ("Cannot start a runtime from within a runtime"); the ledger
+    /// refuses instead, before anything is sent. Nothing was changed; the same call on the same
+    /// thread is refused again.
+    ///
+    /// Wrap the call in `tokio::task::spawn_blocking` (or `tokio::task::block_in_place` on a
+    /// multi-thread runtime): see "From async code" in the [crate docs](crate).
+    #[error("a synchronous wallet-ledger call on a thread that drives an async runtime would block it (tokio forbids it with a panic): wrap the call in tokio::task::spawn_blocking")]
+    AsyncRuntime,
 }
 
 /// What an idempotency key already belongs to.
@@ -413,6 +424,7 @@ impl LedgerError {
             LedgerError::UnexpectedRow { .. } => "unexpected_row",
             LedgerError::MigrationChanged { .. } => "migration_changed",
             LedgerError::Handler { .. } => "handler",
+            LedgerError::AsyncRuntime => "async_runtime",
         }
     }
 

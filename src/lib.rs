@@ -54,6 +54,38 @@
 //! [`Ledger::history_between`]). With the `serde` feature every public data type is
 //! `Serialize` and `Deserialize`, so a backend can return it as JSON as it is.
 //!
+//! ## From async code
+//!
+//! Every call blocks its thread until the database answers: the `postgres` client runs a small
+//! tokio runtime of its own. On a thread that drives an async runtime (a tokio task such as an
+//! axum handler, or the body of `#[tokio::main]` or `#[tokio::test]`) that would stall the
+//! runtime, and tokio forbids it with a panic; the ledger returns
+//! [`LedgerError::AsyncRuntime`] instead, before sending anything. Wrap the call in
+//! `tokio::task::spawn_blocking` (or `tokio::task::block_in_place` on a multi-thread runtime),
+//! where it works as on any thread:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use rust_decimal_macros::dec;
+//! use wallet_ledger::{AccountId, Ledger, LedgerError, Receipt, Transfer};
+//!
+//! // A request handler: the transfer runs on tokio's blocking pool, the task awaits it.
+//! async fn pay(ledger: Ledger, from: AccountId, to: AccountId) -> Result<Receipt, LedgerError> {
+//!     let transfer = Transfer::new(from, to, dec!(5.00)).idempotency_key("order-77");
+//!     tokio::task::spawn_blocking(move || ledger.transfer(&transfer)).await.expect("the transfer panicked")
+//! }
+//!
+//! let ledger = Ledger::connect("postgresql://app@localhost/payments")?;
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let receipt = runtime.block_on(pay(ledger.clone(), AccountId(1), AccountId(2)))?;
+//! println!("paid in transfer {}", receipt.transfer_id);
+//!
+//! // The same ledger called directly on the runtime's thread: refused, nothing sent.
+//! let direct = runtime.block_on(async { ledger.balance(AccountId(1)) });
+//! assert!(matches!(direct, Err(LedgerError::AsyncRuntime)));
+//! # Ok(()) }
+//! ```
+//!
 //! Modules hold one concept each; everything a caller needs is re-exported here.
 //! [`embedded`] starts a local PostgreSQL for tests and tools.
 

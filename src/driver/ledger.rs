@@ -11,6 +11,7 @@ use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::combiner::{CombineConfig, Combiner};
+use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::migrator;
 use crate::driver::pool::{LedgerConnection, Manager, Source};
 use crate::driver::retry::Backoff;
@@ -23,7 +24,9 @@ use crate::schema::SchemaName;
 /// The ledger: a connection pool to a PostgreSQL database holding the `wallet_ledger` schema.
 ///
 /// Cheap to clone (clones share the pool); `Send + Sync`, so one value serves every thread.
-/// Every method is synchronous and runs its own short transaction.
+/// Every method is synchronous and runs its own short transaction. On a thread that drives an
+/// async runtime a call returns [`LedgerError::AsyncRuntime`] instead of blocking it: see "From
+/// async code" in the [crate docs](crate).
 #[derive(Clone)]
 pub struct Ledger {
     pub(crate) inner: Arc<Inner>,
@@ -263,7 +266,10 @@ impl LedgerBuilder {
     /// [`LedgerError::InvalidInput`] for a malformed connection string (the message never
     /// repeats it), [`LedgerError::Pool`] or [`LedgerError::Database`] when the server cannot be
     /// reached, [`LedgerError::SchemaTooNew`] when a newer wallet-ledger migrated the database.
+    /// [`LedgerError::AsyncRuntime`] on a thread that drives an async runtime, before any
+    /// connection is made (see "From async code" in the [crate docs](crate)).
     pub fn build(self) -> Result<Ledger, LedgerError> {
+        refuse_on_runtime_thread()?;
         let schema = SchemaName::new(&self.schema)?;
         let pool = match self.origin {
             Origin::Pool(pool) => pool,
@@ -427,7 +433,8 @@ impl Ledger {
     /// Writing to them behind the ledger's back breaks its guarantees.
     ///
     /// # Errors
-    /// [`LedgerError::Pool`] when no connection can be had in time.
+    /// [`LedgerError::Pool`] when no connection can be had in time; [`LedgerError::AsyncRuntime`]
+    /// on a thread that drives an async runtime (as every call of the ledger).
     pub fn connection(&self) -> Result<LedgerConnection, LedgerError> {
         let (conn, waited) = LedgerConnection::checkout(&*self.inner.pool, &self.inner.schema)?;
         self.inner.counters.checked_out(waited);

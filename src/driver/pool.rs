@@ -16,6 +16,7 @@ use postgres::{Client, Socket, Statement};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::error::LedgerError;
 use crate::schema::SchemaName;
 
@@ -84,7 +85,10 @@ pub struct LedgerConnection {
 }
 
 impl LedgerConnection {
+    /// Every pooled call passes here first: on a thread that drives an async runtime it is
+    /// [`LedgerError::AsyncRuntime`], before the pool or the `postgres` client blocks.
     pub(crate) fn checkout(source: &dyn Source, schema: &SchemaName) -> Result<(Self, Duration), LedgerError> {
+        refuse_on_runtime_thread()?;
         let started = Instant::now();
         let inner = source.get()?;
         Ok((LedgerConnection { inner, schema: schema.clone() }, started.elapsed()))

@@ -18,7 +18,8 @@ pub struct Stats {
     pub refused: u64,
     /// Operations refused because a lock was not available under the `LockWait` policy.
     pub lock_unavailable: u64,
-    /// Operations that failed otherwise (database, pool, outcome unknown).
+    /// Operations that failed otherwise (database, pool, outcome unknown, a call on an async
+    /// runtime's thread).
     pub failed: u64,
     /// Attempts repeated after a transient error or a lost idempotency-key race.
     pub retries: u64,
@@ -101,7 +102,8 @@ impl Counters {
                 | LedgerError::BatchFailed { .. }
                 | LedgerError::ConstraintViolation { .. }
                 | LedgerError::SchemaTooNew { .. }
-                | LedgerError::SchemaOutdated { .. },
+                | LedgerError::SchemaOutdated { .. }
+                | LedgerError::AsyncRuntime,
             ) => &self.failed,
             Err(_) => &self.refused,
         };

@@ -40,6 +40,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Row, Transaction};
 use rust_decimal::Decimal;
 
+use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
 use crate::driver::retry::Backoff;
@@ -206,6 +207,8 @@ impl Ledger {
         params: &[(&(dyn ToSql + Sync), Type)],
         key_constraint: &str,
     ) -> Result<Row, LedgerError> {
+        // The caller's client blocks like a pooled one: refused on an async runtime's thread.
+        refuse_on_runtime_thread()?;
         let mut backoff = Backoff::new(self.inner.max_retries);
         let mut previous: Option<postgres::Error> = None;
         let mut n: u32 = 0;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use postgres::types::ToSql;
 use serde_json::Value;
 
+use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::{Combined, Ledger};
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
@@ -50,6 +51,10 @@ impl Ledger {
         let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
         match &self.inner.combiner {
             Some(combiner) => {
+                // Before queueing: a caller on an async runtime's thread must neither park that
+                // thread waiting for its batch nor lead a batch whose checkout refuses it,
+                // failing the other callers' transfers with it.
+                refuse_on_runtime_thread()?;
                 combiner.submit((t.clone(), key), &|(t, key)| self.run_transfer_keyed(t, key), &|batch| {
                     apply_combined(self, batch)
                 })
