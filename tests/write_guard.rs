@@ -1,7 +1,8 @@
 //! The write guard (migration 12): a role given the ledger by `grant_access` moves money only
 //! through the ledger's functions, and every direct write of its own on balances, transfers,
-//! entries or holds is refused by PostgreSQL, changing nothing; what a role outside the guard
-//! (the owner) writes that points at nothing is reported by the audit.
+//! entries or holds is refused by PostgreSQL, changing nothing; the owner's direct writes meet
+//! the reference check the foreign keys made; what a superuser writes with triggers switched
+//! off that points at nothing is reported by the audit.
 
 mod common;
 
@@ -167,18 +168,87 @@ fn revoked_or_never_granted_roles_reach_nothing() -> Result<()> {
     Ok(())
 }
 
-/// The broken control of the audit's `references` check: rows written by the owner, past the
-/// guard, that point at nothing. The check must name each of them, and a clean ledger none.
+/// Roles that privileges do not bind (the owner, a superuser) still meet the reference check
+/// the foreign keys made: a row naming an account, transfer or hold that does not exist is
+/// refused with foreign_key_violation, and so is deleting, re-numbering or truncating a row
+/// that others name; the ledger's own calls in the same transaction do not lift the check.
 #[test]
-fn the_audit_reports_what_the_owner_wrote_past_the_guard() -> Result<()> {
+fn the_owner_meets_the_reference_check_on_every_direct_write() -> Result<()> {
+    let (owner, _url, issuer, w) = common::funded("guard_owner", 2, dec!(10))?;
+    let paid = owner.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
+    let hold = owner.hold(&Hold::new(w[0], w[1], dec!(2)))?;
+    let (a, t, h) = (w[0].0, paid.transfer_id.0, hold.hold_id.0);
+    let before = common::snapshot(&owner)?;
+    let mut conn = owner.connection()?;
+    let db = conn.client();
+    let refused: Vec<(&str, String, SqlState)> = vec![
+        (
+            "an entry on an account that does not exist",
+            format!("INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) VALUES ({t}, 999001, 1, 1, 1)"),
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ),
+        (
+            "an entry of a transfer that does not exist",
+            format!("INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version) VALUES (999002, {a}, 1, 1, 999)"),
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ),
+        ("an entry moved to no account", format!("UPDATE wallet_ledger.entries SET account_id = 999001 WHERE transfer_id = {t}"), SqlState::FOREIGN_KEY_VIOLATION),
+        (
+            "a transfer from an account that does not exist",
+            format!("INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES (999001, {a}, 1)"),
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ),
+        (
+            "a hold to an account that does not exist",
+            format!("INSERT INTO wallet_ledger.holds (from_account, to_account, amount, expires_at) VALUES ({a}, 999001, 1, now())"),
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ),
+        ("a hold captured by no transfer", format!("UPDATE wallet_ledger.holds SET transfer_id = 999002 WHERE id = {h}"), SqlState::FOREIGN_KEY_VIOLATION),
+        (
+            "an event of a hold that does not exist",
+            "INSERT INTO wallet_ledger.hold_events (hold_id, event, amount) VALUES (999003, 'voided', 1)".into(),
+            SqlState::FOREIGN_KEY_VIOLATION,
+        ),
+        ("an account others name deleted", format!("DELETE FROM wallet_ledger.accounts WHERE id = {}", issuer.0), SqlState::FOREIGN_KEY_VIOLATION),
+        ("a transfer its entries name deleted", format!("DELETE FROM wallet_ledger.transfers WHERE id = {t}"), SqlState::FOREIGN_KEY_VIOLATION),
+        ("a hold its events name deleted", format!("DELETE FROM wallet_ledger.holds WHERE id = {h}"), SqlState::FOREIGN_KEY_VIOLATION),
+        ("accounts truncated alone", "TRUNCATE wallet_ledger.accounts CASCADE".into(), SqlState::FEATURE_NOT_SUPPORTED),
+    ];
+    for (what, sql, state) in &refused {
+        let result = db.execute(sql.as_str(), &[]);
+        assert!(matches!(&result, Err(e) if e.code() == Some(state)), "{what}: {result:?} ({sql})");
+    }
+    // A ledger call earlier in the same transaction does not lift the check afterwards.
+    let mut tx = db.transaction()?;
+    owner.transfer_in(&mut tx, &Transfer::new(w[1], w[0], dec!(1)))?;
+    let after_call = tx.execute(
+        &format!("INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES ({a}, 999001, 1)"),
+        &[],
+    );
+    assert!(matches!(&after_call, Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)), "{after_call:?}");
+    drop(tx);
+    drop(conn);
+    assert_eq!(before, common::snapshot(&owner)?, "a refused direct write changed the ledger");
+    assert!(owner.verify()?.is_clean());
+    Ok(())
+}
+
+/// The broken control of the audit's `references` check: rows a superuser wrote with the
+/// triggers switched off (`session_replication_role = replica`, which switched foreign keys off
+/// too) that point at nothing. The check must name each of them, and a clean ledger none.
+#[test]
+fn the_audit_reports_what_a_superuser_wrote_past_the_guard() -> Result<()> {
     let (owner, _url, _, w) = common::funded("guard_dangling", 2, dec!(10))?;
     let paid = owner.transfer(&Transfer::new(w[0], w[1], dec!(1)))?;
     assert!(owner.verify()?.is_clean());
     let mut conn = owner.connection()?;
     conn.client().batch_execute(&format!(
-        "INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES ({}, 999001, 3);
+        "BEGIN;
+         SET LOCAL session_replication_role = replica;
+         INSERT INTO wallet_ledger.transfers (from_account, to_account, amount) VALUES ({}, 999001, 3);
          INSERT INTO wallet_ledger.entries (transfer_id, account_id, amount, balance_after, account_version)
-         VALUES (999002, {}, 0.01, 0.01, 999);",
+         VALUES (999002, {}, 0.01, 0.01, 999);
+         COMMIT;",
         w[0].0, w[1].0
     ))?;
     drop(conn);

@@ -105,10 +105,10 @@ SELECT r.id, r.reverses
 
 -- @references: every row points at rows that exist: an entry at its account and its transfer,
 -- a transfer at its accounts, a hold at its accounts and its capture's transfer, a hold event at
--- its hold. Since migration 12 no foreign key says so: the ledger's functions, the only write
--- path of a role given the ledger by grant_access, write references only to rows they have just
--- locked or inserted, and nothing deletes those. This check reports what a role outside that
--- guard (the owner, a superuser) wrote that points at nothing.
+-- its hold. Since migration 12 no foreign key says so: the ledger's functions write references
+-- only to rows they have just locked or inserted, a granted role cannot write these tables, and
+-- the reference triggers refuse a bad row from anybody else. This check reports a row written
+-- past all of them (triggers switched off by a superuser).
 SELECT source, id, reference, missing
   FROM (SELECT 'entries' AS source, e.id, 'account_id' AS reference, e.account_id AS missing
           FROM wallet_ledger.entries e

@@ -208,7 +208,7 @@ mod tests {
         (9, "c23ffc194b6188aee1b18cb64ff78ae649a37a443bc939c77c39b92c5c270473"),
         (10, "ef5328e57573aedff6c7d9eb6be549d839cd6cda28ad65dd36fdf57bc1a8ca5c"),
         (11, "b3f1156db02e6a371444eb778596dff5a5b58b7187f2d62f4ceb1df83f5e3082"),
-        (12, "a8feafb0dc69f74d4a635964dd3cffedd1051ed0ae463a79f0dadfbeb06e6d78"),
+        (12, "c965efcb92548e2a2d411ed986a315efc2457ba82c173f81e5df97e69270e80a"),
     ];
     const RELEASED_CITUS: &[(i32, &str)] = &[
         (1, "aaf188a7d129c888f09a08974db125b555be7e7a6cba8ba1de661b51bf03f820"),

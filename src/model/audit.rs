@@ -131,8 +131,9 @@ pub enum Violation {
         /// Its stored `held`.
         actual: Decimal,
     },
-    /// A row that points at a row that does not exist (written by a role outside the write
-    /// guard: the ledger's functions never do; [`Ledger::grant_access`](crate::Ledger::grant_access)).
+    /// A row that points at a row that does not exist: the ledger's functions never write one,
+    /// and the write guard refuses one from anybody else, so it was written past the guard on
+    /// purpose (triggers switched off by a superuser, for example).
     DanglingReference {
         /// The table of the row: `entries`, `transfers`, `holds` or `hold_events`.
         table: String,

@@ -65,8 +65,9 @@ impl Ledger {
     ///
     /// Run it as the role that migrated the ledger (its functions run as that owner), after
     /// migrating, and again after a later migration adds functions or tables. Idempotent.
-    /// The owner itself and superusers are not bound by privileges; [`Ledger::verify`] reports
-    /// what such a role wrote that points at nothing.
+    /// The owner itself and superusers are not bound by privileges; their direct writes still
+    /// meet the reference check the foreign keys made, and [`Ledger::verify`] reports a row
+    /// written past it that points at nothing.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), wallet_ledger::LedgerError> {
