@@ -17,6 +17,29 @@ fn client(url: &str) -> Result<postgres::Client> {
     Ok(postgres::Client::connect(url, postgres::NoTls)?)
 }
 
+/// A client on `url` whose database holds migrations 1..=`version`, recorded as the migrator
+/// records them, a USD currency and three accounts (1 unbounded, 2 and 3 with a zero floor).
+fn at_version(url: &str, version: i32) -> Result<postgres::Client> {
+    let mut db = client(url)?;
+    db.batch_execute(
+        "CREATE SCHEMA wallet_ledger;
+         CREATE TABLE wallet_ledger.schema_version (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(), checksum text);",
+    )?;
+    for (v, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= version) {
+        db.batch_execute(sql)?;
+        db.execute(
+            "INSERT INTO wallet_ledger.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
+            &[v, name, &sha256(sql)],
+        )?;
+    }
+    db.batch_execute(
+        "INSERT INTO wallet_ledger.currencies (code, scale) VALUES ('USD', 2);
+         INSERT INTO wallet_ledger.accounts (currency, min_balance) VALUES ('USD', NULL), ('USD', 0::numeric), ('USD', 0::numeric);",
+    )?;
+    Ok(db)
+}
+
 fn recorded(client: &mut postgres::Client) -> Result<Vec<(i32, Option<String>)>> {
     let rows = client.query("SELECT version, checksum FROM wallet_ledger.schema_version ORDER BY version", &[])?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -97,23 +120,7 @@ fn a_populated_ledger_migrates_to_the_feed_with_its_transfers_in_it() -> Result<
     use wallet_ledger::{ChangeKind, NewAccount, Transfer};
 
     let url = common::database("migrations_feed_forward")?;
-    let mut db = client(url.as_str())?;
-    db.batch_execute(
-        "CREATE SCHEMA wallet_ledger;
-         CREATE TABLE wallet_ledger.schema_version (version integer PRIMARY KEY, name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now(), checksum text);",
-    )?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= 10) {
-        db.batch_execute(sql)?;
-        db.execute(
-            "INSERT INTO wallet_ledger.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
-            &[version, name, &sha256(sql)],
-        )?;
-    }
-    db.batch_execute(
-        "INSERT INTO wallet_ledger.currencies (code, scale) VALUES ('USD', 2);
-         INSERT INTO wallet_ledger.accounts (currency, min_balance) VALUES ('USD', NULL), ('USD', 0::numeric), ('USD', 0::numeric);",
-    )?;
+    let mut db = at_version(url.as_str(), 10)?;
     let mut old_ids = Vec::new();
     for (from, to, amount) in [(1_i64, 2_i64, "50.00"), (1, 3, "20.00"), (2, 3, "5.00")] {
         let row = db.query_one(
@@ -168,23 +175,7 @@ fn a_populated_ledger_migrates_to_the_write_guard_with_its_data() -> Result<()> 
     use wallet_ledger::{AccountId, Transfer};
 
     let url = common::database("migrations_guard_forward")?;
-    let mut db = client(url.as_str())?;
-    db.batch_execute(
-        "CREATE SCHEMA wallet_ledger;
-         CREATE TABLE wallet_ledger.schema_version (version integer PRIMARY KEY, name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now(), checksum text);",
-    )?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= 11) {
-        db.batch_execute(sql)?;
-        db.execute(
-            "INSERT INTO wallet_ledger.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
-            &[version, name, &sha256(sql)],
-        )?;
-    }
-    db.batch_execute(
-        "INSERT INTO wallet_ledger.currencies (code, scale) VALUES ('USD', 2);
-         INSERT INTO wallet_ledger.accounts (currency, min_balance) VALUES ('USD', NULL), ('USD', 0::numeric), ('USD', 0::numeric);",
-    )?;
+    let mut db = at_version(url.as_str(), 11)?;
     for (from, to, amount) in [(1_i64, 2_i64, "50.00"), (1, 3, "20.00"), (2, 3, "5.00")] {
         let outcome: String = db
             .query_one(
