@@ -32,14 +32,35 @@ fn as_role(url: &str, role: &str, password: &str) -> Result<String> {
     Ok(out)
 }
 
-/// A login role unique to this test's database (roles are cluster-wide).
-fn create_role(owner: &Ledger, test: &str) -> Result<String> {
+/// A login role for one test, named after the test's database (roles are cluster-wide), dropped
+/// with its privileges when the test ends.
+struct TestRole {
+    name: String,
+    owner_url: String,
+}
+
+impl std::ops::Deref for TestRole {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        if let Ok(mut db) = postgres::Client::connect(&self.owner_url, postgres::NoTls) {
+            let _ = db.batch_execute(&format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name));
+        }
+    }
+}
+
+fn create_role(owner: &Ledger, owner_url: &str, test: &str) -> Result<TestRole> {
     let mut conn = owner.connection()?;
     let db: String = conn.client().query_one("SELECT current_database()", &[])?.get(0);
-    let role = format!("app_{test}_{}", db.len() + std::process::id() as usize % 100_000);
+    let name = format!("{db}_{test}");
     conn.client()
-        .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'app-secret'"))?;
-    Ok(role)
+        .batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN PASSWORD 'app-secret'"))?;
+    Ok(TestRole { name, owner_url: owner_url.to_string() })
 }
 
 fn insufficient_privilege(result: Result<u64, postgres::Error>) -> bool {
@@ -49,7 +70,7 @@ fn insufficient_privilege(result: Result<u64, postgres::Error>) -> bool {
 #[test]
 fn a_granted_role_moves_money_through_the_functions_and_nothing_else() -> Result<()> {
     let (owner, url, issuer, w) = common::funded("guard_granted", 3, dec!(100))?;
-    let role = create_role(&owner, "granted")?;
+    let role = create_role(&owner, &url, "granted")?;
     owner.grant_access(&role)?;
     owner.grant_access(&role)?; // idempotent
     let app_url = as_role(&url, &role, "app-secret")?;
@@ -126,7 +147,7 @@ fn a_granted_role_moves_money_through_the_functions_and_nothing_else() -> Result
 #[test]
 fn the_functions_run_with_their_own_search_path() -> Result<()> {
     let (owner, url, _, w) = common::funded("guard_search_path", 2, dec!(10))?;
-    let role = create_role(&owner, "search_path")?;
+    let role = create_role(&owner, &url, "search_path")?;
     owner.grant_access(&role)?;
     // A caller's search_path that puts its own temporary schema first, with a table shadowing a
     // type name the functions use, changes nothing inside them.
@@ -144,7 +165,7 @@ fn the_functions_run_with_their_own_search_path() -> Result<()> {
 #[test]
 fn revoked_or_never_granted_roles_reach_nothing() -> Result<()> {
     let (owner, url, _, w) = common::funded("guard_revoked", 2, dec!(10))?;
-    let role = create_role(&owner, "revoked")?;
+    let role = create_role(&owner, &url, "revoked")?;
     let app_url = as_role(&url, &role, "app-secret")?;
     let mut db = postgres::Client::connect(&app_url, postgres::NoTls)?;
     let call = "SELECT outcome FROM wallet_ledger.transfer($1, $2, 1, NULL, NULL, 0::smallint, 0)";
@@ -161,7 +182,7 @@ fn revoked_or_never_granted_roles_reach_nothing() -> Result<()> {
     assert!(matches!(owner.grant_access(""), Err(LedgerError::InvalidInput { field: "role", .. })));
     assert!(matches!(owner.grant_access("no_such_role_anywhere"), Err(LedgerError::Database(_))));
     // A granted role cannot pass the ledger on: it does not own it.
-    let other = create_role(&owner, "other")?;
+    let other = create_role(&owner, &url, "other")?;
     owner.grant_access(&role)?;
     let app = Ledger::builder(&app_url).pool_size(1).build()?;
     assert!(matches!(app.grant_access(&other), Err(LedgerError::Database(_))));
