@@ -295,3 +295,39 @@ fn the_audit_reports_what_a_superuser_wrote_past_the_guard() -> Result<()> {
     let _ = paid;
     Ok(())
 }
+
+/// The reference triggers skip the rows the ledger's functions write (the point of migration
+/// 12: no query per reference on a transfer) and check every direct write, counted by
+/// PostgreSQL's own per-function statistics.
+#[test]
+fn the_functions_rows_skip_the_reference_check_and_direct_rows_meet_it() -> Result<()> {
+    let (owner, _url, _, w) = common::funded("guard_skip", 2, dec!(10))?;
+    let mut conn = owner.connection()?;
+    let db = conn.client();
+    db.batch_execute("SET track_functions = 'pl'")?;
+    let checks = |db: &mut postgres::Client| -> Result<i64> {
+        // Pending statistics reach shared memory when the backend next goes idle.
+        db.batch_execute("SELECT pg_stat_force_next_flush()")?;
+        db.batch_execute("SELECT pg_stat_clear_snapshot()")?;
+        let sql =
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions WHERE funcname = 'check_references'";
+        Ok(db.query_one(sql, &[])?.get(0))
+    };
+    let before = checks(db)?;
+    for key in ["skip-1", "skip-2", "skip-3"] {
+        let outcome: String = db
+            .query_one(
+                "SELECT outcome FROM wallet_ledger.transfer($1, $2, 1, $3, NULL, 0::smallint, 0)",
+                &[&w[0].0, &w[1].0, &key],
+            )?
+            .get(0);
+        assert_eq!(outcome, "ok");
+    }
+    assert_eq!(checks(db)?, before, "the functions' own rows ran the reference check");
+    let touched = db.execute("UPDATE wallet_ledger.entries SET amount = amount WHERE account_id = $1", &[&w[1].0])?;
+    assert!(touched >= 3);
+    assert_eq!(checks(db)?, before + touched as i64, "a direct write skipped the reference check");
+    drop(conn);
+    assert!(owner.verify()?.is_clean());
+    Ok(())
+}
