@@ -6,31 +6,12 @@
 
 mod common;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use postgres::error::SqlState;
 use rust_decimal_macros::dec;
 use wallet_ledger::{Hold, Ledger, LedgerError, NewAccount, Posting, Reversal, Transfer, Violation};
-
-/// `url` with its user and password replaced (a key/value connection string).
-fn as_role(url: &str, role: &str, password: &str) -> Result<String> {
-    let config = postgres::Config::from_str(url)?;
-    let mut out = String::new();
-    if let Some(host) = config.get_hosts().first() {
-        match host {
-            postgres::config::Host::Tcp(name) => out.push_str(&format!("host={name} ")),
-            postgres::config::Host::Unix(path) => out.push_str(&format!("host={} ", path.display())),
-        }
-    }
-    if let Some(port) = config.get_ports().first() {
-        out.push_str(&format!("port={port} "));
-    }
-    let dbname = config.get_dbname().context("test url names no database")?;
-    out.push_str(&format!("dbname={dbname} user={role} password={password}"));
-    Ok(out)
-}
 
 /// A login role for one test, named after the test's database (roles are cluster-wide), dropped
 /// with its privileges when the test ends.
@@ -73,7 +54,7 @@ fn a_granted_role_moves_money_through_the_functions_and_nothing_else() -> Result
     let role = create_role(&owner, &url, "granted")?;
     owner.grant_access(&role)?;
     owner.grant_access(&role)?; // idempotent
-    let app_url = as_role(&url, &role, "app-secret")?;
+    let app_url = common::url_as(&url, &role, "app-secret")?;
 
     // Every kind of operation works for the granted role (migrating on connect finds nothing
     // to do and writes nothing).
@@ -151,7 +132,7 @@ fn the_functions_run_with_their_own_search_path() -> Result<()> {
     owner.grant_access(&role)?;
     // A caller's search_path that puts its own temporary schema first, with a table shadowing a
     // type name the functions use, changes nothing inside them.
-    let mut db = postgres::Client::connect(&as_role(&url, &role, "app-secret")?, postgres::NoTls)?;
+    let mut db = postgres::Client::connect(&common::url_as(&url, &role, "app-secret")?, postgres::NoTls)?;
     db.batch_execute("CREATE TEMP TABLE numeric (x int); SET search_path = pg_temp, pg_catalog")?;
     let row = db.query_one(
         "SELECT outcome, to_balance FROM wallet_ledger.transfer($1, $2, 1.50, 'sp-1', NULL, 0::smallint, 0)",
@@ -166,7 +147,7 @@ fn the_functions_run_with_their_own_search_path() -> Result<()> {
 fn revoked_or_never_granted_roles_reach_nothing() -> Result<()> {
     let (owner, url, _, w) = common::funded("guard_revoked", 2, dec!(10))?;
     let role = create_role(&owner, &url, "revoked")?;
-    let app_url = as_role(&url, &role, "app-secret")?;
+    let app_url = common::url_as(&url, &role, "app-secret")?;
     let mut db = postgres::Client::connect(&app_url, postgres::NoTls)?;
     let call = "SELECT outcome FROM wallet_ledger.transfer($1, $2, 1, NULL, NULL, 0::smallint, 0)";
     let never = db.query(call, &[&w[0].0, &w[1].0]);

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use rust_decimal::Decimal;
@@ -113,4 +114,22 @@ pub fn deadlocks(url: &str) -> Result<i64> {
         last = now;
     }
     Ok(last)
+}
+
+/// `url` with its user and password replaced (a key/value connection string).
+pub fn url_as(url: &str, role: &str, password: &str) -> Result<String> {
+    let config = postgres::Config::from_str(url)?;
+    let mut out = String::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            postgres::config::Host::Tcp(name) => out.push_str(&format!("host={name} ")),
+            postgres::config::Host::Unix(path) => out.push_str(&format!("host={} ", path.display())),
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        out.push_str(&format!("port={port} "));
+    }
+    let dbname = config.get_dbname().context("test url names no database")?;
+    out.push_str(&format!("dbname={dbname} user={role} password={password}"));
+    Ok(out)
 }

@@ -204,6 +204,9 @@ enum Command {
     Holds(holds::HoldsCommand),
     /// Release lapsed holds, once or as a long-running set of workers
     Expire(holds::ExpireArgs),
+    /// Let a PostgreSQL role use the ledger only through its functions (run as the owner)
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Audit the whole ledger; exit code 3 when any invariant is broken
     Verify {
         /// Print the audit as JSON
@@ -228,6 +231,21 @@ struct AccountArg {
     /// Print the account as JSON
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// Give an existing role the ledger: read everything, call every function, open accounts
+    /// and define currencies, run feed consumers; every direct write of money stays refused
+    Grant {
+        /// The role, e.g. payments_app
+        role: String,
+    },
+    /// Take back everything `access grant` gave the role
+    Revoke {
+        /// The role
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -459,6 +477,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Holds(command) => holds::list(&open(&cli.target)?, command)?,
         Command::Expire(args) => holds::expire(&open(&cli.target)?, args)?,
+        Command::Access(AccessCommand::Grant { role }) => {
+            open(&cli.target)?.grant_access(&role)?;
+            println!("granted: {role} may use the ledger through its functions only");
+        }
+        Command::Access(AccessCommand::Revoke { role }) => {
+            open(&cli.target)?.revoke_access(&role)?;
+            println!("revoked: {role} has no access to the ledger");
+        }
         Command::Verify { json } => return verify(&open(&cli.target)?, json),
         Command::Server(command) => return server(&cli.target, command),
         Command::Bench(args) => return bench::run(args, &cli.target),

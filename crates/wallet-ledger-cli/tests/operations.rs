@@ -103,3 +103,45 @@ fn an_account_opens_with_a_ceiling() -> Result<()> {
     assert!(stdout.contains("ceiling 150.00"), "{stdout}");
     Ok(())
 }
+
+/// `access grant` and `access revoke`: the granted role reads the ledger and moves money through
+/// its functions, its own direct write is refused; revoked, it reaches nothing; an unknown role
+/// exits 1 with the server's message.
+#[test]
+fn access_grant_and_revoke_from_the_command_line() -> Result<()> {
+    let (owner, url, _, w) = common::funded("cli_access", 2, dec!(10))?;
+    let mut conn = owner.connection()?;
+    let db: String = conn.client().query_one("SELECT current_database()", &[])?.get(0);
+    let role = format!("{db}_app");
+    conn.client().batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'app-secret'"))?;
+    drop(conn);
+
+    let (code, stdout, stderr) = cli(&url, &["access", "grant", &role]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(&format!("granted: {role}")), "{stdout}");
+    let as_app = common::url_as(&url, &role, "app-secret")?;
+    let mut app = postgres::Client::connect(&as_app, postgres::NoTls)?;
+    let outcome: String = app
+        .query_one(
+            "SELECT outcome FROM wallet_ledger.transfer($1, $2, 1, NULL, NULL, 0::smallint, 0)",
+            &[&w[0].0, &w[1].0],
+        )?
+        .get(0);
+    assert_eq!(outcome, "ok");
+    let direct = app.execute("UPDATE wallet_ledger.accounts SET balance = balance + 1", &[]);
+    assert!(matches!(direct, Err(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)));
+
+    let (code, stdout, stderr) = cli(&url, &["access", "revoke", &role]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(&format!("revoked: {role}")), "{stdout}");
+    let revoked = app.query("SELECT balance FROM wallet_ledger.accounts", &[]);
+    assert!(matches!(revoked, Err(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)));
+    drop(app);
+
+    let (code, _, stderr) = cli(&url, &["access", "grant", "no_such_role_anywhere"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no_such_role_anywhere"), "{stderr}");
+    let mut conn = owner.connection()?;
+    conn.client().batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))?;
+    Ok(())
+}
