@@ -120,21 +120,26 @@ pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationS
 /// Whether the database has every migration of `set`, each recorded with its (matching)
 /// checksum: nothing for `migrate` to do. Reads only.
 fn is_current(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<bool, LedgerError> {
-    let exists = qualified(schema, format!("SELECT to_regclass('wallet_ledger.{}') IS NOT NULL", set.table));
-    if !client.query_one(&exists, &[])?.try_get::<_, bool>(0)? {
-        return Ok(false);
-    }
-    let applied = read_applied(client, schema, set)?;
+    let applied = recorded(client, schema, set)?;
     let current = compare(schema, set, &applied)?;
     Ok(current == set.latest() && applied.iter().all(|a| a.checksum.is_some()))
+}
+
+/// The recorded migrations of `set`, none when its version table does not exist yet. Reads only.
+fn recorded(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<Vec<Applied>, LedgerError> {
+    let exists = qualified(schema, format!("SELECT to_regclass('wallet_ledger.{}') IS NOT NULL", set.table));
+    let exists: bool = client.query_one(&exists, &[])?.try_get(0)?;
+    if exists {
+        read_applied(client, schema, set)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// Checks, without changing anything, that the database has every migration of `set` this
 /// build has, with the same texts.
 pub(crate) fn check(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<(), LedgerError> {
-    let exists = qualified(schema, format!("SELECT to_regclass('wallet_ledger.{}') IS NOT NULL", set.table));
-    let exists: bool = client.query_one(&exists, &[])?.try_get(0)?;
-    let applied = if exists { read_applied(client, schema, set)? } else { Vec::new() };
+    let applied = recorded(client, schema, set)?;
     let found = compare(schema, set, &applied)?;
     if found < set.latest() {
         return Err(LedgerError::SchemaOutdated { schema: set.name(schema), found, required: set.latest() });

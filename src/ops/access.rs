@@ -113,14 +113,11 @@ impl Ledger {
     }
 
     fn refuse_guard_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        if self.is_citus() {
-            return Err(LedgerError::Unsupported {
-                operation,
-                reason: "in Citus mode the ledger's functions run as the caller, not as their owner \
-                         (docs/citus.md, \"The write guard\")",
-            });
-        }
-        Ok(())
+        self.refuse_on_citus(
+            operation,
+            "in Citus mode the ledger's functions run as the caller, not as their owner \
+             (docs/citus.md, \"Not on Citus: the write guard\")",
+        )
     }
 }
 

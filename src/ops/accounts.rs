@@ -75,12 +75,10 @@ impl Ledger {
         }
         if let Some(external_id) = &new.external_id {
             check_external_id(external_id)?;
-            if self.is_citus() {
-                return Err(LedgerError::Unsupported {
-                    operation: "external ids",
-                    reason: "Citus cannot keep them unique across shards without a table distributed by external id (docs/citus.md)",
-                });
-            }
+            self.refuse_on_citus(
+                "external ids",
+                "Citus cannot keep them unique across shards without a table distributed by external id (docs/citus.md)",
+            )?;
         }
         if let Some(metadata) = &new.metadata {
             check_metadata("metadata", metadata)?;

@@ -65,22 +65,19 @@ impl Ledger {
     /// retries could not settle it (repeat the items with the keys it names).
     pub fn transfer_batch(&self, items: &[Transfer]) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
         let span = op_span!("transfer_batch", items = items.len(), lock_wait = %self.inner.lock_wait);
-        self.refuse_on_citus("transfer_batch")?;
+        self.refuse_batches_on_citus("transfer_batch")?;
         let results = self.run_batch(items, None);
         let results = self.record_batch(results);
         span.finish(results)
     }
 
-    /// [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
-    pub(crate) fn refuse_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        if self.inner.citus {
-            return Err(LedgerError::Unsupported {
-                operation,
-                reason: "not in Citus mode yet: its one ordered lock statement over many accounts is refused \
-                         across shards; send the transfers one by one",
-            });
-        }
-        Ok(())
+    /// Batches and postings: [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
+    pub(crate) fn refuse_batches_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "not in Citus mode yet: its one ordered lock statement over many accounts is refused \
+             across shards; send the transfers one by one",
+        )
     }
 
     /// Counts every item as one operation (and a failed batch as one failure).
@@ -163,7 +160,7 @@ impl Ledger {
         items: &[Transfer],
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
         let span = op_span!("transfer_batch_in", items = items.len(), lock_wait = %self.inner.lock_wait);
-        self.refuse_on_citus("transfer_batch_in")?;
+        self.refuse_batches_on_citus("transfer_batch_in")?;
         let results = self.run_batch_in(tx, items);
         let results = self.record_batch(results);
         span.finish(results)

@@ -224,13 +224,10 @@ impl Ledger {
     }
 
     fn refuse_feed_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        if self.is_citus() {
-            return Err(LedgerError::Unsupported {
-                operation,
-                reason: "the feed's horizon rests on one server's transaction ids; Citus commits across nodes (docs/citus.md)",
-            });
-        }
-        Ok(())
+        self.refuse_on_citus(
+            operation,
+            "the feed's horizon rests on one server's transaction ids; Citus commits across nodes (docs/citus.md)",
+        )
     }
 }
 

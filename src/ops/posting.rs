@@ -48,7 +48,7 @@ impl Ledger {
     /// [`LedgerError::OutcomeUnknown`] as for [`Ledger::transfer`].
     pub fn post(&self, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
         let span = op_span!("post", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
-        self.refuse_on_citus("post")?;
+        self.refuse_batches_on_citus("post")?;
         span.finish(self.inner.counters.record(self.run_post(posting)))
     }
 
@@ -76,7 +76,7 @@ impl Ledger {
     /// As [`Ledger::post`], and database errors of the caller's transaction.
     pub fn post_in(&self, tx: &mut Transaction<'_>, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
         let span = op_span!("post_in", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
-        self.refuse_on_citus("post_in")?;
+        self.refuse_batches_on_citus("post_in")?;
         span.finish(self.inner.counters.record(self.run_post_in(tx, posting)))
     }
 
