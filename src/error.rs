@@ -343,6 +343,10 @@ pub enum LedgerError {
     /// multi-thread runtime): see "From async code" in the [crate docs](crate).
     #[error("a synchronous wallet-ledger call on a thread that drives an async runtime would block it (tokio forbids it with a panic): wrap the call in tokio::task::spawn_blocking")]
     AsyncRuntime,
+    /// The async door's pool (`aio`, deadpool-postgres) gave no connection in time, or was
+    /// closed. Retryable, as [`LedgerError::Pool`].
+    #[error("no pooled connection: {0}")]
+    AsyncPool(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What an idempotency key already belongs to.
@@ -373,7 +377,7 @@ impl LedgerError {
     /// a key; repeat it with the key it carries.
     pub fn is_retryable(&self) -> bool {
         match self {
-            LedgerError::LockUnavailable { .. } | LedgerError::Pool(_) => true,
+            LedgerError::LockUnavailable { .. } | LedgerError::Pool(_) | LedgerError::AsyncPool(_) => true,
             LedgerError::Database(e) => is_transient(e),
             LedgerError::BatchFailed { source } => source.is_retryable(),
             _ => false,
@@ -415,7 +419,7 @@ impl LedgerError {
             LedgerError::SchemaOutdated { .. } => "schema_outdated",
             LedgerError::ConstraintViolation { .. } => "constraint_violation",
             LedgerError::Database(_) => "database",
-            LedgerError::Pool(_) => "pool",
+            LedgerError::Pool(_) | LedgerError::AsyncPool(_) => "pool",
             LedgerError::Unbalanced { .. } => "unbalanced",
             LedgerError::BatchTooLarge { .. } => "batch_too_large",
             LedgerError::BatchOutcomeUnknown { .. } => "batch_outcome_unknown",

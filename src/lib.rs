@@ -101,6 +101,7 @@ mod error;
 pub mod limits;
 mod model;
 mod ops;
+mod plan;
 mod protocol;
 pub mod schema;
 #[cfg(feature = "testkit")]

@@ -1,157 +1,181 @@
-//! One server-side ledger function call with the library's retry policy: transient errors and
-//! idempotency-key races are retried with backoff, lock refusals are returned at once, and the
-//! caller learns whether an earlier attempt may have been applied.
+//! The synchronous door's runner: it sends each step of a [`Plan`] on a pooled connection (or in
+//! a savepoint of the caller's transaction), sleeps between attempts as [`Retry`] says, and hands
+//! the answers back to the plan. The rules themselves live in `plan`.
 
-use postgres::error::SqlState;
-use postgres::types::ToSql;
-use postgres::Row;
+use postgres::{Row, Transaction};
 
+use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
-use crate::driver::retry::Backoff;
-use crate::error::{from_db, is_transient, LedgerError};
-use crate::protocol::is_replay;
-use crate::protocol::transfer::overflow_as_invalid_amount;
-
-/// Why a call gave up.
-pub(crate) enum CallError {
-    /// Definitive: nothing was applied by this call.
-    Failed(LedgerError),
-    /// Retries ran out after a connection was lost with a request in flight: an attempt may
-    /// have committed.
-    Unknown(postgres::Error),
-}
-
-/// A call's answer: the function's row, and whether an earlier attempt of this call may have
-/// committed before its answer was lost (so a "replayed" or "already done" answer may be our own).
-pub(crate) struct Answer {
-    pub(crate) row: Row,
-    pub(crate) maybe_applied: bool,
-}
+use crate::error::LedgerError;
+use crate::plan::retry::{
+    check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
+};
+use crate::plan::{Answer, CallError, Ctx, Plan, Sql};
+use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
-    /// Runs `sql` (one `SELECT ... FROM wallet_ledger.fn(...)`, prepared per connection) with
-    /// retries. `key_constraint` names the unique constraint whose violation means a concurrent
-    /// call with the same idempotency key won the race: retrying then replays the winner.
-    pub(crate) fn call(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-        key_constraint: Option<&str>,
-    ) -> Result<Answer, CallError> {
-        let mut backoff = Backoff::new(self.inner.max_retries);
-        // The error of the first attempt that may have committed before its answer was lost.
-        // Once there is one, no exit without an answer can claim that nothing was applied.
-        let mut ambiguity: Option<postgres::Error> = None;
-        let mut previous: Option<postgres::Error> = None;
-        let mut n: u32 = 0;
+    /// The settings plans depend on.
+    pub(crate) fn ctx(&self) -> Ctx {
+        Ctx { lock_wait: self.inner.lock_wait, citus: self.inner.citus }
+    }
+
+    /// Runs `plan` to its end on pooled connections.
+    pub(crate) fn run<T: 'static>(&self, mut plan: Plan<T>) -> Result<T, LedgerError> {
         loop {
-            n += 1;
-            crate::driver::observe::attempt(n, previous.as_ref());
-            let (error, sent) = match self.attempt(sql, params, ambiguity.is_some()) {
-                Ok(row) => return Ok(Answer { row, maybe_applied: ambiguity.is_some() }),
-                Err(Attempt::Failed(e)) => return Err(settle(ambiguity, e)),
-                Err(Attempt::Retry { error, sent }) => (error, sent),
+            plan = match plan {
+                Plan::Done(result) => return result,
+                Plan::Call { sql, key_constraint, then } => then(self.call(&sql, key_constraint)),
+                Plan::Read { sql, then } => then(self.read(&sql)),
+                Plan::Once { sql, then } => then(self.once(&sql)),
             };
-            if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                let policy = self.inner.lock_wait.to_string();
-                return Err(settle(ambiguity, LedgerError::LockUnavailable { policy, source: error }));
-            }
-            let key_race = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                && key_constraint.is_some()
-                && error.as_db_error().and_then(|d| d.constraint()) == key_constraint;
-            if !key_race && !is_transient(&error) {
-                return Err(settle(ambiguity, from_db(error)));
-            }
-            self.inner.counters.retried();
-            if !backoff.wait() {
-                return Err(match ambiguity {
-                    Some(first) => CallError::Unknown(first),
-                    None if sent && !rolled_back(&error) => CallError::Unknown(error),
-                    None => CallError::Failed(LedgerError::Database(error)),
+        }
+    }
+
+    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint.
+    pub(crate) fn run_in<T: 'static>(&self, tx: &mut Transaction<'_>, mut plan: Plan<T>) -> Result<T, LedgerError> {
+        // The caller's client blocks like a pooled one: refused on an async runtime's thread.
+        refuse_on_runtime_thread()?;
+        loop {
+            plan = match plan {
+                Plan::Done(result) => return result,
+                Plan::Call { sql, key_constraint, then } => {
+                    let answer = self.in_savepoint(tx, &sql, key_constraint);
+                    then(answer.map(|row| Answer { row, maybe_applied: false }).map_err(CallError::Failed))
+                }
+                Plan::Read { sql, then } => then(self.query_in(tx, &sql)),
+                Plan::Once { sql, then } => then(self.query_in(tx, &sql).and_then(one_row)),
+            };
+        }
+    }
+
+    /// One ledger function call, retried by the call rules.
+    fn call(&self, sql: &Sql, key_constraint: Option<&'static str>) -> Result<Answer, CallError> {
+        let mut retry = Retry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        loop {
+            retry.start();
+            let mut conn = match self.connection() {
+                Ok(conn) => conn,
+                Err(e) => return Err(retry.refused(e)),
+            };
+            let attempt = conn
+                .statement(sql.text)
+                .map_err(|error| (error, false))
+                .and_then(|statement| conn.client().query_one(&statement, &sql.refs()).map_err(|error| (error, true)))
+                .and_then(|row| {
+                    if retry.after_lost_answer() || is_replay(&row) {
+                        // This answer rests on an earlier commit, not on this statement's own (a
+                        // replay writes nothing): a failure here leaves nothing of this attempt
+                        // committed.
+                        conn.client().batch_execute(DURABLE_SQL).map_err(|error| (error, false))?;
+                    }
+                    Ok(row)
                 });
+            match attempt {
+                Ok(row) => {
+                    self.inner.counters.lock_waited(&row);
+                    return Ok(retry.answered(row));
+                }
+                Err((error, sent)) => match retry.failed(error, sent) {
+                    Next::Again(delay) => {
+                        self.inner.counters.retried();
+                        std::thread::sleep(delay);
+                    }
+                    Next::Stop(e) => return Err(e),
+                },
             }
-            if sent && !rolled_back(&error) && ambiguity.is_none() {
-                ambiguity = Some(error);
+        }
+    }
+
+    /// A read (or a write safe to repeat), retried on transient errors.
+    fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
+        let mut retry = ReadRetry::new(self.inner.max_retries);
+        loop {
+            let result = self.connection().and_then(|mut conn| {
+                let statement = conn.statement(sql.text)?;
+                Ok(conn.client().query(&statement, &sql.refs())?)
+            });
+            match result {
+                Err(e) => match retry.failed(&e) {
+                    Some(delay) => {
+                        self.inner.counters.retried();
+                        std::thread::sleep(delay);
+                    }
+                    None => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    /// One attempt of a write that must not be repeated.
+    fn once(&self, sql: &Sql) -> Result<Row, LedgerError> {
+        let mut conn = self.connection()?;
+        let statement = conn.statement(sql.text)?;
+        Ok(conn.client().query_one(&statement, &sql.refs())?)
+    }
+
+    fn query_in(&self, tx: &mut Transaction<'_>, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
+        Ok(tx.query(self.inner.schema.qualify(sql.text).as_ref(), &sql.refs())?)
+    }
+
+    /// Runs one ledger statement in a savepoint of the caller's transaction (one round trip for
+    /// the statement when its parameter types are known: `query_typed` needs no prepare). The
+    /// savepoint is released only when the operation applied (`ok`) or replayed; on a refusal or
+    /// an error it is rolled back, which also releases the row locks the statement took, so a
+    /// refused call holds nothing until the caller's commit. A lost race on `key_constraint` is
+    /// waited for by the server and retried, which replays the winner (in READ COMMITTED, where
+    /// the retry sees the winner's commit).
+    fn in_savepoint(
+        &self,
+        tx: &mut Transaction<'_>,
+        sql: &Sql,
+        key_constraint: Option<&'static str>,
+    ) -> Result<Row, LedgerError> {
+        let text = self.inner.schema.qualify(sql.text);
+        let mut retry = SavepointRetry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        loop {
+            retry.start();
+            let mut savepoint = tx.savepoint("wallet_ledger_call")?;
+            let result = if sql.types.is_empty() {
+                savepoint.query_one(text.as_ref(), &sql.refs())
             } else {
-                previous = Some(error);
+                let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
+                savepoint.query_typed_one(text.as_ref(), &typed)
+            };
+            let error = match result {
+                Ok(row) => {
+                    if holds_key(&row) {
+                        savepoint.commit()?;
+                    } else {
+                        savepoint.rollback()?;
+                    }
+                    self.inner.counters.lock_waited(&row);
+                    return Ok(row);
+                }
+                Err(error) => error,
+            };
+            savepoint.rollback()?;
+            match retry.failed(error) {
+                SavepointNext::Stop(e) => return Err(e),
+                SavepointNext::KeyRace => {
+                    let row = tx.query_one(ISOLATION_SQL, &[])?;
+                    let isolation: String = Reply::new(&row, "current_setting").first()?;
+                    check_read_committed(&isolation)?;
+                    std::thread::sleep(retry.after_key_race()?);
+                    self.inner.counters.retried();
+                }
             }
         }
     }
+}
 
-    /// [`call`](Self::call) for a request that carries an idempotency key and moves `amount`:
-    /// an outcome retries could not settle is `OutcomeUnknown` naming the key to repeat it
-    /// with, and a balance too large to represent is `InvalidAmount`.
-    pub(crate) fn keyed_call(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-        key_constraint: &str,
-        key: &str,
-        amount: rust_decimal::Decimal,
-    ) -> Result<Answer, LedgerError> {
-        self.call(sql, params, Some(key_constraint)).map_err(|e| match e {
-            CallError::Failed(e) => overflow_as_invalid_amount(e, amount),
-            CallError::Unknown(source) => LedgerError::OutcomeUnknown { idempotency_key: key.to_string(), source },
-        })
+/// The one row of a statement that answers with one.
+pub(crate) fn one_row(mut rows: Vec<Row>) -> Result<Row, LedgerError> {
+    match (rows.pop(), rows.is_empty()) {
+        (Some(row), true) => Ok(row),
+        (row, _) => Err(LedgerError::UnexpectedRow {
+            function: "query",
+            detail: format!("{} rows where one was expected", rows.len() + usize::from(row.is_some())),
+        }),
     }
-
-    /// One attempt. `after_lost_answer`: an earlier attempt of this call may have committed.
-    fn attempt(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-        after_lost_answer: bool,
-    ) -> Result<Row, Attempt> {
-        let mut conn = self.connection().map_err(Attempt::Failed)?;
-        let statement = conn.statement(sql).map_err(|error| Attempt::Retry { error, sent: false })?;
-        let row = conn.client().query_one(&statement, params).map_err(|error| Attempt::Retry { error, sent: true })?;
-        if after_lost_answer || is_replay(&row) {
-            // This answer rests on an earlier commit, not on this statement's own (a replay
-            // writes nothing): a failure here leaves nothing of this attempt committed.
-            wait_until_durable(conn.client()).map_err(|error| Attempt::Retry { error, sent: false })?;
-        }
-        Ok(row)
-    }
-}
-
-/// Whether the server answered a sent statement with a statement-level error: then the
-/// statement's implicit transaction certainly rolled back. Anything else after sending (a reset
-/// or closed socket, a FATAL termination) leaves open whether it committed.
-fn rolled_back(error: &postgres::Error) -> bool {
-    error.as_db_error().is_some_and(|db| db.severity() == "ERROR")
-}
-
-/// Waits until everything committed so far is as durable as a commit of this session would be:
-/// with a synchronous standby, until the standby has it.
-///
-/// An answer that rests on an earlier commit (a replay, or this call's own earlier attempt whose
-/// answer was lost) was never waited for by this call. If that commit's wait for the synchronous
-/// standby was cancelled (its backend terminated: PostgreSQL warns that such a transaction "has
-/// already committed locally, but might not have been replicated to the standby"), it is visible
-/// on the primary yet may be missing on the standby, and acknowledging it would lose it on
-/// failover. A transaction that writes WAL commits with a record later than that commit and
-/// waits for the standby like any commit; this one writes the smallest WAL record a role without
-/// privileges can: a transactional logical-decoding message (prefix `wallet_ledger`, which
-/// logical decoding consumers see and can ignore). A transaction that only takes a transaction
-/// id writes no WAL and does not wait, so it would not do (`docs/design.md`, "Idempotency,
-/// retries, and the ambiguous commit").
-fn wait_until_durable(client: &mut postgres::Client) -> Result<(), postgres::Error> {
-    client.batch_execute("SELECT pg_logical_emit_message(true, 'wallet_ledger', 'durable')")
-}
-
-/// A definite failure, unless an earlier attempt may have committed.
-fn settle(ambiguity: Option<postgres::Error>, failure: LedgerError) -> CallError {
-    match ambiguity {
-        Some(first) => CallError::Unknown(first),
-        None => CallError::Failed(failure),
-    }
-}
-
-enum Attempt {
-    Failed(LedgerError),
-    /// Any database error; `call` decides whether it is worth another attempt.
-    Retry {
-        error: postgres::Error,
-        sent: bool,
-    },
 }

@@ -14,11 +14,11 @@ use crate::combiner::{CombineConfig, Combiner};
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::migrator;
 use crate::driver::pool::{LedgerConnection, Manager, Source};
-use crate::driver::retry::Backoff;
 use crate::error::LedgerError;
 use crate::limits::{POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
 use crate::model::lock_wait::LockWait;
 use crate::model::transfer::{Receipt, Transfer};
+use crate::plan::retry::ReadRetry;
 use crate::schema::SchemaName;
 
 /// The ledger: a connection pool to a PostgreSQL database holding the `wallet_ledger` schema.
@@ -453,11 +453,17 @@ impl Ledger {
         &self,
         mut op: impl FnMut(&mut LedgerConnection) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        let mut backoff = Backoff::new(self.inner.max_retries);
+        let mut retry = ReadRetry::new(self.inner.max_retries);
         loop {
             let mut conn = self.connection()?;
             match op(&mut conn) {
-                Err(e) if e.is_transient_database() && backoff.wait() => self.inner.counters.retried(),
+                Err(e) => match retry.failed(&e) {
+                    Some(delay) => {
+                        self.inner.counters.retried();
+                        std::thread::sleep(delay);
+                    }
+                    None => return Err(e),
+                },
                 result => return result,
             }
         }

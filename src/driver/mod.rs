@@ -9,5 +9,4 @@ pub(crate) mod ledger;
 pub(crate) mod migrator;
 pub(crate) mod observe;
 pub(crate) mod pool;
-pub(crate) mod retry;
 pub(crate) mod stats;

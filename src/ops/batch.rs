@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use postgres::types::{ToSql, Type};
+use postgres::types::Type;
 use postgres::Transaction;
 
-use crate::driver::call::CallError;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::transfer::{Receipt, Transfer};
+use crate::plan::{params, try_plan, CallError, Ctx, Plan, Sql};
 use crate::protocol::batch::Prepared;
 use crate::protocol::{self, KEY_CONSTRAINT};
 
@@ -98,53 +98,7 @@ impl Ledger {
         items: &[Transfer],
         keys: Option<&[String]>,
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-        let mut prepared = Prepared::new(items, keys)?;
-        if prepared.is_empty() {
-            return Ok(prepared.finish(None, false));
-        }
-        if let [i] = prepared.arrays.sent[..] {
-            // One item: the single-transfer function does less work for it, with the same
-            // outcome; what would fail a whole batch still fails it as a whole.
-            return match self.run_transfer_keyed(&items[i], &prepared.arrays.key[0]) {
-                Err(
-                    e @ (LedgerError::LockUnavailable { .. }
-                    | LedgerError::Database(_)
-                    | LedgerError::Pool(_)
-                    | LedgerError::ConstraintViolation { .. }),
-                ) => Err(e),
-                Err(LedgerError::OutcomeUnknown { idempotency_key, source }) => Err(LedgerError::BatchOutcomeUnknown {
-                    idempotency_keys: vec![idempotency_key],
-                    source: Arc::new(source),
-                }),
-                result => {
-                    prepared.results[i] = Some(result);
-                    Ok(prepared.finish(None, false))
-                }
-            };
-        }
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let a = &prepared.arrays;
-        let params: [&(dyn ToSql + Sync); 12] = [
-            &a.from,
-            &a.to,
-            &a.amount,
-            &a.key,
-            &a.memo,
-            &mode,
-            &timeout_ms,
-            &a.union,
-            &a.from_pos,
-            &a.to_pos,
-            &a.up_to,
-            &a.metadata,
-        ];
-        match self.call(protocol::batch::SQL, &params, Some(KEY_CONSTRAINT)) {
-            Ok(answer) => Ok(prepared.finish(Some(&answer.row), answer.maybe_applied)),
-            Err(CallError::Failed(e)) => Err(protocol::transfer::metadata_as_invalid_input(e)),
-            Err(CallError::Unknown(source)) => {
-                Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: prepared.keys(), source: Arc::new(source) })
-            }
-        }
+        self.run(plan(&self.ctx(), items, keys, Shortcut::SingleTransfer))
     }
 
     /// [`Ledger::transfer_batch`] inside the caller's transaction: committed or rolled back with
@@ -171,29 +125,96 @@ impl Ledger {
         tx: &mut Transaction<'_>,
         items: &[Transfer],
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-        let prepared = Prepared::new(items, None)?;
-        if prepared.is_empty() {
-            return Ok(prepared.finish(None, false));
-        }
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let a = &prepared.arrays;
-        let params: [(&(dyn ToSql + Sync), Type); 12] = [
-            (&a.from, Type::INT8_ARRAY),
-            (&a.to, Type::INT8_ARRAY),
-            (&a.amount, Type::NUMERIC_ARRAY),
-            (&a.key, Type::TEXT_ARRAY),
-            (&a.memo, Type::TEXT_ARRAY),
-            (&mode, Type::INT2),
-            (&timeout_ms, Type::INT4),
-            (&a.union, Type::INT8_ARRAY),
-            (&a.from_pos, Type::INT4_ARRAY),
-            (&a.to_pos, Type::INT4_ARRAY),
-            (&a.up_to, Type::BOOL_ARRAY),
-            (&a.metadata, Type::JSONB_ARRAY),
-        ];
-        let row = self
-            .in_savepoint(tx, protocol::batch::SQL, &params, KEY_CONSTRAINT)
-            .map_err(protocol::transfer::metadata_as_invalid_input)?;
-        Ok(prepared.finish(Some(&row), false))
+        self.run_in(tx, plan(&self.ctx(), items, None, Shortcut::None))
     }
+}
+
+/// Whether a batch of one item goes through the single-transfer function.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortcut {
+    /// Yes: it does less work for one item, with the same outcome (pooled batches).
+    SingleTransfer,
+    /// No: in a caller's transaction the batch is one statement as documented.
+    None,
+}
+
+/// The parameter types of `transfer_batch()`.
+const TYPES: [Type; 12] = [
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+    Type::NUMERIC_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT2,
+    Type::INT4,
+    Type::INT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::INT4_ARRAY,
+    Type::BOOL_ARRAY,
+    Type::JSONB_ARRAY,
+];
+
+/// A batch: its items validated (a refusal is that item's result), then one call of
+/// `transfer_batch()` for the rest; `keys` (one per item) overrides the items' keys.
+pub(crate) fn plan(
+    ctx: &Ctx,
+    items: &[Transfer],
+    keys: Option<&[String]>,
+    shortcut: Shortcut,
+) -> Plan<Vec<Result<Receipt, LedgerError>>> {
+    let mut prepared = try_plan!(Prepared::new(items, keys));
+    if prepared.is_empty() {
+        return Plan::done(Ok(prepared.finish(None, false)));
+    }
+    if let ([i], Shortcut::SingleTransfer) = (&prepared.arrays.sent[..], shortcut) {
+        // One item: the single-transfer function does less work for it, with the same
+        // outcome; what would fail a whole batch still fails it as a whole.
+        let i = *i;
+        let key = prepared.arrays.key[0].clone();
+        return crate::ops::transfer::plan(ctx, &items[i], key)
+            .into_result()
+            .map(move |result| match result {
+                Err(
+                    e @ (LedgerError::LockUnavailable { .. }
+                    | LedgerError::Database(_)
+                    | LedgerError::Pool(_)
+                    | LedgerError::AsyncPool(_)
+                    | LedgerError::ConstraintViolation { .. }),
+                ) => Err(e),
+                Err(LedgerError::OutcomeUnknown { idempotency_key, source }) => Err(LedgerError::BatchOutcomeUnknown {
+                    idempotency_keys: vec![idempotency_key],
+                    source: Arc::new(source),
+                }),
+                result => {
+                    prepared.results[i] = Some(result);
+                    Ok(prepared.finish(None, false))
+                }
+            })
+            .and_then(Plan::done);
+    }
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let a = &prepared.arrays;
+    let params = params![
+        a.from.clone(),
+        a.to.clone(),
+        a.amount.clone(),
+        a.key.clone(),
+        a.memo.clone(),
+        mode,
+        timeout_ms,
+        a.union.clone(),
+        a.from_pos.clone(),
+        a.to_pos.clone(),
+        a.up_to.clone(),
+        a.metadata.clone(),
+    ];
+    Plan::call(Sql::typed(protocol::batch::SQL, params, &TYPES), Some(KEY_CONSTRAINT), move |answer| {
+        Plan::done(match answer {
+            Ok(answer) => Ok(prepared.finish(Some(&answer.row), answer.maybe_applied)),
+            Err(CallError::Failed(e)) => Err(protocol::transfer::metadata_as_invalid_input(e)),
+            Err(CallError::Unknown(source)) => {
+                Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: prepared.keys(), source: Arc::new(source) })
+            }
+        })
+    })
 }

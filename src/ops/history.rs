@@ -4,6 +4,7 @@ use crate::citus;
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::model::entry::{check_page, Entry};
+use crate::plan::{params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::{self, Reply};
 use crate::values::{AccountId, EntryId};
 
@@ -16,31 +17,35 @@ impl Ledger {
     /// [`LedgerError::AccountNotFound`]; [`LedgerError::InvalidInput`] when `limit` is 0 or above
     /// 10,000, or `after` is not an entry of this account.
     pub fn history(&self, id: AccountId, after: Option<EntryId>, limit: u32) -> Result<Vec<Entry>, LedgerError> {
-        check_page(limit)?;
-        let rows = self.idempotent(|conn| {
-            let after_version = match after {
-                None => 0_i64,
-                Some(entry) => {
-                    let sql = "SELECT account_version FROM wallet_ledger.entries WHERE id = $1 AND account_id = $2";
-                    let statement = conn.statement(sql)?;
-                    match conn.client().query_opt(&statement, &[&entry.0, &id.0])? {
-                        Some(row) => Reply::new(&row, "history").first()?,
-                        None => {
-                            return Err(LedgerError::InvalidInput {
-                                field: "after",
-                                reason: format!("entry {entry} is not an entry of account {id}"),
-                            })
-                        }
-                    }
-                }
-            };
-            let sql = if self.is_citus() { citus::HISTORY } else { protocol::rows::HISTORY };
-            let statement = conn.statement(sql)?;
-            Ok(conn.client().query(&statement, &[&id.0, &after_version, &i64::from(limit)])?)
-        })?;
-        if rows.is_empty() && after.is_none() {
-            self.account(id)?; // tells "no such account" apart from "no entries yet"
+        self.run(plan(&self.ctx(), id, after, limit))
+    }
+}
+
+/// A page of an account's history: the cursor entry's version read first (when there is one),
+/// then the page; an empty first page asks whether the account exists.
+pub(crate) fn plan(ctx: &Ctx, id: AccountId, after: Option<EntryId>, limit: u32) -> Plan<Vec<Entry>> {
+    try_plan!(check_page(limit));
+    let sql = if ctx.citus { citus::HISTORY } else { protocol::rows::HISTORY };
+    let page = move |after_version: i64| {
+        Plan::read(Sql::new(sql, params![id.0, after_version, i64::from(limit)]), move |rows| {
+            if rows.is_empty() && after.is_none() {
+                // tells "no such account" apart from "no entries yet"
+                return crate::ops::accounts::account_plan(id).map(|_| Vec::new());
+            }
+            Plan::done(rows.iter().map(protocol::rows::entry).collect())
+        })
+    };
+    match after {
+        None => page(0),
+        Some(entry) => {
+            let sql = "SELECT account_version FROM wallet_ledger.entries WHERE id = $1 AND account_id = $2";
+            Plan::read_opt(Sql::new(sql, params![entry.0, id.0]), move |row| match row {
+                Some(row) => page(try_plan!(Reply::new(&row, "history").first())),
+                None => Plan::fail(LedgerError::InvalidInput {
+                    field: "after",
+                    reason: format!("entry {entry} is not an entry of account {id}"),
+                }),
+            })
         }
-        rows.iter().map(protocol::rows::entry).collect()
     }
 }

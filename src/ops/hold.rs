@@ -6,10 +6,9 @@
 
 use crate::model::money::check_transfer_amount;
 
-use postgres::types::ToSql;
+use postgres::types::Type;
 use rust_decimal::Decimal;
 
-use crate::driver::call::CallError;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
@@ -17,6 +16,7 @@ use crate::model::entry::check_page;
 use crate::model::hold::{Hold, HoldReceipt, PendingHold};
 use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt};
+use crate::plan::{keyed, params, try_plan, CallError, Ctx, Plan, Sql};
 use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
 use crate::protocol::{self, Reply};
 use crate::values::{AccountId, HoldId};
@@ -63,17 +63,7 @@ impl Ledger {
     }
 
     fn run_hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
-        h.validate()?;
-        self.refuse_metadata_on_citus("a hold with metadata", h.metadata.as_ref())?;
-        let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
-        let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(h.metadata.as_ref());
-        let params: [&(dyn ToSql + Sync); 9] =
-            [&h.from.0, &h.to.0, &h.amount, &expires_in_ms, &key, &h.memo, &mode, &timeout_ms, &metadata];
-        let (sql, count) = protocol::hold::statement(h);
-        let answer = self.keyed_call(sql, &params[..count], "holds_idempotency_key", &key, h.amount)?;
-        hold_outcome(h, key, &answer.row, answer.maybe_applied)
+        self.run(hold_plan(&self.ctx(), h))
     }
 
     /// Ends a pending hold by moving `amount` (all of it when `None`) from its source to its
@@ -90,13 +80,7 @@ impl Ledger {
     }
 
     fn run_capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
-        if let Some(amount) = amount {
-            check_transfer_amount(amount)?;
-        }
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [&(dyn ToSql + Sync); 4] = [&hold_id.0, &amount, &mode, &timeout_ms];
-        let answer = self.call(protocol::hold::CAPTURE, &params, None).map_err(|e| ambiguous_hold(hold_id, e))?;
-        capture_outcome(hold_id, amount, &answer.row, answer.maybe_applied)
+        self.run(capture_plan(&self.ctx(), hold_id, amount))
     }
 
     /// Ends a pending hold without moving money: the reservation is released.
@@ -109,10 +93,7 @@ impl Ledger {
     }
 
     fn run_void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [&(dyn ToSql + Sync); 3] = [&hold_id.0, &mode, &timeout_ms];
-        let answer = self.call(protocol::hold::VOID, &params, None).map_err(|e| ambiguous_hold(hold_id, e))?;
-        void_outcome(hold_id, &answer.row, answer.maybe_applied)
+        self.run(void_plan(&self.ctx(), hold_id))
     }
 
     /// Releases up to `limit` lapsed holds and returns how many. Safe to run from many workers
@@ -123,17 +104,7 @@ impl Ledger {
     /// # Errors
     /// Database and pool errors; `InvalidInput` when `limit` is 0.
     pub fn expire_holds(&self, limit: u32) -> Result<usize, LedgerError> {
-        if limit == 0 {
-            return Err(LedgerError::InvalidInput { field: "limit", reason: "must be at least 1".into() });
-        }
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        // Safe to retry: a repeat claims only holds that are still pending and lapsed.
-        self.idempotent(|conn| {
-            let statement = conn.statement("SELECT wallet_ledger.expire_holds($1)")?;
-            let row = conn.client().query_one(&statement, &[&limit])?;
-            let expired: i32 = Reply::new(&row, "expire_holds").first()?;
-            Ok(expired as usize)
-        })
+        self.run(expire_plan(limit))
     }
 
     /// An account's available balance: its balance minus the amounts of its pending holds.
@@ -143,14 +114,7 @@ impl Ledger {
     /// # Errors
     /// `AccountNotFound`.
     pub fn available(&self, id: AccountId) -> Result<Decimal, LedgerError> {
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement("SELECT balance - held FROM wallet_ledger.accounts WHERE id = $1")?;
-            Ok(conn.client().query_opt(&statement, &[&id.0])?)
-        })?;
-        match row {
-            Some(row) => Reply::new(&row, "available").first(),
-            None => Err(LedgerError::AccountNotFound { account: id }),
-        }
+        self.run(available_plan(id))
     }
 
     /// The pending holds on an account (oldest first), at most `limit` (1 to 10,000).
@@ -158,16 +122,100 @@ impl Ledger {
     /// # Errors
     /// `AccountNotFound`; `InvalidInput` for a bad `limit`.
     pub fn open_holds(&self, id: AccountId, limit: u32) -> Result<Vec<PendingHold>, LedgerError> {
-        check_page(limit)?;
-        let rows = self.idempotent(|conn| {
-            let statement = conn.statement(protocol::hold::OPEN_HOLDS)?;
-            Ok(conn.client().query(&statement, &[&id.0, &i64::from(limit)])?)
-        })?;
-        if rows.is_empty() {
-            self.account(id)?;
-        }
-        rows.iter().map(protocol::hold::pending_hold).collect()
+        self.run(open_holds_plan(id, limit))
     }
+}
+
+/// The parameter types of `hold()`.
+const HOLD_TYPES: [Type; 9] =
+    [Type::INT8, Type::INT8, Type::NUMERIC, Type::INT8, Type::TEXT, Type::TEXT, Type::INT2, Type::INT4, Type::JSONB];
+
+/// A hold: validated, then one call of `hold()`.
+pub(crate) fn hold_plan(ctx: &Ctx, h: &Hold) -> Plan<HoldReceipt> {
+    try_plan!(h.validate());
+    try_plan!(ctx.refuse_metadata_on_citus("a hold with metadata", h.metadata.as_ref()));
+    let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
+    let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let (sql, count) = protocol::hold::statement(h);
+    let mut params = params![h.from.0, h.to.0, h.amount, expires_in_ms, key.clone(), h.memo.clone(), mode, timeout_ms];
+    if count == 9 {
+        params.push(Box::new(stored_metadata(h.metadata.as_ref()).cloned()));
+    }
+    let h = h.clone();
+    let sql = Sql::typed(sql, params, &HOLD_TYPES[..count]);
+    keyed(sql, "holds_idempotency_key", key.clone(), h.amount, move |answer, _| {
+        hold_outcome(&h, key, &answer.row, answer.maybe_applied)
+    })
+}
+
+/// A capture: one call of `capture()`.
+pub(crate) fn capture_plan(ctx: &Ctx, hold_id: HoldId, amount: Option<Decimal>) -> Plan<Receipt> {
+    if let Some(amount) = amount {
+        try_plan!(check_transfer_amount(amount));
+    }
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let sql = Sql::typed(
+        protocol::hold::CAPTURE,
+        params![hold_id.0, amount, mode, timeout_ms],
+        &[Type::INT8, Type::NUMERIC, Type::INT2, Type::INT4],
+    );
+    Plan::call(sql, None, move |answer| {
+        Plan::done(
+            answer
+                .map_err(|e| ambiguous_hold(hold_id, e))
+                .and_then(|answer| capture_outcome(hold_id, amount, &answer.row, answer.maybe_applied)),
+        )
+    })
+}
+
+/// A void: one call of `void()`.
+pub(crate) fn void_plan(ctx: &Ctx, hold_id: HoldId) -> Plan<()> {
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let sql =
+        Sql::typed(protocol::hold::VOID, params![hold_id.0, mode, timeout_ms], &[Type::INT8, Type::INT2, Type::INT4]);
+    Plan::call(sql, None, move |answer| {
+        Plan::done(
+            answer
+                .map_err(|e| ambiguous_hold(hold_id, e))
+                .and_then(|answer| void_outcome(hold_id, &answer.row, answer.maybe_applied)),
+        )
+    })
+}
+
+/// Releases up to `limit` lapsed holds. Safe to retry: a repeat claims only holds that are
+/// still pending and lapsed.
+pub(crate) fn expire_plan(limit: u32) -> Plan<usize> {
+    if limit == 0 {
+        return Plan::fail(LedgerError::InvalidInput { field: "limit", reason: "must be at least 1".into() });
+    }
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    Plan::read_one(Sql::new("SELECT wallet_ledger.expire_holds($1)", params![limit]), |row| {
+        Plan::done(Reply::new(&row, "expire_holds").first::<i32>().map(|n| n as usize))
+    })
+}
+
+/// An account's balance minus its pending holds.
+pub(crate) fn available_plan(id: AccountId) -> Plan<Decimal> {
+    let sql = Sql::new("SELECT balance - held FROM wallet_ledger.accounts WHERE id = $1", params![id.0]);
+    Plan::read_opt(sql, move |row| {
+        Plan::done(match row {
+            Some(row) => Reply::new(&row, "available").first(),
+            None => Err(LedgerError::AccountNotFound { account: id }),
+        })
+    })
+}
+
+/// The pending holds on an account; an empty page asks whether the account exists.
+pub(crate) fn open_holds_plan(id: AccountId, limit: u32) -> Plan<Vec<PendingHold>> {
+    try_plan!(check_page(limit));
+    Plan::read(Sql::new(protocol::hold::OPEN_HOLDS, params![id.0, i64::from(limit)]), move |rows| {
+        let holds: Result<Vec<PendingHold>, LedgerError> = rows.iter().map(protocol::hold::pending_hold).collect();
+        if rows.is_empty() {
+            return crate::ops::accounts::account_plan(id).map(|_| Vec::new());
+        }
+        Plan::done(holds)
+    })
 }
 
 /// Captures and voids are keyed by their hold: when retries run out with the outcome open,

@@ -35,22 +35,15 @@
 //! errors (serialization failure, lost connection) are returned, since only the caller can
 //! retry its whole transaction.
 
-use postgres::error::SqlState;
-use postgres::types::{ToSql, Type};
-use postgres::{Row, Transaction};
+use postgres::Transaction;
 use rust_decimal::Decimal;
 
-use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
-use crate::driver::retry::Backoff;
-use crate::error::{from_db, LedgerError};
+use crate::error::LedgerError;
 use crate::model::hold::{Hold, HoldReceipt};
-use crate::model::metadata::stored_metadata;
-use crate::model::transfer::{internal_key, Receipt, Transfer};
-use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
-use crate::protocol::transfer::{outcome, overflow_as_invalid_amount};
-use crate::protocol::{self, holds_key, Reply, KEY_CONSTRAINT};
+use crate::model::transfer::{Receipt, Transfer};
+use crate::ops::hold::{capture_plan, hold_plan, void_plan};
 use crate::values::HoldId;
 
 impl Ledger {
@@ -87,30 +80,9 @@ impl Ledger {
     }
 
     fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
-        t.validate()?;
-        if t.up_to_available {
-            self.refuse_in_citus("a transfer up to the available balance")?;
-        }
-        self.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
-        let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(t.metadata.as_ref());
-        let params: [(&(dyn ToSql + Sync), Type); 8] = [
-            (&t.from.0, Type::INT8),
-            (&t.to.0, Type::INT8),
-            (&t.amount, Type::NUMERIC),
-            (&key, Type::TEXT),
-            (&t.memo, Type::TEXT),
-            (&mode, Type::INT2),
-            (&timeout_ms, Type::INT4),
-            (&metadata, Type::JSONB),
-        ];
-        let params = &params[..protocol::transfer::parameter_count(t)];
-        let row = self
-            .in_savepoint(tx, protocol::transfer::statement(t), params, KEY_CONSTRAINT)
-            .map_err(|e| overflow_as_invalid_amount(e, t.amount))?;
-        self.inner.counters.lock_waited(&row);
-        outcome(t, &key, &row)
+        let ctx = self.ctx();
+        let key = crate::ops::transfer::prepare(&ctx, t)?;
+        self.run_in(tx, crate::ops::transfer::plan(&ctx, t, key))
     }
 
     /// [`Ledger::hold`] inside the caller's transaction.
@@ -123,28 +95,7 @@ impl Ledger {
     }
 
     fn run_hold_in(&self, tx: &mut Transaction<'_>, h: &Hold) -> Result<HoldReceipt, LedgerError> {
-        h.validate()?;
-        self.refuse_metadata_on_citus("a hold with metadata", h.metadata.as_ref())?;
-        let key = h.idempotency_key.clone().unwrap_or_else(internal_key);
-        let expires_in_ms = i64::try_from(h.expires_in.as_millis()).unwrap_or(i64::MAX);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(h.metadata.as_ref());
-        let params: [(&(dyn ToSql + Sync), Type); 9] = [
-            (&h.from.0, Type::INT8),
-            (&h.to.0, Type::INT8),
-            (&h.amount, Type::NUMERIC),
-            (&expires_in_ms, Type::INT8),
-            (&key, Type::TEXT),
-            (&h.memo, Type::TEXT),
-            (&mode, Type::INT2),
-            (&timeout_ms, Type::INT4),
-            (&metadata, Type::JSONB),
-        ];
-        let (sql, count) = protocol::hold::statement(h);
-        let row = self
-            .in_savepoint(tx, sql, &params[..count], "holds_idempotency_key")
-            .map_err(|e| overflow_as_invalid_amount(e, h.amount))?;
-        hold_outcome(h, key, &row, false)
+        self.run_in(tx, hold_plan(&self.ctx(), h))
     }
 
     /// [`Ledger::capture`] inside the caller's transaction.
@@ -167,14 +118,7 @@ impl Ledger {
         hold: HoldId,
         amount: Option<Decimal>,
     ) -> Result<Receipt, LedgerError> {
-        if let Some(amount) = amount {
-            crate::model::money::check_transfer_amount(amount)?;
-        }
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 4] =
-            [(&hold.0, Type::INT8), (&amount, Type::NUMERIC), (&mode, Type::INT2), (&timeout_ms, Type::INT4)];
-        let row = self.in_savepoint(tx, protocol::hold::CAPTURE, &params, "")?;
-        capture_outcome(hold, amount, &row, false)
+        self.run_in(tx, capture_plan(&self.ctx(), hold, amount))
     }
 
     /// [`Ledger::void`] inside the caller's transaction.
@@ -187,72 +131,6 @@ impl Ledger {
     }
 
     fn run_void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let params: [(&(dyn ToSql + Sync), Type); 3] =
-            [(&hold.0, Type::INT8), (&mode, Type::INT2), (&timeout_ms, Type::INT4)];
-        let row = self.in_savepoint(tx, protocol::hold::VOID, &params, "")?;
-        void_outcome(hold, &row, false)
-    }
-
-    /// Runs one ledger statement in a savepoint of the caller's transaction (one round trip for
-    /// the statement: `query_typed` needs no prepare). The savepoint is released only when the
-    /// operation applied (`ok`) or replayed; on a refusal or an error it is rolled back, which
-    /// also releases the row locks the statement took, so a refused call holds nothing until the
-    /// caller's commit. A lost race on `key_constraint` is waited for by the server and retried,
-    /// which replays the winner (in READ COMMITTED, where the retry sees the winner's commit).
-    pub(crate) fn in_savepoint(
-        &self,
-        tx: &mut Transaction<'_>,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-        key_constraint: &str,
-    ) -> Result<Row, LedgerError> {
-        // The caller's client blocks like a pooled one: refused on an async runtime's thread.
-        refuse_on_runtime_thread()?;
-        let mut backoff = Backoff::new(self.inner.max_retries);
-        let mut previous: Option<postgres::Error> = None;
-        let mut n: u32 = 0;
-        loop {
-            n += 1;
-            crate::driver::observe::attempt(n, previous.as_ref());
-            let mut savepoint = tx.savepoint("wallet_ledger_call")?;
-            let error = match savepoint.query_typed_one(&self.inner.schema.qualify(sql), params) {
-                Ok(row) => {
-                    if holds_key(&row) {
-                        savepoint.commit()?;
-                    } else {
-                        savepoint.rollback()?;
-                    }
-                    return Ok(row);
-                }
-                Err(error) => error,
-            };
-            savepoint.rollback()?;
-            if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                return Err(LedgerError::LockUnavailable { policy: self.inner.lock_wait.to_string(), source: error });
-            }
-            let key_race = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                && error.as_db_error().and_then(|d| d.constraint()) == Some(key_constraint);
-            if !key_race {
-                return Err(from_db(error));
-            }
-            let row = tx.query_one("SELECT current_setting('transaction_isolation')", &[])?;
-            let isolation: String = Reply::new(&row, "current_setting").first()?;
-            if isolation != "read committed" {
-                return Err(LedgerError::InvalidInput {
-                    field: "transaction isolation",
-                    reason: format!(
-                        "{isolation}: a concurrent call with the same idempotency key committed after this \
-                         transaction's snapshot; idempotency keys replay only in READ COMMITTED transactions \
-                         (retry the whole transaction)"
-                    ),
-                });
-            }
-            if !backoff.wait() {
-                return Err(from_db(error));
-            }
-            self.inner.counters.retried();
-            previous = Some(error);
-        }
+        self.run_in(tx, void_plan(&self.ctx(), hold))
     }
 }

@@ -1,7 +1,7 @@
 //! [`Ledger::post`]: multi-leg postings (`wallet_ledger.post()`, `sql/0004_batch.sql`), all
 //! legs or none.
 
-use postgres::types::{ToSql, Type};
+use postgres::types::Type;
 use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
@@ -10,8 +10,8 @@ use crate::error::LedgerError;
 use crate::model::metadata::stored_metadata;
 use crate::model::posting::{Posting, PostingReceipt};
 use crate::model::transfer::internal_key;
+use crate::plan::{keyed, params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::posting::posting_outcome;
-use crate::protocol::transfer::overflow_as_invalid_amount;
 use crate::protocol::{self, KEY_CONSTRAINT};
 
 impl Ledger {
@@ -53,19 +53,7 @@ impl Ledger {
     }
 
     fn run_post(&self, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
-        posting.validate()?;
-        let key = posting.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (accounts, amounts) = protocol::posting::arrays(posting);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(posting.metadata.as_ref());
-        let params: [&(dyn ToSql + Sync); 7] =
-            [&accounts, &amounts, &key, &posting.memo, &mode, &timeout_ms, &metadata];
-        let (sql, count) = protocol::posting::statement(posting);
-        let answer = self.keyed_call(sql, &params[..count], KEY_CONSTRAINT, &key, posting.largest())?;
-        posting_outcome(posting, &key, &answer.row).map(|mut receipt| {
-            receipt.replayed &= !answer.maybe_applied && posting.idempotency_key.is_some();
-            receipt
-        })
+        self.run(plan(&self.ctx(), posting))
     }
 
     /// [`Ledger::post`] inside the caller's transaction: committed or rolled back with it. One
@@ -81,24 +69,30 @@ impl Ledger {
     }
 
     fn run_post_in(&self, tx: &mut Transaction<'_>, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
-        posting.validate()?;
-        let key = posting.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (accounts, amounts) = protocol::posting::arrays(posting);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(posting.metadata.as_ref());
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
-            (&accounts, Type::INT8_ARRAY),
-            (&amounts, Type::NUMERIC_ARRAY),
-            (&key, Type::TEXT),
-            (&posting.memo, Type::TEXT),
-            (&mode, Type::INT2),
-            (&timeout_ms, Type::INT4),
-            (&metadata, Type::JSONB),
-        ];
-        let (sql, count) = protocol::posting::statement(posting);
-        let row = self
-            .in_savepoint(tx, sql, &params[..count], KEY_CONSTRAINT)
-            .map_err(|e| overflow_as_invalid_amount(e, posting.largest()))?;
-        posting_outcome(posting, &key, &row)
+        self.run_in(tx, plan(&self.ctx(), posting))
     }
+}
+
+/// The parameter types of `post()`.
+const TYPES: [Type; 7] =
+    [Type::INT8_ARRAY, Type::NUMERIC_ARRAY, Type::TEXT, Type::TEXT, Type::INT2, Type::INT4, Type::JSONB];
+
+/// A posting: validated, then one call of `post()`.
+pub(crate) fn plan(ctx: &Ctx, posting: &Posting) -> Plan<PostingReceipt> {
+    try_plan!(posting.validate());
+    let key = posting.idempotency_key.clone().unwrap_or_else(internal_key);
+    let (accounts, amounts) = protocol::posting::arrays(posting);
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let (sql, count) = protocol::posting::statement(posting);
+    let mut params = params![accounts, amounts, key.clone(), posting.memo.clone(), mode, timeout_ms];
+    if count == 7 {
+        params.push(Box::new(stored_metadata(posting.metadata.as_ref()).cloned()));
+    }
+    let posting = posting.clone();
+    keyed(Sql::typed(sql, params, &TYPES[..count]), KEY_CONSTRAINT, key, posting.largest(), move |answer, key| {
+        posting_outcome(&posting, key, &answer.row).map(|mut receipt| {
+            receipt.replayed &= !answer.maybe_applied && posting.idempotency_key.is_some();
+            receipt
+        })
+    })
 }

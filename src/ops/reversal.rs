@@ -2,7 +2,7 @@
 //! `wallet_ledger.reverse()` (`sql/0007_operations.sql`): the original transfer's row lock, then
 //! the accounts in ascending id, the checks and the writes, in one implicit transaction.
 
-use postgres::types::{ToSql, Type};
+use postgres::types::Type;
 use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
@@ -11,6 +11,7 @@ use crate::error::LedgerError;
 use crate::model::metadata::stored_metadata;
 use crate::model::reversal::Reversal;
 use crate::model::transfer::{internal_key, Receipt};
+use crate::plan::{keyed, params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::{self, reversal::outcome, KEY_CONSTRAINT};
 
 impl Ledger {
@@ -63,19 +64,7 @@ impl Ledger {
     }
 
     fn run_reverse(&self, r: &Reversal) -> Result<Receipt, LedgerError> {
-        r.validate()?;
-        self.refuse_in_citus("reverse")?;
-        let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(r.metadata.as_ref());
-        let params: [&(dyn ToSql + Sync); 7] = [&r.transfer.0, &r.amount, &key, &r.memo, &mode, &timeout_ms, &metadata];
-        let amount = r.amount.unwrap_or_default();
-        let answer = self.keyed_call(protocol::reversal::SQL, &params, KEY_CONSTRAINT, &key, amount)?;
-        outcome(r, &key, &answer.row).map(|mut receipt| {
-            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
-            receipt.replayed &= !answer.maybe_applied && r.idempotency_key.is_some();
-            receipt
-        })
+        self.run(plan(&self.ctx(), r, "reverse"))
     }
 
     /// [`Ledger::reverse`] inside the caller's transaction: committed or rolled back with it.
@@ -91,23 +80,28 @@ impl Ledger {
     }
 
     fn run_reverse_in(&self, tx: &mut Transaction<'_>, r: &Reversal) -> Result<Receipt, LedgerError> {
-        r.validate()?;
-        self.refuse_in_citus("reverse_in")?;
-        let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(r.metadata.as_ref());
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
-            (&r.transfer.0, Type::INT8),
-            (&r.amount, Type::NUMERIC),
-            (&key, Type::TEXT),
-            (&r.memo, Type::TEXT),
-            (&mode, Type::INT2),
-            (&timeout_ms, Type::INT4),
-            (&metadata, Type::JSONB),
-        ];
-        let row = self
-            .in_savepoint(tx, protocol::reversal::SQL, &params, KEY_CONSTRAINT)
-            .map_err(protocol::transfer::metadata_as_invalid_input)?;
-        outcome(r, &key, &row)
+        self.run_in(tx, plan(&self.ctx(), r, "reverse_in"))
     }
+}
+
+/// The parameter types of `reverse()`.
+const TYPES: [Type; 7] = [Type::INT8, Type::NUMERIC, Type::TEXT, Type::TEXT, Type::INT2, Type::INT4, Type::JSONB];
+
+/// A reversal: validated, then one call of `reverse()`. `operation` names it in a refusal.
+pub(crate) fn plan(ctx: &Ctx, r: &Reversal, operation: &'static str) -> Plan<Receipt> {
+    try_plan!(r.validate());
+    try_plan!(ctx.refuse_in_citus(operation));
+    let key = r.idempotency_key.clone().unwrap_or_else(internal_key);
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let metadata = stored_metadata(r.metadata.as_ref()).cloned();
+    let params = params![r.transfer.0, r.amount, key.clone(), r.memo.clone(), mode, timeout_ms, metadata];
+    let amount = r.amount.unwrap_or_default();
+    let r = r.clone();
+    keyed(Sql::typed(protocol::reversal::SQL, params, &TYPES), KEY_CONSTRAINT, key, amount, move |answer, key| {
+        outcome(&r, key, &answer.row).map(|mut receipt| {
+            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
+            receipt.replayed &= !answer.maybe_applied && r.idempotency_key.is_some();
+            receipt
+        })
+    })
 }

@@ -16,12 +16,6 @@ use crate::protocol;
 use crate::protocol::status::{account_outcome, StatusAction, SET_LIMITS, SET_STATUS};
 use crate::values::AccountId;
 
-/// Why the account rules are refused in Citus mode (`docs/citus.md`, "Account states, limits
-/// and reversals").
-const CITUS_REASON: &str = "not in Citus mode yet: the Citus transfer and hold functions (sql/citus/) do not check \
-                            account states and ceilings, and a reversal would lock a transfer row found by id \
-                            alone across shards";
-
 impl Ledger {
     /// Freezes an account: from now on it pays nothing (transfers, postings, new holds, and
     /// captures of holds taken before the freeze are refused with [`LedgerError::AccountFrozen`]);
@@ -170,9 +164,6 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] in Citus mode for the account rules of this module and
     /// reversals.
     pub(crate) fn refuse_in_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        if self.inner.citus {
-            return Err(LedgerError::Unsupported { operation, reason: CITUS_REASON });
-        }
-        Ok(())
+        self.ctx().refuse_in_citus(operation)
     }
 }

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use postgres::types::ToSql;
-use serde_json::Value;
+use postgres::types::Type;
 
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::{Combined, Ledger};
@@ -12,6 +11,7 @@ use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt, Transfer};
+use crate::plan::{keyed, params, Ctx, Plan, Sql};
 use crate::protocol::{self, transfer::outcome, KEY_CONSTRAINT};
 
 impl Ledger {
@@ -43,12 +43,7 @@ impl Ledger {
     }
 
     fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
-        t.validate()?;
-        if t.up_to_available {
-            self.refuse_in_citus("a transfer up to the available balance")?;
-        }
-        self.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
-        let key = t.idempotency_key.clone().unwrap_or_else(internal_key);
+        let key = prepare(&self.ctx(), t)?;
         match &self.inner.combiner {
             Some(combiner) => {
                 // Before queueing: a caller on an async runtime's thread must neither park that
@@ -66,37 +61,42 @@ impl Ledger {
     /// The single-transfer path with its key chosen (the caller's, or an internal one); `t` is
     /// validated.
     pub(crate) fn run_transfer_keyed(&self, t: &Transfer, key: &str) -> Result<Receipt, LedgerError> {
-        let key = key.to_string();
-        let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-        let metadata = stored_metadata(t.metadata.as_ref());
-        let params: [&(dyn ToSql + Sync); 8] =
-            [&t.from.0, &t.to.0, &t.amount, &key, &t.memo, &mode, &timeout_ms, &metadata];
-        let params = &params[..protocol::transfer::parameter_count(t)];
-        let answer = self.keyed_call(protocol::transfer::statement(t), params, KEY_CONSTRAINT, &key, t.amount)?;
-        self.inner.counters.lock_waited(&answer.row);
-        outcome(t, &key, &answer.row).map(|mut receipt| {
+        self.run(plan(&self.ctx(), t, key.to_string()))
+    }
+}
+
+/// Checks `t` before anything is sent, and chooses its key: the caller's, or an internal one.
+pub(crate) fn prepare(ctx: &Ctx, t: &Transfer) -> Result<String, LedgerError> {
+    t.validate()?;
+    if t.up_to_available {
+        ctx.refuse_in_citus("a transfer up to the available balance")?;
+    }
+    ctx.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
+    Ok(t.idempotency_key.clone().unwrap_or_else(internal_key))
+}
+
+/// The parameter types of `transfer()` (`from, to, amount, key, memo, lock_mode, timeout_ms`,
+/// and `metadata` for the forms that take it).
+const TYPES: [Type; 8] =
+    [Type::INT8, Type::INT8, Type::NUMERIC, Type::TEXT, Type::TEXT, Type::INT2, Type::INT4, Type::JSONB];
+
+/// One transfer, prepared (`key` from [`prepare`]): one call of `transfer()`.
+pub(crate) fn plan(ctx: &Ctx, t: &Transfer, key: String) -> Plan<Receipt> {
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let count = protocol::transfer::parameter_count(t);
+    let mut params = params![t.from.0, t.to.0, t.amount, key.clone(), t.memo.clone(), mode, timeout_ms];
+    if count == 8 {
+        params.push(Box::new(stored_metadata(t.metadata.as_ref()).cloned()));
+    }
+    let sql = Sql::typed(protocol::transfer::statement(t), params, &TYPES[..count]);
+    let t = t.clone();
+    keyed(sql, KEY_CONSTRAINT, key, t.amount, move |answer, key| {
+        outcome(&t, key, &answer.row).map(|mut receipt| {
             // A replay of our own earlier, unanswered attempt is not a replay to the caller.
             receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
             receipt
         })
-    }
-
-    /// [`LedgerError::Unsupported`] for metadata (other than none or `{}`) in Citus mode: the
-    /// Citus forms of `transfer()` and `hold()` (`sql/citus/`) have no metadata parameter.
-    pub(crate) fn refuse_metadata_on_citus(
-        &self,
-        operation: &'static str,
-        metadata: Option<&Value>,
-    ) -> Result<(), LedgerError> {
-        if self.inner.citus && stored_metadata(metadata).is_some() {
-            return Err(LedgerError::Unsupported {
-                operation,
-                reason: "not in Citus mode yet: the Citus transfer and hold functions (sql/citus/) take no \
-                         metadata (docs/citus.md)",
-            });
-        }
-        Ok(())
-    }
+    })
 }
 
 /// Applies one combined batch and gives each queued transfer its own result, as alone:

@@ -43,16 +43,16 @@ pub(crate) struct Arrays {
 }
 
 /// A batch ready to send: the arrays, and the results so far (validation refusals).
-pub(crate) struct Prepared<'a> {
-    pub(crate) items: &'a [Transfer],
+pub(crate) struct Prepared {
+    pub(crate) items: Vec<Transfer>,
     pub(crate) arrays: Arrays,
     pub(crate) results: Vec<Option<Result<Receipt, LedgerError>>>,
 }
 
-impl<'a> Prepared<'a> {
+impl Prepared {
     /// Validates every item (refusals become that item's result), and gives each sent item its
     /// key: `keys[i]` when given (the combiner's), else the caller's, else a new internal one.
-    pub(crate) fn new(items: &'a [Transfer], keys: Option<&[String]>) -> Result<Self, LedgerError> {
+    pub(crate) fn new(items: &[Transfer], keys: Option<&[String]>) -> Result<Self, LedgerError> {
         if items.len() > BATCH_ITEMS_MAX {
             return Err(LedgerError::BatchTooLarge { items: items.len(), max: BATCH_ITEMS_MAX });
         }
@@ -96,7 +96,7 @@ impl<'a> Prepared<'a> {
         let position = |id: &i64| arrays.union.binary_search(id).map_or(0, |p| p as i32 + 1);
         arrays.from_pos = arrays.from.iter().map(position).collect();
         arrays.to_pos = arrays.to.iter().map(position).collect();
-        Ok(Prepared { items, arrays, results })
+        Ok(Prepared { items: items.to_vec(), arrays, results })
     }
 
     /// Whether anything is left to send.
