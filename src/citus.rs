@@ -16,7 +16,7 @@
 //!
 //! [`LedgerBuilder::citus`]: crate::LedgerBuilder::citus
 
-use postgres::Client;
+use crate::plan::{one_row, Session};
 
 use crate::error::LedgerError;
 use crate::schema::SchemaName;
@@ -41,14 +41,15 @@ pub(crate) const WRITER_GATE_KEY: i64 = 0x7761_6c6c_6574_5f61;
 pub(crate) const CITUS_MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_5f63;
 
 /// Whether the connected database has the Citus extension.
-pub(crate) fn installed(client: &mut Client) -> Result<bool, LedgerError> {
-    let row = client.query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')", &[])?;
+pub(crate) fn installed(client: &mut dyn Session) -> Result<bool, LedgerError> {
+    let rows = client.query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')", &[])?;
+    let row = one_row(rows)?;
     Ok(row.try_get(0)?)
 }
 
 /// Decides Citus mode: the builder's setting, or detection. Asking for it on a database
 /// without the extension is an error.
-pub(crate) fn resolve(client: &mut Client, wanted: Option<bool>) -> Result<bool, LedgerError> {
+pub(crate) fn resolve(client: &mut dyn Session, wanted: Option<bool>) -> Result<bool, LedgerError> {
     let present = installed(client)?;
     match wanted {
         Some(true) if !present => Err(LedgerError::InvalidInput {

@@ -21,8 +21,9 @@
 //! Rules:
 //! - no thread or runtime is added: the leader is a caller's own thread, blocked in its own
 //!   call anyway;
-//! - each caller waits parked on its own thread and is woken alone: when its result is in, or
-//!   when it is the first queued caller and a collector is wanted;
+//! - each caller waits on its own (a parked thread, or an async task's `Notify`) and is woken
+//!   alone: when its result is in, or when it is the first queued caller and a collector is
+//!   wanted;
 //! - adaptive: at most [`ADAPTIVE_IN_FLIGHT`] calls in flight, and a batch never beside another
 //!   call on one of its keys; tuned: one batch at a time (`docs/design.md`, "The combiner",
 //!   says why);
@@ -30,12 +31,13 @@
 //!   panics, the other callers of that batch get the combiner's failure value and the leader's
 //!   thread resumes the panic.
 //!
-//! The module does no I/O: the apply function is passed in, so its logic is tested without a
-//! database (`tests` below).
+//! The module does no I/O and decides everything in steps ([`Combiner::enter`], `turn`,
+//! `collect`, `deliver`) that each door drives with its own way of waiting: `submit` here for
+//! threads, `aio::combine` for tasks. Its logic is tested without a database (`tests` below).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -94,18 +96,76 @@ impl CombineConfig {
     }
 }
 
+/// How a waiting caller is woken: its parked thread (the synchronous door), or its task's
+/// `Notify` (the async door). A wake-up before the wait is kept (an unpark token, a Notify
+/// permit), so none is lost.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+impl Wake for Thread {
+    fn wake(&self) {
+        self.unpark();
+    }
+}
+
+#[cfg(feature = "aio")]
+impl Wake for tokio::sync::Notify {
+    fn wake(&self) {
+        self.notify_one();
+    }
+}
+
 /// An item waiting in the queue, and the caller to wake when its result is in.
-struct Queued<T> {
+pub(crate) struct Queued<T> {
     ticket: u64,
     item: T,
     since: Instant,
-    caller: Thread,
+    caller: Arc<dyn Wake>,
+}
+
+/// Where a submitted item goes.
+pub(crate) enum Entry<T> {
+    /// Straight to the server with the solo function; then [`Combiner::solo_done`] with the keys.
+    Solo(T, [i64; 2]),
+    /// Queued under this ticket: the caller asks [`Combiner::turn`] what to do.
+    Queued(u64),
+}
+
+/// What a queued caller does next.
+pub(crate) enum Turn<R> {
+    /// Its result is in.
+    Done(R),
+    /// It collects the next batch ([`Combiner::collect`]).
+    Lead,
+    /// It waits to be woken, then asks again.
+    Wait,
+}
+
+/// What the collector of a batch does next.
+pub(crate) enum Collect<T> {
+    /// Wait at most this long for more callers (woken early when enough queued), then ask again.
+    Wait(Duration),
+    /// Apply these items and [`Combiner::deliver`] their results.
+    Take(Batch<T>),
+}
+
+/// A batch taken from the queue, in flight until delivered.
+pub(crate) struct Batch<T> {
+    queued: Vec<Queued<T>>,
+}
+
+impl<T: Clone> Batch<T> {
+    /// The items, in queue order.
+    pub(crate) fn items(&self) -> Vec<T> {
+        self.queued.iter().map(|q| q.item.clone()).collect()
+    }
 }
 
 struct State<T, R> {
     queue: VecDeque<Queued<T>>,
     /// The caller collecting the next batch, if any (at most one at a time).
-    collector: Option<Thread>,
+    collector: Option<Arc<dyn Wake>>,
     /// Calls in flight: batches being applied and (adaptive) callers gone straight to the server.
     in_flight: usize,
     /// Items queued when the last batch was taken: how many are likely to come back, which the
@@ -118,6 +178,8 @@ struct State<T, R> {
     busy: HashMap<i64, usize>,
     /// Batches among the calls in flight.
     batches: usize,
+    /// Tickets taken into a batch whose callers stopped waiting: their results are dropped.
+    abandoned: HashSet<u64>,
 }
 
 impl<T, R> State<T, R> {
@@ -206,6 +268,7 @@ impl<T: Clone, R> Combiner<T, R> {
             next_ticket: 0,
             busy: HashMap::new(),
             batches: 0,
+            abandoned: HashSet::new(),
         };
         Combiner { config, adaptive, limit, keys, state: Mutex::new(state), failed }
     }
@@ -230,7 +293,7 @@ impl<T: Clone, R> Combiner<T, R> {
     fn wake_collector(&self, state: &State<T, R>) {
         if self.collector_wanted(state) {
             if let Some(front) = state.queue.front() {
-                front.caller.unpark();
+                front.caller.wake();
             }
         }
     }
@@ -244,25 +307,10 @@ impl<T: Clone, R> Combiner<T, R> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits (lock released) until this thread is unparked or `timeout` passes, then relocks.
-    /// A wake-up may be spurious: callers re-check the state.
-    fn park<'a>(
-        &'a self,
-        state: MutexGuard<'a, State<T, R>>,
-        timeout: Option<Duration>,
-    ) -> MutexGuard<'a, State<T, R>> {
-        drop(state);
-        match timeout {
-            Some(t) => thread::park_timeout(t),
-            None => thread::park(),
-        }
-        self.lock()
-    }
-
-    /// Returns `item`'s own result: in an adaptive combiner with room in flight and nobody
-    /// queued, from `solo(item)` at once; otherwise queued, collecting batches and applying them
-    /// with `apply` (one result per item, in order) when it is this caller's turn.
-    pub(crate) fn submit(&self, item: T, solo: &dyn Fn(&T) -> R, apply: &dyn Fn(&[T]) -> Vec<R>) -> R {
+    /// The first step of a call: straight to the server (adaptive, with room in flight and
+    /// nobody queued, unless batches are forming and a call in flight holds one of its keys),
+    /// or queued. `caller` is how this caller is woken while queued.
+    pub(crate) fn enter(&self, item: T, caller: Arc<dyn Wake>) -> Entry<T> {
         let mut state = self.lock();
         if self.adaptive
             && state.queue.is_empty()
@@ -273,99 +321,150 @@ impl<T: Clone, R> Combiner<T, R> {
             let keys = (self.keys)(&item);
             state.in_flight += 1;
             state.hold(keys);
-            drop(state);
-            let result = catch_unwind(AssertUnwindSafe(|| solo(&item)));
-            let mut state = self.lock();
-            state.in_flight -= 1;
-            state.release(keys);
-            self.wake_collector(&state);
-            drop(state);
-            return result.unwrap_or_else(|panic| resume_unwind(panic));
+            return Entry::Solo(item, keys);
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push_back(Queued { ticket, item, since: Instant::now(), caller: thread::current() });
+        state.queue.push_back(Queued { ticket, item, since: Instant::now(), caller });
         if let Some(collector) = &state.collector {
             if state.queue.len() >= state.target(self.config.max_batch) {
-                collector.unpark();
+                collector.wake();
             }
         }
-        loop {
-            if let Some(result) = state.done.remove(&ticket) {
-                return result;
-            }
-            if self.collector_wanted(&state) && state.queue.iter().any(|q| q.ticket == ticket) {
-                state = self.lead(state, apply);
-                continue;
-            }
-            state = self.park(state, None);
-        }
+        Entry::Queued(ticket)
     }
 
-    /// Collects a batch (bounded by `max_batch` and `max_wait`), hands the collector's role on,
-    /// applies the batch without holding the queue's lock and delivers every result.
-    fn lead<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, State<T, R>>,
-        apply: &dyn Fn(&[T]) -> Vec<R>,
-    ) -> MutexGuard<'a, State<T, R>> {
-        state.collector = Some(thread::current());
-        while let Some(oldest) = state.queue.front().map(|q| q.since) {
+    /// A solo call with these keys ended (however it ended).
+    pub(crate) fn solo_done(&self, keys: [i64; 2]) {
+        let mut state = self.lock();
+        state.in_flight -= 1;
+        state.release(keys);
+        self.wake_collector(&state);
+    }
+
+    /// What the queued caller `ticket` does next; `caller` becomes the collector's wake-up
+    /// when it leads.
+    pub(crate) fn turn(&self, ticket: u64, caller: &Arc<dyn Wake>) -> Turn<R> {
+        let mut state = self.lock();
+        if let Some(result) = state.done.remove(&ticket) {
+            return Turn::Done(result);
+        }
+        if self.collector_wanted(&state) && state.queue.iter().any(|q| q.ticket == ticket) {
+            state.collector = Some(Arc::clone(caller));
+            return Turn::Lead;
+        }
+        Turn::Wait
+    }
+
+    /// The collector's step: take a batch once as many callers queued as the previous batch
+    /// had (bounded by `max_batch`) or the oldest waited `max_wait`; else wait.
+    pub(crate) fn collect(&self) -> Collect<T> {
+        let mut state = self.lock();
+        if let Some(oldest) = state.queue.front().map(|q| q.since) {
             let waited = oldest.elapsed();
-            if state.queue.len() >= state.target(self.config.max_batch) || waited >= self.config.max_wait {
-                break;
+            if state.queue.len() < state.target(self.config.max_batch) && waited < self.config.max_wait {
+                return Collect::Wait(self.config.max_wait - waited);
             }
-            state = self.park(state, Some(self.config.max_wait - waited));
         }
         let take = state.queue.len().min(self.config.max_batch);
         state.last_batch = state.queue.len();
-        let batch: Vec<Queued<T>> = state.queue.drain(..take).collect();
+        let queued: Vec<Queued<T>> = state.queue.drain(..take).collect();
         state.collector = None;
         state.in_flight += 1;
         state.batches += 1;
-        for q in &batch {
+        for q in &queued {
             state.hold((self.keys)(&q.item));
         }
         self.wake_collector(&state);
-        drop(state);
+        Collect::Take(Batch { queued })
+    }
 
-        let items: Vec<T> = batch.iter().map(|q| q.item.clone()).collect();
-        let results = catch_unwind(AssertUnwindSafe(|| apply(&items)));
-
+    /// Ends a batch: every caller's own result (`results`, one per item in order; an item
+    /// without one, or every item when `results` is `None` because the apply function did not
+    /// finish, gets the failure value), and wakes them, except `leader`, whose caller reads its
+    /// result itself.
+    pub(crate) fn deliver(&self, batch: Batch<T>, results: Option<Vec<R>>, leader: Option<u64>) {
         let mut state = self.lock();
         state.in_flight -= 1;
         state.batches -= 1;
-        for q in &batch {
+        for q in &batch.queued {
             state.release((self.keys)(&q.item));
         }
-        let panic = match results {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for q in &batch {
-                    let result = results.next().unwrap_or_else(self.failed);
-                    state.done.insert(q.ticket, result);
-                }
-                None
+        let mut results = results.unwrap_or_default().into_iter();
+        for q in &batch.queued {
+            let result = results.next().unwrap_or_else(self.failed);
+            if state.abandoned.remove(&q.ticket) {
+                continue;
             }
-            Err(panic) => {
-                // The leader's own caller unwinds with the panic and never collects a result.
-                let me = thread::current().id();
-                for q in batch.iter().filter(|q| q.caller.id() != me) {
-                    state.done.insert(q.ticket, (self.failed)());
-                }
-                Some(panic)
-            }
-        };
-        let me = thread::current().id();
-        for q in batch.iter().filter(|q| q.caller.id() != me) {
-            q.caller.unpark();
+            state.done.insert(q.ticket, result);
+        }
+        for q in batch.queued.iter().filter(|q| Some(q.ticket) != leader) {
+            q.caller.wake();
         }
         self.wake_collector(&state);
-        if let Some(panic) = panic {
-            drop(state);
-            resume_unwind(panic);
+    }
+
+    /// A queued caller `ticket` gave up waiting (its future was dropped): still queued, its item
+    /// leaves the queue unsent; taken, its result is dropped when it comes. A collector that
+    /// gives up hands its role on.
+    #[cfg_attr(not(feature = "aio"), allow(dead_code))]
+    pub(crate) fn abandon(&self, ticket: u64, was_collector: bool) {
+        let mut state = self.lock();
+        if was_collector {
+            state.collector = None;
         }
-        state
+        let before = state.queue.len();
+        state.queue.retain(|q| q.ticket != ticket);
+        if state.queue.len() == before && state.done.remove(&ticket).is_none() {
+            state.abandoned.insert(ticket);
+        }
+        self.wake_collector(&state);
+    }
+
+    /// The synchronous door: returns `item`'s own result, from `solo(item)` at once when it goes
+    /// straight, otherwise queued, collecting batches and applying them with `apply` (one result
+    /// per item, in order) when it is this caller's turn. The caller's thread parks while it
+    /// waits, and is the leader's thread when it leads.
+    pub(crate) fn submit(&self, item: T, solo: &dyn Fn(&T) -> R, apply: &dyn Fn(&[T]) -> Vec<R>) -> R {
+        let me: Arc<dyn Wake> = Arc::new(thread::current());
+        let ticket = match self.enter(item, Arc::clone(&me)) {
+            Entry::Solo(item, keys) => {
+                let result = catch_unwind(AssertUnwindSafe(|| solo(&item)));
+                self.solo_done(keys);
+                return result.unwrap_or_else(|panic| resume_unwind(panic));
+            }
+            Entry::Queued(ticket) => ticket,
+        };
+        loop {
+            match self.turn(ticket, &me) {
+                Turn::Done(result) => return result,
+                Turn::Wait => thread::park(),
+                Turn::Lead => {
+                    let batch = loop {
+                        match self.collect() {
+                            Collect::Wait(timeout) => thread::park_timeout(timeout),
+                            Collect::Take(batch) => break batch,
+                        }
+                    };
+                    let results = catch_unwind(AssertUnwindSafe(|| apply(&batch.items())));
+                    match results {
+                        Ok(results) => self.deliver(batch, Some(results), Some(ticket)),
+                        Err(panic) => {
+                            // The leader's own caller unwinds with the panic and never
+                            // collects a result.
+                            self.abandon_taken(ticket);
+                            self.deliver(batch, None, Some(ticket));
+                            resume_unwind(panic);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader's own result will never be read (its thread unwinds).
+    fn abandon_taken(&self, ticket: u64) {
+        self.lock().abandoned.insert(ticket);
     }
 }
 

@@ -94,6 +94,8 @@
 
 // Each module imports only from its own floor or below: values and limits; error; model;
 // combiner, protocol, schema and citus; driver; ops (docs/design.md, "Module map").
+#[cfg(feature = "aio")]
+pub mod aio;
 pub mod citus;
 mod combiner;
 mod driver;

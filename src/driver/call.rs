@@ -10,7 +10,7 @@ use crate::error::LedgerError;
 use crate::plan::retry::{
     check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
 };
-use crate::plan::{Answer, CallError, Ctx, Plan, Sql};
+use crate::plan::{one_row, Answer, CallError, Ctx, Plan, Sql};
 use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
@@ -52,7 +52,8 @@ impl Ledger {
     fn call(&self, sql: &Sql, key_constraint: Option<&'static str>) -> Result<Answer, CallError> {
         let mut retry = Retry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
         loop {
-            retry.start();
+            let (n, previous) = retry.start();
+            crate::driver::observe::attempt(n, previous);
             let mut conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => return Err(retry.refused(e)),
@@ -134,7 +135,8 @@ impl Ledger {
         let text = self.inner.schema.qualify(sql.text);
         let mut retry = SavepointRetry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
         loop {
-            retry.start();
+            let (n, previous) = retry.start();
+            crate::driver::observe::attempt(n, previous);
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
             let result = if sql.types.is_empty() {
                 savepoint.query_one(text.as_ref(), &sql.refs())
@@ -166,16 +168,5 @@ impl Ledger {
                 }
             }
         }
-    }
-}
-
-/// The one row of a statement that answers with one.
-pub(crate) fn one_row(mut rows: Vec<Row>) -> Result<Row, LedgerError> {
-    match (rows.pop(), rows.is_empty()) {
-        (Some(row), true) => Ok(row),
-        (row, _) => Err(LedgerError::UnexpectedRow {
-            function: "query",
-            detail: format!("{} rows where one was expected", rows.len() + usize::from(row.is_some())),
-        }),
     }
 }

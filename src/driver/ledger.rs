@@ -284,30 +284,8 @@ impl LedgerBuilder {
         let counters = crate::driver::stats::Counters::default();
         let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
         counters.checked_out(waited);
-        let citus = crate::citus::resolve(conn.client(), self.citus)?;
-        if citus && matches!(self.combine, Combining::Tuned(_)) {
-            return Err(LedgerError::Unsupported {
-                operation: "combine",
-                reason: "the combiner applies transfers as batches, which Citus mode does not support yet",
-            });
-        }
-        if citus && matches!(self.lock_wait, LockWait::Timeout(_)) {
-            return Err(LedgerError::InvalidInput {
-                field: "lock_wait",
-                reason: "LockWait::Timeout is not supported on Citus (the wait happens on a worker, where the coordinator's lock_timeout does not apply): use Block or NoWait".into(),
-            });
-        }
-        if self.migrate {
-            migrator::migrate(conn.client(), &schema, &migrator::CORE)?;
-            if citus {
-                migrator::migrate(conn.client(), &schema, &migrator::CITUS)?;
-            }
-        } else {
-            migrator::check(conn.client(), &schema, &migrator::CORE)?;
-            if citus {
-                migrator::check(conn.client(), &schema, &migrator::CITUS)?;
-            }
-        }
+        let tuned = matches!(self.combine, Combining::Tuned(_));
+        let citus = migrator::setup(conn.client(), &schema, self.migrate, self.citus, tuned, self.lock_wait)?;
         drop(conn);
         let ledger = Ledger {
             inner: Arc::new(Inner {
@@ -502,13 +480,13 @@ pub(crate) type Combined = (Transfer, String);
 pub(crate) type TransferCombiner = Combiner<Combined, Result<Receipt, LedgerError>>;
 
 /// The accounts a queued transfer locks.
-fn accounts(item: &Combined) -> [i64; 2] {
+pub(crate) fn accounts(item: &Combined) -> [i64; 2] {
     [item.0.from.0, item.0.to.0]
 }
 
 /// The result of a caller whose batch never finished (the applying thread panicked):
 /// [`LedgerError::BatchFailed`], since the batch's transaction never committed.
-fn batch_never_finished() -> Result<Receipt, LedgerError> {
+pub(crate) fn batch_never_finished() -> Result<Receipt, LedgerError> {
     Err(LedgerError::BatchFailed {
         source: Arc::new(LedgerError::InvalidInput {
             field: "combined batch",

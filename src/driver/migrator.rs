@@ -11,11 +11,57 @@
 //! - a migration recorded without a checksum (applied by a build before checksums existed)
 //!   cannot be compared; `migrate` records this build's checksum for it.
 
-use postgres::{Client, GenericClient};
+use crate::plan::{query_one, Session};
 
 use crate::citus::{statements, CITUS_MIGRATIONS, CITUS_MIGRATION_LOCK_KEY};
 use crate::error::LedgerError;
+use crate::model::lock_wait::LockWait;
 use crate::schema::{checksum, version_table, SchemaName, MIGRATIONS, MIGRATION_LOCK_KEY};
+
+/// What a builder settles on its first connection, the same for both doors: Citus mode (the
+/// builder's setting, or detection) and the settings it refuses, then the schema migrated
+/// (`migrate`) or checked.
+pub(crate) fn setup(
+    client: &mut dyn Session,
+    schema: &SchemaName,
+    migrate_schema: bool,
+    citus: Option<bool>,
+    tuned_combiner: bool,
+    lock_wait: LockWait,
+) -> Result<bool, LedgerError> {
+    let citus = crate::citus::resolve(client, citus)?;
+    check_citus_settings(citus, tuned_combiner, lock_wait)?;
+    if migrate_schema {
+        migrate(client, schema, &CORE)?;
+        if citus {
+            migrate(client, schema, &CITUS)?;
+        }
+    } else {
+        check(client, schema, &CORE)?;
+        if citus {
+            check(client, schema, &CITUS)?;
+        }
+    }
+    Ok(citus)
+}
+
+/// The settings Citus mode refuses, the same for both doors: a tuned combiner (its batches are
+/// not supported there) and [`LockWait::Timeout`].
+fn check_citus_settings(citus: bool, tuned_combiner: bool, lock_wait: LockWait) -> Result<(), LedgerError> {
+    if citus && tuned_combiner {
+        return Err(LedgerError::Unsupported {
+            operation: "combine",
+            reason: "the combiner applies transfers as batches, which Citus mode does not support yet",
+        });
+    }
+    if citus && matches!(lock_wait, LockWait::Timeout(_)) {
+        return Err(LedgerError::InvalidInput {
+            field: "lock_wait",
+            reason: "LockWait::Timeout is not supported on Citus (the wait happens on a worker, where the coordinator's lock_timeout does not apply): use Block or NoWait".into(),
+        });
+    }
+    Ok(())
+}
 
 /// A set of migrations with its own version table.
 pub(crate) struct MigrationSet {
@@ -77,15 +123,31 @@ struct Applied {
 /// A database that is current is only read (no lock, no DDL), so a role that may not create or
 /// change anything there (one given the ledger by `Ledger::grant_access`) connects with the
 /// default `migrate(true)`.
-pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<usize, LedgerError> {
+pub(crate) fn migrate(client: &mut dyn Session, schema: &SchemaName, set: &MigrationSet) -> Result<usize, LedgerError> {
     if is_current(client, schema, set)? {
         return Ok(0);
     }
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&set.lock_key])?;
+    client.batch_execute("BEGIN")?;
+    match apply(client, schema, set) {
+        Ok(count) => {
+            client.batch_execute("COMMIT")?;
+            Ok(count)
+        }
+        Err(e) => {
+            // The error is the answer; a failed rollback leaves the connection broken, which
+            // its pool notices.
+            let _ = client.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The body of [`migrate`]'s transaction.
+fn apply(tx: &mut dyn Session, schema: &SchemaName, set: &MigrationSet) -> Result<usize, LedgerError> {
+    tx.query("SELECT pg_advisory_xact_lock($1)", &[&set.lock_key])?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))?;
     tx.batch_execute(&schema.qualify(&version_table(set.table)))?;
-    let applied = read_applied(&mut tx, schema, set)?;
+    let applied = read_applied(tx, schema, set)?;
     let current = compare(schema, set, &applied)?;
     let backfill = qualified(
         schema,
@@ -93,7 +155,7 @@ pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationS
     );
     for a in applied.iter().filter(|a| a.checksum.is_none()) {
         if let Some((_, _, sql)) = set.migrations.iter().find(|(v, _, _)| *v == a.version) {
-            tx.execute(&backfill, &[&a.version, &checksum(sql)])?;
+            tx.query(&backfill, &[&a.version, &checksum(sql)])?;
         }
     }
     let record = qualified(
@@ -110,25 +172,24 @@ pub(crate) fn migrate(client: &mut Client, schema: &SchemaName, set: &MigrationS
         } else {
             tx.batch_execute(&qualified)?;
         }
-        tx.execute(&record, &[version, name, &checksum(sql)])?;
+        tx.query(&record, &[version, name, &checksum(sql)])?;
         count += 1;
     }
-    tx.commit()?;
     Ok(count)
 }
 
 /// Whether the database has every migration of `set`, each recorded with its (matching)
 /// checksum: nothing for `migrate` to do. Reads only.
-fn is_current(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<bool, LedgerError> {
+fn is_current(client: &mut dyn Session, schema: &SchemaName, set: &MigrationSet) -> Result<bool, LedgerError> {
     let applied = recorded(client, schema, set)?;
     let current = compare(schema, set, &applied)?;
     Ok(current == set.latest() && applied.iter().all(|a| a.checksum.is_some()))
 }
 
 /// The recorded migrations of `set`, none when its version table does not exist yet. Reads only.
-fn recorded(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<Vec<Applied>, LedgerError> {
+fn recorded(client: &mut dyn Session, schema: &SchemaName, set: &MigrationSet) -> Result<Vec<Applied>, LedgerError> {
     let exists = qualified(schema, format!("SELECT to_regclass('wallet_ledger.{}') IS NOT NULL", set.table));
-    let exists: bool = client.query_one(&exists, &[])?.try_get(0)?;
+    let exists: bool = query_one(client, &exists, &[])?.try_get(0)?;
     if exists {
         read_applied(client, schema, set)
     } else {
@@ -138,7 +199,7 @@ fn recorded(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Res
 
 /// Checks, without changing anything, that the database has every migration of `set` this
 /// build has, with the same texts.
-pub(crate) fn check(client: &mut Client, schema: &SchemaName, set: &MigrationSet) -> Result<(), LedgerError> {
+pub(crate) fn check(client: &mut dyn Session, schema: &SchemaName, set: &MigrationSet) -> Result<(), LedgerError> {
     let applied = recorded(client, schema, set)?;
     let found = compare(schema, set, &applied)?;
     if found < set.latest() {
@@ -150,7 +211,7 @@ pub(crate) fn check(client: &mut Client, schema: &SchemaName, set: &MigrationSet
 /// The recorded migrations; the checksum is read through `to_jsonb` so that a table from
 /// before the checksum column reads as having none.
 fn read_applied(
-    client: &mut impl GenericClient,
+    client: &mut dyn Session,
     schema: &SchemaName,
     set: &MigrationSet,
 ) -> Result<Vec<Applied>, LedgerError> {

@@ -39,24 +39,70 @@ impl OpSpan {
     }
 }
 
-/// Opens an operation span: `op_span!("transfer", from = .., to = .., ...)`. Every field must
-/// be a plain value (`i64`, `&str`, `Display` through `%`).
+/// The span of one operation of the async door: entered on every poll of the operation's
+/// future (a span entered across an `.await` would be wrong), the outcome recorded at its end.
+pub(crate) struct AsyncOpSpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl AsyncOpSpan {
+    #[cfg(feature = "tracing")]
+    #[cfg_attr(not(feature = "aio"), allow(dead_code))]
+    pub(crate) fn new(span: tracing::Span) -> AsyncOpSpan {
+        AsyncOpSpan { span }
+    }
+
+    /// Runs `operation` inside the span and records its outcome.
+    #[cfg_attr(not(feature = "aio"), allow(dead_code))]
+    pub(crate) async fn run<T>(
+        self,
+        operation: impl std::future::Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument;
+            let result = operation.instrument(self.span.clone()).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            };
+            self.span.record("outcome", outcome);
+            result
+        }
+        #[cfg(not(feature = "tracing"))]
+        operation.await
+    }
+}
+
+/// Opens an operation span: `op_span!("transfer", from = .., to = .., ...)`, or
+/// `op_span!(async "transfer", ...)` for the async door. Every field must be a plain value
+/// (`i64`, `&str`, `Display` through `%`).
 #[cfg(feature = "tracing")]
 macro_rules! op_span {
-    ($name:literal, $($fields:tt)*) => {
-        $crate::driver::observe::OpSpan::new(tracing::info_span!(
+    (async $name:literal, $($fields:tt)*) => {
+        $crate::driver::observe::AsyncOpSpan::new($crate::driver::observe::op_span!(@span $name, $($fields)*))
+    };
+    (@span $name:literal, $($fields:tt)*) => {
+        tracing::info_span!(
             target: "wallet_ledger",
             concat!("wallet_ledger.", $name),
             $($fields)*,
             attempts = tracing::field::Empty,
             lock_wait_us = tracing::field::Empty,
             outcome = tracing::field::Empty
-        ))
+        )
+    };
+    ($name:literal, $($fields:tt)*) => {
+        $crate::driver::observe::OpSpan::new($crate::driver::observe::op_span!(@span $name, $($fields)*))
     };
 }
 
 #[cfg(not(feature = "tracing"))]
 macro_rules! op_span {
+    (async $name:literal, $($fields:tt)*) => {
+        $crate::driver::observe::AsyncOpSpan {}
+    };
     ($name:literal, $($fields:tt)*) => {
         $crate::driver::observe::OpSpan {}
     };

@@ -190,3 +190,38 @@ fn check_external_id(external_id: &str) -> Result<(), LedgerError> {
     }
     Ok(())
 }
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::define_currency`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::define_currency`].
+    pub async fn define_currency(&self, code: &str, scale: u32) -> Result<(), LedgerError> {
+        self.run(define_currency_plan(code, scale)).await
+    }
+
+    /// [`Ledger::open_account`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::open_account`].
+    pub async fn open_account(&self, new: &NewAccount) -> Result<Account, LedgerError> {
+        self.run(open_account_plan(&self.ctx(), new)).await
+    }
+
+    /// [`Ledger::account`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::account`].
+    pub async fn account(&self, id: AccountId) -> Result<Account, LedgerError> {
+        self.run(account_plan(id)).await
+    }
+
+    /// [`Ledger::balance`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::balance`].
+    pub async fn balance(&self, id: AccountId) -> Result<Decimal, LedgerError> {
+        self.run(balance_plan(id)).await
+    }
+}

@@ -13,6 +13,7 @@ use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
 use crate::driver::observe::op_span;
+use crate::driver::stats::Counters;
 use crate::error::LedgerError;
 use crate::model::transfer::{Receipt, Transfer};
 use crate::plan::{params, try_plan, CallError, Ctx, Plan, Sql};
@@ -73,11 +74,7 @@ impl Ledger {
 
     /// Batches and postings: [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
     pub(crate) fn refuse_batches_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        self.refuse_on_citus(
-            operation,
-            "not in Citus mode yet: its one ordered lock statement over many accounts is refused \
-             across shards; send the transfers one by one",
-        )
+        self.ctx().refuse_batches_on_citus(operation)
     }
 
     /// Counts every item as one operation (and a failed batch as one failure).
@@ -85,10 +82,7 @@ impl Ledger {
         &self,
         results: Result<Vec<Result<Receipt, LedgerError>>, LedgerError>,
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
-        match results {
-            Ok(results) => Ok(results.into_iter().map(|r| self.inner.counters.record(r)).collect()),
-            Err(e) => self.inner.counters.record(Err(e)),
-        }
+        record_batch(&self.inner.counters, results)
     }
 
     /// The pooled batch path without counting: `keys` (one per item) overrides the items' keys
@@ -126,6 +120,17 @@ impl Ledger {
         items: &[Transfer],
     ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
         self.run_in(tx, plan(&self.ctx(), items, None, Shortcut::None))
+    }
+}
+
+/// Counts every item of a batch as one operation (and a failed batch as one failure).
+fn record_batch(
+    counters: &Counters,
+    results: Result<Vec<Result<Receipt, LedgerError>>, LedgerError>,
+) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+    match results {
+        Ok(results) => Ok(results.into_iter().map(|r| counters.record(r)).collect()),
+        Err(e) => counters.record(Err(e)),
     }
 }
 
@@ -171,7 +176,7 @@ pub(crate) fn plan(
         // outcome; what would fail a whole batch still fails it as a whole.
         let i = *i;
         let key = prepared.arrays.key[0].clone();
-        return crate::ops::transfer::plan(ctx, &items[i], key)
+        return crate::ops::one_transfer::plan(ctx, &items[i], key)
             .into_result()
             .map(move |result| match result {
                 Err(
@@ -217,4 +222,39 @@ pub(crate) fn plan(
             }
         })
     })
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::transfer_batch`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::transfer_batch`].
+    pub async fn transfer_batch(&self, items: &[Transfer]) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+        let span = op_span!(async "transfer_batch", items = items.len(), lock_wait = %self.inner.lock_wait);
+        span.run(async {
+            self.ctx().refuse_batches_on_citus("transfer_batch")?;
+            let results = self.run(plan(&self.ctx(), items, None, Shortcut::SingleTransfer)).await;
+            record_batch(&self.inner.counters, results)
+        })
+        .await
+    }
+
+    /// [`Ledger::transfer_batch_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::transfer_batch_in`].
+    pub async fn transfer_batch_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        items: &[Transfer],
+    ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
+        let span = op_span!(async "transfer_batch_in", items = items.len(), lock_wait = %self.inner.lock_wait);
+        span.run(async {
+            self.ctx().refuse_batches_on_citus("transfer_batch_in")?;
+            let results = self.run_in(tx, plan(&self.ctx(), items, None, Shortcut::None)).await;
+            record_batch(&self.inner.counters, results)
+        })
+        .await
+    }
 }

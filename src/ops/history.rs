@@ -49,3 +49,14 @@ pub(crate) fn plan(ctx: &Ctx, id: AccountId, after: Option<EntryId>, limit: u32)
         }
     }
 }
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::history`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::history`].
+    pub async fn history(&self, id: AccountId, after: Option<EntryId>, limit: u32) -> Result<Vec<Entry>, LedgerError> {
+        self.run(plan(&self.ctx(), id, after, limit)).await
+    }
+}

@@ -226,3 +226,57 @@ fn ambiguous_hold(hold: HoldId, e: CallError) -> LedgerError {
         CallError::Unknown(source) => LedgerError::HoldOutcomeUnknown { hold, source },
     }
 }
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::hold`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::hold`].
+    pub async fn hold(&self, h: &Hold) -> Result<HoldReceipt, LedgerError> {
+        let span = op_span!(async "hold", from = h.from.0, to = h.to.0, amount = %h.amount, key = h.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(hold_plan(&self.ctx(), h)).await) }).await
+    }
+
+    /// [`Ledger::capture`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::capture`].
+    pub async fn capture(&self, hold_id: HoldId, amount: Option<Decimal>) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "capture", hold = hold_id.0, amount = amount.map(|a| a.to_string()), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(capture_plan(&self.ctx(), hold_id, amount)).await) }).await
+    }
+
+    /// [`Ledger::void`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::void`].
+    pub async fn void(&self, hold_id: HoldId) -> Result<(), LedgerError> {
+        let span = op_span!(async "void", hold = hold_id.0, lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(void_plan(&self.ctx(), hold_id)).await) }).await
+    }
+
+    /// [`Ledger::expire_holds`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::expire_holds`].
+    pub async fn expire_holds(&self, limit: u32) -> Result<usize, LedgerError> {
+        self.run(expire_plan(limit)).await
+    }
+
+    /// [`Ledger::available`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::available`].
+    pub async fn available(&self, id: AccountId) -> Result<Decimal, LedgerError> {
+        self.run(available_plan(id)).await
+    }
+
+    /// [`Ledger::open_holds`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::open_holds`].
+    pub async fn open_holds(&self, id: AccountId, limit: u32) -> Result<Vec<PendingHold>, LedgerError> {
+        self.run(open_holds_plan(id, limit)).await
+    }
+}

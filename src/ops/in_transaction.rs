@@ -81,8 +81,8 @@ impl Ledger {
 
     fn run_transfer_in(&self, tx: &mut Transaction<'_>, t: &Transfer) -> Result<Receipt, LedgerError> {
         let ctx = self.ctx();
-        let key = crate::ops::transfer::prepare(&ctx, t)?;
-        self.run_in(tx, crate::ops::transfer::plan(&ctx, t, key))
+        let key = crate::ops::one_transfer::prepare(&ctx, t)?;
+        self.run_in(tx, crate::ops::one_transfer::plan(&ctx, t, key))
     }
 
     /// [`Ledger::hold`] inside the caller's transaction.
@@ -132,5 +132,68 @@ impl Ledger {
 
     fn run_void_in(&self, tx: &mut Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
         self.run_in(tx, void_plan(&self.ctx(), hold))
+    }
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::transfer_in`], awaited, in the caller's
+    /// [`tokio_postgres::Transaction`]: committed or rolled back with it, under the same
+    /// [rules](crate::in_transaction).
+    ///
+    /// # Errors
+    /// As [`Ledger::transfer_in`].
+    pub async fn transfer_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        t: &Transfer,
+    ) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "transfer_in", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async {
+            let ctx = self.ctx();
+            let result = match crate::ops::one_transfer::prepare(&ctx, t) {
+                Ok(key) => self.run_in(tx, crate::ops::one_transfer::plan(&ctx, t, key)).await,
+                Err(e) => Err(e),
+            };
+            self.inner.counters.record(result)
+        })
+        .await
+    }
+
+    /// [`Ledger::hold_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::hold_in`].
+    pub async fn hold_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        h: &Hold,
+    ) -> Result<HoldReceipt, LedgerError> {
+        let span = op_span!(async "hold_in", from = h.from.0, to = h.to.0, amount = %h.amount, key = h.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run_in(tx, hold_plan(&self.ctx(), h)).await) }).await
+    }
+
+    /// [`Ledger::capture_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::capture_in`].
+    pub async fn capture_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        hold: HoldId,
+        amount: Option<Decimal>,
+    ) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "capture_in", hold = hold.0, amount = amount.map(|a| a.to_string()), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run_in(tx, capture_plan(&self.ctx(), hold, amount)).await) })
+            .await
+    }
+
+    /// [`Ledger::void_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::void_in`].
+    pub async fn void_in(&self, tx: &mut tokio_postgres::Transaction<'_>, hold: HoldId) -> Result<(), LedgerError> {
+        let span = op_span!(async "void_in", hold = hold.0, lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run_in(tx, void_plan(&self.ctx(), hold)).await) }).await
     }
 }

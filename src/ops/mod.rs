@@ -11,6 +11,7 @@ pub(crate) mod hold;
 pub mod in_transaction;
 pub(crate) mod listing;
 pub(crate) mod lookup;
+pub(crate) mod one_transfer;
 pub(crate) mod posting;
 pub(crate) mod reversal;
 pub(crate) mod statement;

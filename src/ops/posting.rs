@@ -96,3 +96,42 @@ pub(crate) fn plan(ctx: &Ctx, posting: &Posting) -> Plan<PostingReceipt> {
         })
     })
 }
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::post`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::post`].
+    pub async fn post(&self, posting: &Posting) -> Result<PostingReceipt, LedgerError> {
+        let span = op_span!(async "post", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async {
+            let result = match self.ctx().refuse_batches_on_citus("post") {
+                Ok(()) => self.run(plan(&self.ctx(), posting)).await,
+                Err(e) => Err(e),
+            };
+            self.inner.counters.record(result)
+        })
+        .await
+    }
+
+    /// [`Ledger::post_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::post_in`].
+    pub async fn post_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        posting: &Posting,
+    ) -> Result<PostingReceipt, LedgerError> {
+        let span = op_span!(async "post_in", legs = posting.legs.len(), key = posting.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async {
+            let result = match self.ctx().refuse_batches_on_citus("post_in") {
+                Ok(()) => self.run_in(tx, plan(&self.ctx(), posting)).await,
+                Err(e) => Err(e),
+            };
+            self.inner.counters.record(result)
+        })
+        .await
+    }
+}

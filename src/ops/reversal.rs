@@ -105,3 +105,28 @@ pub(crate) fn plan(ctx: &Ctx, r: &Reversal, operation: &'static str) -> Plan<Rec
         })
     })
 }
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::reverse`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::reverse`].
+    pub async fn reverse(&self, r: &Reversal) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "reverse", transfer = r.transfer.0, amount = r.amount.map(|a| a.to_string()), key = r.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(plan(&self.ctx(), r, "reverse")).await) }).await
+    }
+
+    /// [`Ledger::reverse_in`], awaited, in the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::reverse_in`].
+    pub async fn reverse_in(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        r: &Reversal,
+    ) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "reverse_in", transfer = r.transfer.0, amount = r.amount.map(|a| a.to_string()), key = r.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run_in(tx, plan(&self.ctx(), r, "reverse_in")).await) }).await
+    }
+}

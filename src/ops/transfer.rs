@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use postgres::types::Type;
-
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::{Combined, Ledger};
 use crate::driver::observe::op_span;
 use crate::error::LedgerError;
-use crate::model::metadata::stored_metadata;
-use crate::model::transfer::{internal_key, Receipt, Transfer};
-use crate::plan::{keyed, params, Ctx, Plan, Sql};
-use crate::protocol::{self, transfer::outcome, KEY_CONSTRAINT};
+use crate::model::transfer::{Receipt, Transfer};
+use crate::ops::batch::Shortcut;
+use crate::ops::one_transfer::{plan, prepare};
+use crate::plan::{Ctx, Plan};
 
 impl Ledger {
     /// Moves `t.amount` from `t.from` to `t.to`, atomically, with both account rows locked in
@@ -65,40 +63,6 @@ impl Ledger {
     }
 }
 
-/// Checks `t` before anything is sent, and chooses its key: the caller's, or an internal one.
-pub(crate) fn prepare(ctx: &Ctx, t: &Transfer) -> Result<String, LedgerError> {
-    t.validate()?;
-    if t.up_to_available {
-        ctx.refuse_in_citus("a transfer up to the available balance")?;
-    }
-    ctx.refuse_metadata_on_citus("a transfer with metadata", t.metadata.as_ref())?;
-    Ok(t.idempotency_key.clone().unwrap_or_else(internal_key))
-}
-
-/// The parameter types of `transfer()` (`from, to, amount, key, memo, lock_mode, timeout_ms`,
-/// and `metadata` for the forms that take it).
-const TYPES: [Type; 8] =
-    [Type::INT8, Type::INT8, Type::NUMERIC, Type::TEXT, Type::TEXT, Type::INT2, Type::INT4, Type::JSONB];
-
-/// One transfer, prepared (`key` from [`prepare`]): one call of `transfer()`.
-pub(crate) fn plan(ctx: &Ctx, t: &Transfer, key: String) -> Plan<Receipt> {
-    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
-    let count = protocol::transfer::parameter_count(t);
-    let mut params = params![t.from.0, t.to.0, t.amount, key.clone(), t.memo.clone(), mode, timeout_ms];
-    if count == 8 {
-        params.push(Box::new(stored_metadata(t.metadata.as_ref()).cloned()));
-    }
-    let sql = Sql::typed(protocol::transfer::statement(t), params, &TYPES[..count]);
-    let t = t.clone();
-    keyed(sql, KEY_CONSTRAINT, key, t.amount, move |answer, key| {
-        outcome(&t, key, &answer.row).map(|mut receipt| {
-            // A replay of our own earlier, unanswered attempt is not a replay to the caller.
-            receipt.replayed &= !answer.maybe_applied && t.idempotency_key.is_some();
-            receipt
-        })
-    })
-}
-
 /// Applies one combined batch and gives each queued transfer its own result, as alone:
 ///
 /// - a refusal of one transfer (funds, floor, currency, key conflict) is that caller's alone;
@@ -111,25 +75,76 @@ pub(crate) fn plan(ctx: &Ctx, t: &Transfer, key: String) -> Plan<Receipt> {
 ///   account refuses the whole statement), each transfer runs alone, so each caller gets the
 ///   lock refusal it would have got alone, and only if its own accounts were locked.
 fn apply_combined(ledger: &Ledger, batch: &[Combined]) -> Vec<Result<Receipt, LedgerError>> {
+    let n = batch.len();
+    ledger.run(combined_plan(&ledger.ctx(), batch)).unwrap_or_else(|e| {
+        // The plan answers every failure per caller; this is only its type's other side.
+        let shared = Arc::new(e);
+        (0..n).map(|_| Err(LedgerError::BatchFailed { source: Arc::clone(&shared) })).collect()
+    })
+}
+
+/// The plan of one combined batch, for both doors (see [`apply_combined`]): one result per
+/// queued transfer, in order.
+pub(crate) fn combined_plan(ctx: &Ctx, batch: &[Combined]) -> Plan<Vec<Result<Receipt, LedgerError>>> {
     if let [(t, key)] = batch {
-        return vec![ledger.run_transfer_keyed(t, key)];
+        return plan(ctx, t, key.clone()).into_result().map(|result| vec![result]);
     }
     let items: Vec<Transfer> = batch.iter().map(|(t, _)| t.clone()).collect();
     let keys: Vec<String> = batch.iter().map(|(_, key)| key.clone()).collect();
-    match ledger.run_batch(&items, Some(&keys)) {
-        Ok(results) => results,
-        Err(LedgerError::LockUnavailable { .. }) => {
-            batch.iter().map(|(t, key)| ledger.run_transfer_keyed(t, key)).collect()
+    let (ctx_alone, alone) = (*ctx, batch.to_vec());
+    crate::ops::batch::plan(ctx, &items, Some(&keys), Shortcut::SingleTransfer).into_result().and_then(move |result| {
+        match result {
+            Ok(results) => Plan::done(Ok(results)),
+            Err(LedgerError::LockUnavailable { .. }) => each_alone(ctx_alone, alone),
+            Err(LedgerError::BatchOutcomeUnknown { source, .. }) => Plan::done(Ok(keys
+                .into_iter()
+                .map(|key| {
+                    Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: vec![key], source: Arc::clone(&source) })
+                })
+                .collect())),
+            Err(e) => {
+                let shared = Arc::new(e);
+                Plan::done(Ok(alone
+                    .iter()
+                    .map(|_| Err(LedgerError::BatchFailed { source: Arc::clone(&shared) }))
+                    .collect()))
+            }
         }
-        Err(LedgerError::BatchOutcomeUnknown { source, .. }) => keys
-            .into_iter()
-            .map(|key| {
-                Err(LedgerError::BatchOutcomeUnknown { idempotency_keys: vec![key], source: Arc::clone(&source) })
+    })
+}
+
+/// Each queued transfer alone, one after the other.
+fn each_alone(ctx: Ctx, batch: Vec<Combined>) -> Plan<Vec<Result<Receipt, LedgerError>>> {
+    let mut all = Plan::done(Ok(Vec::with_capacity(batch.len())));
+    for (t, key) in batch {
+        all = all.and_then(move |mut results: Vec<Result<Receipt, LedgerError>>| {
+            plan(&ctx, &t, key).into_result().map(move |result| {
+                results.push(result);
+                results
             })
-            .collect(),
-        Err(e) => {
-            let shared = Arc::new(e);
-            batch.iter().map(|_| Err(LedgerError::BatchFailed { source: Arc::clone(&shared) })).collect()
+        });
+    }
+    all
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::transfer`], awaited: the same checks, retries, idempotency and errors.
+    /// Concurrent calls from many tasks are combined by default, as the synchronous ledger
+    /// combines threads' calls ([`aio::LedgerBuilder::combining`](crate::aio::LedgerBuilder::combining)).
+    ///
+    /// # Errors
+    /// As [`Ledger::transfer`].
+    pub async fn transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        let span = op_span!(async "transfer", from = t.from.0, to = t.to.0, amount = %t.amount, key = t.idempotency_key.as_deref(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run_transfer(t).await) }).await
+    }
+
+    async fn run_transfer(&self, t: &Transfer) -> Result<Receipt, LedgerError> {
+        let key = prepare(&self.ctx(), t)?;
+        match &self.inner.combiner {
+            Some(combiner) => combiner.submit(self, t.clone(), key, plan, combined_plan).await,
+            None => self.run(plan(&self.ctx(), t, key)).await,
         }
     }
 }

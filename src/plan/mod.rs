@@ -141,12 +141,9 @@ impl<T: 'static> Plan<T> {
 
     /// A read of exactly one row, decoded by `then`.
     pub(crate) fn read_one(sql: Sql, then: impl FnOnce(Row) -> Plan<T> + Send + 'static) -> Plan<T> {
-        Plan::read(sql, move |mut rows| match (rows.pop(), rows.is_empty()) {
-            (Some(row), true) => then(row),
-            (row, _) => Plan::fail(LedgerError::UnexpectedRow {
-                function: "query",
-                detail: format!("{} rows where one was expected", rows.len() + usize::from(row.is_some())),
-            }),
+        Plan::read(sql, move |rows| match one_row(rows) {
+            Ok(row) => then(row),
+            Err(e) => Plan::fail(e),
         })
     }
 
@@ -240,6 +237,15 @@ impl Ctx {
         )
     }
 
+    /// Batches and postings: [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
+    pub(crate) fn refuse_batches_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "not in Citus mode yet: its one ordered lock statement over many accounts is refused \
+             across shards; send the transfers one by one",
+        )
+    }
+
     /// [`LedgerError::Unsupported`] for metadata (other than none or `{}`) in Citus mode: the
     /// Citus forms of `transfer()` and `hold()` (`sql/citus/`) have no metadata parameter.
     pub(crate) fn refuse_metadata_on_citus(
@@ -255,6 +261,43 @@ impl Ctx {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What the migrator (and Citus detection) needs of a connection: both doors give it one (the
+/// async door runs it on a blocking thread over its async client), so there is one migrator.
+pub(crate) trait Session {
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error>;
+    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error>;
+}
+
+impl Session for postgres::Client {
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        postgres::Client::batch_execute(self, sql)
+    }
+
+    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, postgres::Error> {
+        postgres::Client::query(self, sql, params)
+    }
+}
+
+/// The one row of `sql`.
+pub(crate) fn query_one(
+    client: &mut dyn Session,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, LedgerError> {
+    one_row(client.query(sql, params)?)
+}
+
+/// The one row of a statement that answers with one.
+pub(crate) fn one_row(mut rows: Vec<Row>) -> Result<Row, LedgerError> {
+    match (rows.pop(), rows.is_empty()) {
+        (Some(row), true) => Ok(row),
+        (row, _) => Err(LedgerError::UnexpectedRow {
+            function: "query",
+            detail: format!("{} rows where one was expected", rows.len() + usize::from(row.is_some())),
+        }),
     }
 }
 
