@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wallet_ledger::testkit::controls::{is_deadlock, Control};
-use wallet_ledger::{AccountId, Decimal, Hold, Ledger, LedgerError, Posting, Receipt, Transfer};
+use wallet_ledger::{aio, AccountId, Decimal, Hold, Ledger, LedgerError, Posting, Receipt, Transfer};
 
 use super::alternatives::{self, Strategy};
 
@@ -248,6 +248,57 @@ pub fn drive(
         total.elapsed = start.elapsed();
         total
     })
+}
+
+/// One client run through the async door: `tasks` tokio tasks on `runtime`, each first sending
+/// one unmeasured transfer (one task at a time, as `drive` warms up), then sending transfers
+/// until `duration` is over. Every call is an `aio::Ledger::transfer`.
+pub fn drive_async(
+    runtime: &tokio::runtime::Runtime,
+    ledger: &aio::Ledger,
+    pairs: Pairs,
+    tasks: usize,
+    duration: Duration,
+    seed: u64,
+    progress: &Progress,
+) -> Load {
+    let send = |ledger: aio::Ledger, from, to| async move { ledger.transfer(&Transfer::new(from, to, AMOUNT)).await };
+    let mut rngs: Vec<SplitMix> = (0..tasks).map(|client| SplitMix::new(seed, client as u64)).collect();
+    runtime.block_on(async {
+        for rng in &mut rngs {
+            let (from, to) = pairs.draw(rng);
+            let _ = send(ledger.clone(), from, to).await;
+        }
+    });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers: Vec<_> = rngs
+        .into_iter()
+        .map(|mut rng| {
+            let (ledger, stop) = (ledger.clone(), std::sync::Arc::clone(&stop));
+            runtime.spawn(async move {
+                let mut load = Load::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let (from, to) = pairs.draw(&mut rng);
+                    let call = Instant::now();
+                    load.count(send(ledger.clone(), from, to).await);
+                    load.latency.record(call.elapsed());
+                }
+                load
+            })
+        })
+        .collect();
+    while start.elapsed() < duration {
+        thread::sleep((duration - start.elapsed().min(duration)).min(Duration::from_millis(100)));
+        progress.tick(start.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Load::default();
+    for w in workers {
+        total.merge(runtime.block_on(w).expect("bench client task panicked"));
+    }
+    total.elapsed = start.elapsed();
+    total
 }
 
 fn client_loop(ledger: &Ledger, sender: Sender, pairs: Pairs, rng: &mut SplitMix, stop: &AtomicBool) -> Load {

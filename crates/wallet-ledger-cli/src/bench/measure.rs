@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use wallet_ledger::testkit::controls::Control;
 use wallet_ledger::testkit::expiry_controls::ExpiryControl;
-use wallet_ledger::{CombineConfig, Ledger};
+use wallet_ledger::{aio, CombineConfig, Ledger};
 
 use super::alternatives::Strategy;
 use super::db::{money_created, transfer_count, DbStats, Server};
-use super::driver::{drive, Pairs, Sender};
+use super::driver::{drive, drive_async, Pairs, Sender};
 use super::expiry::{self, Expirer, HoldCounts, Tables};
 use super::feed;
 use super::pgbench::{Pgbench, PgbenchRun};
@@ -81,6 +81,7 @@ impl Bench<'_> {
             Mode::Optimistic => self.rust_point(point, Sender::Alternative(Strategy::Optimistic))?,
             Mode::Serializable => self.rust_point(point, Sender::Alternative(Strategy::Serializable))?,
             Mode::LibraryFeed => self.rust_point(point, Sender::Library)?,
+            Mode::Async | Mode::AsyncDefault => self.async_point(point)?,
         };
         if !point.mode.is_control() && run.audit_clean == Some(false) {
             return Err(InvariantBroken(format!(
@@ -157,6 +158,57 @@ impl Bench<'_> {
             feed_p99_ms: fed.as_ref().and_then(|f| f.latency.quantile_ms(0.99)),
             feed_max_lag: fed.as_ref().map(|f| f.max_lag),
             feed_drain_ms: fed.as_ref().map(|f| f.drain.as_secs_f64() * 1000.0),
+            ..base(point, &load.latency, after.deadlocks - before.deadlocks, Some(&seen))
+        })
+    }
+
+    /// The async door, driven by tokio tasks on a multi-thread runtime with one worker thread
+    /// per core (as an async backend runs): as many tasks as the point has threads.
+    fn async_point(&mut self, point: Point) -> Result<Run> {
+        let (name, url) = self.fresh_db(point, None)?;
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?;
+        let tasks = point.threads;
+        let ledger = runtime
+            .block_on(
+                aio::Ledger::builder(&url)
+                    .pool_size(tasks as u32)
+                    .migrate(false)
+                    .combining(point.mode == Mode::AsyncDefault)
+                    .build(),
+            )
+            .with_context(|| format!("connect to {name}"))?;
+        // Open every connection now, as pgbench does before its clock starts.
+        runtime.block_on(async {
+            let held = open_connections(&ledger, tasks).await?;
+            drop(held);
+            Ok::<_, wallet_ledger::LedgerError>(())
+        })?;
+        let before = self.server.stats(&name)?;
+        let load = drive_async(
+            &runtime,
+            &ledger,
+            self.pairs(point),
+            tasks,
+            self.duration(),
+            self.settings.seed,
+            &self.progress,
+        );
+        drop(ledger);
+        drop(runtime);
+        let after = self.server.settled_stats(&name)?;
+        let seen = inspect(&url)?;
+        self.server.drop_db(&name)?;
+        let secs = load.elapsed.as_secs_f64();
+        let rollbacks = after.rollbacks - before.rollbacks;
+        Ok(Run {
+            transfers: load.ok,
+            tps: load.ok as f64 / secs,
+            duration_s: secs,
+            retries: Some((rollbacks - load.errors as i64).max(0)),
+            refusals: Some(load.refusals),
+            errors: load.errors,
+            first_error: load.first_error.or(seen.first_violation.clone()),
             ..base(point, &load.latency, after.deadlocks - before.deadlocks, Some(&seen))
         })
     }
@@ -332,4 +384,16 @@ fn inspect(url: &str) -> Result<Inspection> {
         money: money.to_string(),
         transfers,
     })
+}
+
+/// `n` connections of `ledger`'s pool checked out at once (so the pool opens them all).
+async fn open_connections(
+    ledger: &aio::Ledger,
+    n: usize,
+) -> Result<Vec<aio::deadpool_postgres::Object>, wallet_ledger::LedgerError> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(ledger.connection().await?);
+    }
+    Ok(held)
 }

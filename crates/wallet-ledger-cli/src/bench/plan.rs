@@ -93,11 +93,19 @@ pub enum Mode {
     /// `Ledger::transfer` while a durable consumer drains the change feed beside it.
     #[value(name = "library-feed")]
     LibraryFeed,
+    /// The async door: `aio::Ledger::transfer` with combining off, from as many tokio tasks as
+    /// the point has threads, on a multi-thread runtime with one worker per core. Compared
+    /// with `library` (the same calls from threads).
+    Async,
+    /// The async door with its defaults (adaptive combining across tasks); compared with
+    /// `library`, and in the report with `default`.
+    #[value(name = "async-default")]
+    AsyncDefault,
 }
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 20] = [
+    pub const ALL: [Mode; 22] = [
         Mode::Library,
         Mode::Default,
         Mode::HoldCapture,
@@ -118,6 +126,8 @@ impl Mode {
         Mode::Optimistic,
         Mode::Serializable,
         Mode::LibraryFeed,
+        Mode::Async,
+        Mode::AsyncDefault,
     ];
 
     /// The name used in reports.
@@ -143,6 +153,8 @@ impl Mode {
             Mode::Optimistic => "optimistic",
             Mode::Serializable => "serializable",
             Mode::LibraryFeed => "library-feed",
+            Mode::Async => "async",
+            Mode::AsyncDefault => "async-default",
         }
     }
 
@@ -164,8 +176,16 @@ impl Mode {
 
     /// Whether the mode is compared with `library` at the same point (`ratio_library`).
     pub fn compares_to_library(self) -> bool {
-        matches!(self, Mode::HoldCapture | Mode::Default | Mode::Combined | Mode::Posting3 | Mode::LibraryFeed)
-            || self.batch_size().is_some()
+        matches!(
+            self,
+            Mode::HoldCapture
+                | Mode::Default
+                | Mode::Combined
+                | Mode::Posting3
+                | Mode::LibraryFeed
+                | Mode::Async
+                | Mode::AsyncDefault
+        ) || self.batch_size().is_some()
             || self.is_alternative()
     }
 

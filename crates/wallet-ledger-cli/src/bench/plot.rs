@@ -102,5 +102,7 @@ fn color(mode: Mode) -> RGBColor {
         Mode::Optimistic => RGBColor(197, 176, 213),
         Mode::Serializable => RGBColor(196, 156, 148),
         Mode::LibraryFeed => RGBColor(102, 153, 204),
+        Mode::Async => RGBColor(255, 187, 120),
+        Mode::AsyncDefault => RGBColor(152, 223, 138),
     }
 }

@@ -387,6 +387,8 @@ fn is_library(r: &Run) -> bool {
         Mode::Posting3,
         Mode::LibraryFeed,
         Mode::Default,
+        Mode::Async,
+        Mode::AsyncDefault,
     ]
     .iter()
     .any(|m| r.mode == m.name())
