@@ -102,10 +102,12 @@ mod driver;
 mod error;
 pub mod limits;
 mod model;
+mod observe;
 mod ops;
 mod plan;
 mod protocol;
 pub mod schema;
+mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "tls")]
@@ -118,7 +120,6 @@ pub use wallet_ledger_embedded::{cluster, embedded, embedded_citus};
 pub use combiner::CombineConfig;
 pub use driver::ledger::{Ledger, LedgerBuilder};
 pub use driver::pool::LedgerConnection;
-pub use driver::stats::{Stats, LOCK_WAIT_THRESHOLD, POOL_WAIT_THRESHOLD};
 pub use error::{KeyHolder, LedgerError};
 pub use model::account::{Account, NewAccount};
 pub use model::audit::{Audit, Violation};
@@ -135,6 +136,7 @@ pub use model::statement::Statement;
 pub use model::transfer::{Receipt, Transfer};
 pub use ops::feed::HandlerError;
 pub use ops::in_transaction;
+pub use stats::{Stats, LOCK_WAIT_THRESHOLD, POOL_WAIT_THRESHOLD};
 pub use values::{AccountId, AccountStatus, EntryId, HoldId, HoldState, TransferId};
 
 /// The decimal type of every amount and balance (re-exported from `rust_decimal`).

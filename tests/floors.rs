@@ -12,7 +12,7 @@ fn floor(top: &str) -> Option<u8> {
         "values" | "limits" => 0,
         "error" => 1,
         "model" => 2,
-        "combiner" | "protocol" | "plan" | "schema" | "citus" | "tls" => 3,
+        "combiner" | "protocol" | "plan" | "observe" | "stats" | "schema" | "citus" | "tls" => 3,
         "driver" | "aio" => 4,
         "ops" => 5,
         "testkit" => 6,

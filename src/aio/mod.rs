@@ -44,13 +44,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Socket, Transaction};
 
 use crate::driver::migrator;
-use crate::driver::stats::Counters;
 use crate::error::LedgerError;
-use crate::limits::{POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
 use crate::model::lock_wait::LockWait;
-use crate::plan::retry::{
-    check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
-};
+use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
+use crate::plan::settings::{settings_setters, Settings};
+use crate::stats::Counters;
+
 use crate::plan::{Answer, CallError, Ctx, Plan, Session, Sql};
 use crate::protocol::{holds_key, is_replay, Reply};
 use crate::schema::SchemaName;
@@ -67,16 +66,8 @@ pub struct Ledger {
     pub(crate) inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) pool: Pool,
-    pub(crate) schema: SchemaName,
-    pub(crate) lock_wait: LockWait,
-    pub(crate) max_retries: u32,
-    pub(crate) counters: Counters,
-    pub(crate) citus: bool,
-    /// Adaptive combining of transfers across tasks; none when turned off or in Citus mode.
-    pub(crate) combiner: Option<combine::AsyncCombiner>,
-}
+/// What a ledger and its clones share.
+pub(crate) type Inner = crate::plan::settings::Inner<Pool, combine::AsyncCombiner>;
 
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,45 +85,16 @@ impl fmt::Debug for Ledger {
 /// Makes the pool of a URL-built ledger with the TLS connector chosen by [`LedgerBuilder::tls`].
 type MakePool = Arc<dyn Fn(tokio_postgres::Config, usize, Duration) -> Result<Pool, LedgerError> + Send + Sync>;
 
-#[derive(Clone)]
-enum Origin {
-    Url { url: String, make: MakePool },
-    Pool(Pool),
-}
+/// Where a ledger's connections come from.
+type Origin = crate::plan::settings::Origin<MakePool, Pool>;
 
 /// Settings for an async [`Ledger`], each with the same default as the synchronous
 /// [`LedgerBuilder`](crate::LedgerBuilder); see [`Ledger::builder`] and [`Ledger::with_pool`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LedgerBuilder {
     origin: Origin,
-    schema: String,
-    pool_size: u32,
-    lock_wait: LockWait,
-    max_retries: u32,
-    checkout_timeout: Duration,
-    migrate: bool,
-    citus: Option<bool>,
+    settings: Settings,
     combining: bool,
-}
-
-impl fmt::Debug for LedgerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let origin = match self.origin {
-            Origin::Url { .. } => "connection string (not shown)",
-            Origin::Pool(_) => "caller's pool",
-        };
-        f.debug_struct("aio::LedgerBuilder")
-            .field("origin", &origin)
-            .field("schema", &self.schema)
-            .field("pool_size", &self.pool_size)
-            .field("lock_wait", &self.lock_wait)
-            .field("max_retries", &self.max_retries)
-            .field("checkout_timeout", &self.checkout_timeout)
-            .field("migrate", &self.migrate)
-            .field("citus", &self.citus)
-            .field("combining", &self.combining)
-            .finish()
-    }
 }
 
 fn make_pool<T>(config: tokio_postgres::Config, tls: T, size: usize, timeout: Duration) -> Result<Pool, LedgerError>
@@ -154,66 +116,10 @@ where
 
 impl LedgerBuilder {
     fn new(origin: Origin) -> LedgerBuilder {
-        LedgerBuilder {
-            origin,
-            schema: SchemaName::DEFAULT.to_string(),
-            pool_size: POOL_SIZE_DEFAULT,
-            lock_wait: LockWait::default(),
-            max_retries: RETRIES_DEFAULT,
-            checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
-            migrate: true,
-            citus: None,
-            combining: true,
-        }
+        LedgerBuilder { origin, settings: Settings::default(), combining: true }
     }
 
-    /// Most connections the pool opens. Default 16. Ignored for a caller's pool.
-    ///
-    /// # Panics
-    /// If `size` is 0.
-    pub fn pool_size(mut self, size: u32) -> Self {
-        assert!(size > 0, "pool_size must be at least 1");
-        self.pool_size = size;
-        self
-    }
-
-    /// As [`crate::LedgerBuilder::lock_wait`]. Default [`LockWait::Block`].
-    pub fn lock_wait(mut self, policy: LockWait) -> Self {
-        self.lock_wait = policy;
-        self
-    }
-
-    /// As [`crate::LedgerBuilder::max_retries`]. Default 8.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// How long a call waits for a pooled connection (and a new connection to be made) before
-    /// [`LedgerError::AsyncPool`]. Default 30 s. Ignored for a caller's pool.
-    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
-        self.checkout_timeout = timeout;
-        self
-    }
-
-    /// As [`crate::LedgerBuilder::migrate`]. Default `true`.
-    pub fn migrate(mut self, migrate: bool) -> Self {
-        self.migrate = migrate;
-        self
-    }
-
-    /// As [`crate::LedgerBuilder::citus`]. Default: on exactly when the database has the
-    /// `citus` extension.
-    pub fn citus(mut self, on: bool) -> Self {
-        self.citus = Some(on);
-        self
-    }
-
-    /// As [`crate::LedgerBuilder::schema`]. Default `wallet_ledger`.
-    pub fn schema(mut self, name: &str) -> Self {
-        self.schema = name.to_string();
-        self
-    }
+    settings_setters!();
 
     /// Connects through TLS with `connector`, any `tokio-postgres` TLS connector (for example
     /// `postgres_openssl::MakeTlsConnector`, or [`crate::tls::connector`] with the `tls`
@@ -228,7 +134,7 @@ impl LedgerBuilder {
         if let Origin::Url { url, .. } = self.origin {
             let make: MakePool =
                 Arc::new(move |config, size, timeout| make_pool(config, connector.clone(), size, timeout));
-            self.origin = Origin::Url { url, make };
+            self.origin = Origin::Url { url, open: make };
         }
         self
     }
@@ -248,20 +154,21 @@ impl LedgerBuilder {
     /// As [`crate::LedgerBuilder::build`], with [`LedgerError::AsyncPool`] for a pool that
     /// gives no connection.
     pub async fn build(self) -> Result<Ledger, LedgerError> {
-        let schema = SchemaName::new(&self.schema)?;
+        let settings = self.settings;
+        let schema = SchemaName::new(&settings.schema)?;
         let pool = match self.origin {
             Origin::Pool(pool) => pool,
-            Origin::Url { url, make } => {
+            Origin::Url { url, open: make } => {
                 let config = tokio_postgres::Config::from_str(&url).map_err(|_| LedgerError::InvalidInput {
                     field: "connection string",
                     reason: "not a valid PostgreSQL URL or key=value string".into(),
                 })?;
-                make(config, self.pool_size as usize, self.checkout_timeout)?
+                make(config, settings.pool_size as usize, settings.checkout_timeout)?
             }
         };
         let counters = Counters::default();
         let conn = checkout(&pool, &counters).await?;
-        let (migrate, citus, lock_wait) = (self.migrate, self.citus, self.lock_wait);
+        let (migrate, citus, lock_wait) = (settings.migrate, settings.citus, settings.lock_wait);
         let schema_for_setup = schema.clone();
         let runtime = tokio::runtime::Handle::current();
         let citus = tokio::task::spawn_blocking(move || {
@@ -270,17 +177,8 @@ impl LedgerBuilder {
         })
         .await
         .map_err(|e| LedgerError::AsyncPool(Box::new(e)))??;
-        Ok(Ledger {
-            inner: Arc::new(Inner {
-                pool,
-                schema,
-                lock_wait: self.lock_wait,
-                max_retries: self.max_retries,
-                counters,
-                citus,
-                combiner: (self.combining && !citus).then(combine::AsyncCombiner::new),
-            }),
-        })
+        let combiner = (self.combining && !citus).then(combine::AsyncCombiner::new);
+        Ok(Ledger { inner: Arc::new(Inner::new(pool, schema, &settings, counters, citus, combiner)) })
     }
 }
 
@@ -330,7 +228,7 @@ impl Ledger {
     /// A builder, to set the pool size, lock wait policy, retries, TLS and schema first.
     pub fn builder(url: &str) -> LedgerBuilder {
         let make: MakePool = Arc::new(|config, size, timeout| make_pool(config, NoTls, size, timeout));
-        LedgerBuilder::new(Origin::Url { url: url.to_string(), make })
+        LedgerBuilder::new(Origin::Url { url: url.to_string(), open: make })
     }
 
     /// A ledger on the caller's own deadpool-postgres pool, with default settings; migrations
@@ -382,7 +280,7 @@ impl Ledger {
 
     /// The settings plans depend on.
     pub(crate) fn ctx(&self) -> Ctx {
-        Ctx { lock_wait: self.inner.lock_wait, citus: self.inner.citus }
+        self.inner.ctx()
     }
 
     /// Runs `plan` to its end on pooled connections.
@@ -418,11 +316,10 @@ impl Ledger {
 
     /// One ledger function call, retried by the call rules.
     async fn call(&self, sql: &Sql, key_constraint: Option<&'static str>) -> Result<Answer, CallError> {
-        let mut retry = Retry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        let mut retry = self.inner.call_retry(key_constraint);
         let text = self.inner.schema.qualify(sql.text);
         loop {
-            let (n, previous) = retry.start();
-            crate::driver::observe::attempt(n, previous);
+            retry.start();
             let conn = match self.connection().await {
                 Ok(conn) => conn,
                 Err(e) => return Err(retry.refused(e)),
@@ -458,7 +355,7 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     async fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        let mut retry = ReadRetry::new(self.inner.max_retries);
+        let mut retry = self.inner.read_retry();
         let text = self.inner.schema.qualify(sql.text);
         loop {
             let result = async {
@@ -501,16 +398,13 @@ impl Ledger {
         key_constraint: Option<&'static str>,
     ) -> Result<Row, LedgerError> {
         let text = self.inner.schema.qualify(sql.text);
-        let mut retry = SavepointRetry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        let mut retry = self.inner.savepoint_retry(key_constraint);
         loop {
-            let (n, previous) = retry.start();
-            crate::driver::observe::attempt(n, previous);
+            retry.start();
             let savepoint = tx.savepoint("wallet_ledger_call").await?;
-            let result = if sql.types.is_empty() {
-                savepoint.query_one(text.as_ref(), &sql.refs()).await
-            } else {
-                let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
-                savepoint.query_typed_one(text.as_ref(), &typed).await
+            let result = match sql.typed_refs() {
+                None => savepoint.query_one(text.as_ref(), &sql.refs()).await,
+                Some(typed) => savepoint.query_typed_one(text.as_ref(), &typed).await,
             };
             let error = match result {
                 Ok(row) => {

@@ -7,16 +7,14 @@ use postgres::{Row, Transaction};
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
-use crate::plan::retry::{
-    check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
-};
+use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
 use crate::plan::{one_row, Answer, CallError, Ctx, Plan, Sql};
 use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
     /// The settings plans depend on.
     pub(crate) fn ctx(&self) -> Ctx {
-        Ctx { lock_wait: self.inner.lock_wait, citus: self.inner.citus }
+        self.inner.ctx()
     }
 
     /// Runs `plan` to its end on pooled connections.
@@ -50,10 +48,9 @@ impl Ledger {
 
     /// One ledger function call, retried by the call rules.
     fn call(&self, sql: &Sql, key_constraint: Option<&'static str>) -> Result<Answer, CallError> {
-        let mut retry = Retry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        let mut retry = self.inner.call_retry(key_constraint);
         loop {
-            let (n, previous) = retry.start();
-            crate::driver::observe::attempt(n, previous);
+            retry.start();
             let mut conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => return Err(retry.refused(e)),
@@ -89,7 +86,7 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        let mut retry = ReadRetry::new(self.inner.max_retries);
+        let mut retry = self.inner.read_retry();
         loop {
             let result = self.connection().and_then(|mut conn| {
                 let statement = conn.statement(sql.text)?;
@@ -133,16 +130,13 @@ impl Ledger {
         key_constraint: Option<&'static str>,
     ) -> Result<Row, LedgerError> {
         let text = self.inner.schema.qualify(sql.text);
-        let mut retry = SavepointRetry::new(self.inner.max_retries, key_constraint, self.inner.lock_wait.to_string());
+        let mut retry = self.inner.savepoint_retry(key_constraint);
         loop {
-            let (n, previous) = retry.start();
-            crate::driver::observe::attempt(n, previous);
+            retry.start();
             let mut savepoint = tx.savepoint("wallet_ledger_call")?;
-            let result = if sql.types.is_empty() {
-                savepoint.query_one(text.as_ref(), &sql.refs())
-            } else {
-                let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
-                savepoint.query_typed_one(text.as_ref(), &typed)
+            let result = match sql.typed_refs() {
+                None => savepoint.query_one(text.as_ref(), &sql.refs()),
+                Some(typed) => savepoint.query_typed_one(text.as_ref(), &typed),
             };
             let error = match result {
                 Ok(row) => {

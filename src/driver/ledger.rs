@@ -15,10 +15,11 @@ use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::migrator;
 use crate::driver::pool::{LedgerConnection, Manager, Source};
 use crate::error::LedgerError;
-use crate::limits::{POOL_CHECKOUT_TIMEOUT_DEFAULT, POOL_SIZE_DEFAULT, RETRIES_DEFAULT};
 use crate::model::lock_wait::LockWait;
 use crate::model::transfer::{Receipt, Transfer};
 use crate::plan::retry::ReadRetry;
+use crate::plan::settings::{settings_setters, Settings};
+
 use crate::schema::SchemaName;
 
 /// The ledger: a connection pool to a PostgreSQL database holding the `wallet_ledger` schema.
@@ -32,18 +33,8 @@ pub struct Ledger {
     pub(crate) inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) pool: Arc<dyn Source>,
-    pub(crate) schema: SchemaName,
-    pub(crate) lock_wait: LockWait,
-    pub(crate) max_retries: u32,
-    pub(crate) counters: crate::driver::stats::Counters,
-    /// Citus mode (see [`crate::citus`]).
-    pub(crate) citus: bool,
-    /// The combiner: adaptive by default, tuned by [`LedgerBuilder::combine`], none when
-    /// [`LedgerBuilder::combining`] turned it off or in Citus mode.
-    pub(crate) combiner: Option<TransferCombiner>,
-}
+/// What a ledger and its clones share.
+pub(crate) type Inner = crate::plan::settings::Inner<Arc<dyn Source>, TransferCombiner>;
 
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,26 +87,14 @@ where
 }
 
 /// Where a ledger's connections come from.
-#[derive(Clone)]
-enum Origin {
-    /// A connection string; the ledger opens its own pool.
-    Url { url: String, open: OpenPool },
-    /// The caller's pool.
-    Pool(Arc<dyn Source>),
-}
+type Origin = crate::plan::settings::Origin<OpenPool, Arc<dyn Source>>;
 
 /// Settings for a [`Ledger`], each with a default; see [`Ledger::builder`] and
 /// [`Ledger::with_pool`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LedgerBuilder {
     origin: Origin,
-    schema: String,
-    pool_size: u32,
-    lock_wait: LockWait,
-    max_retries: u32,
-    checkout_timeout: Duration,
-    migrate: bool,
-    citus: Option<bool>,
+    settings: Settings,
     combine: Combining,
 }
 
@@ -130,84 +109,8 @@ enum Combining {
     Tuned(CombineConfig),
 }
 
-impl fmt::Debug for LedgerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let origin = match self.origin {
-            Origin::Url { .. } => "connection string (not shown)",
-            Origin::Pool(_) => "caller's pool",
-        };
-        f.debug_struct("LedgerBuilder")
-            .field("origin", &origin)
-            .field("schema", &self.schema)
-            .field("pool_size", &self.pool_size)
-            .field("lock_wait", &self.lock_wait)
-            .field("max_retries", &self.max_retries)
-            .field("checkout_timeout", &self.checkout_timeout)
-            .field("migrate", &self.migrate)
-            .field("citus", &self.citus)
-            .field("combine", &self.combine)
-            .finish()
-    }
-}
-
 impl LedgerBuilder {
-    /// Most connections the pool opens. Default 16. Ignored for a caller's pool
-    /// ([`Ledger::with_pool`]), which has its own.
-    ///
-    /// # Panics
-    /// If `size` is 0.
-    pub fn pool_size(mut self, size: u32) -> Self {
-        assert!(size > 0, "pool_size must be at least 1");
-        self.pool_size = size;
-        self
-    }
-
-    /// What transfers do when an account row is locked by someone else. Default [`LockWait::Block`].
-    pub fn lock_wait(mut self, policy: LockWait) -> Self {
-        self.lock_wait = policy;
-        self
-    }
-
-    /// Retries after the first attempt on transient errors (serialization failure, deadlock,
-    /// lost connection, idempotency-key race), with exponential backoff. Default 8.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// How long a call waits for a pooled connection before [`LedgerError::Pool`]. Default 30 s.
-    /// Ignored for a caller's pool, which has its own.
-    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
-        self.checkout_timeout = timeout;
-        self
-    }
-
-    /// Whether `build` applies pending schema migrations. Default `true`.
-    ///
-    /// With `false`, `build` only checks that the schema is at this build's version
-    /// ([`LedgerError::SchemaOutdated`] or [`LedgerError::SchemaTooNew`] otherwise): for backends
-    /// that apply [`schema::migration_script_for`](crate::schema::migration_script_for) with their own migration tool.
-    pub fn migrate(mut self, migrate: bool) -> Self {
-        self.migrate = migrate;
-        self
-    }
-
-    /// Citus mode on or off. Default: on exactly when the database has the `citus` extension.
-    /// In Citus mode `build` also applies the Citus migrations ([`crate::citus`]: the tables
-    /// distributed over the cluster, single-shard lock statements in ascending id order), and
-    /// refuses [`LockWait::Timeout`]. `citus(true)` on a database without the extension is
-    /// [`LedgerError::InvalidInput`].
-    pub fn citus(mut self, on: bool) -> Self {
-        self.citus = Some(on);
-        self
-    }
-
-    /// The PostgreSQL schema holding the ledger's tables and functions. Default
-    /// `wallet_ledger`. Checked by `build` ([`SchemaName::new`]).
-    pub fn schema(mut self, name: &str) -> Self {
-        self.schema = name.to_string();
-        self
-    }
+    settings_setters!();
 
     /// Connects through TLS with `connector`, any `postgres` TLS connector (for example
     /// `postgres_openssl::MakeTlsConnector`, or [`crate::tls::connector`] with the `tls`
@@ -270,7 +173,8 @@ impl LedgerBuilder {
     /// connection is made (see "From async code" in the [crate docs](crate)).
     pub fn build(self) -> Result<Ledger, LedgerError> {
         refuse_on_runtime_thread()?;
-        let schema = SchemaName::new(&self.schema)?;
+        let settings = self.settings;
+        let schema = SchemaName::new(&settings.schema)?;
         let pool = match self.origin {
             Origin::Pool(pool) => pool,
             Origin::Url { url, open } => {
@@ -278,30 +182,22 @@ impl LedgerBuilder {
                     field: "connection string",
                     reason: "not a valid PostgreSQL URL or key=value string".into(),
                 })?;
-                open(config, PoolSettings { max_size: self.pool_size, checkout_timeout: self.checkout_timeout })
+                open(config, PoolSettings { max_size: settings.pool_size, checkout_timeout: settings.checkout_timeout })
             }
         };
-        let counters = crate::driver::stats::Counters::default();
+        let counters = crate::stats::Counters::default();
         let (mut conn, waited) = LedgerConnection::checkout(&*pool, &schema)?;
         counters.checked_out(waited);
         let tuned = matches!(self.combine, Combining::Tuned(_));
-        let citus = migrator::setup(conn.client(), &schema, self.migrate, self.citus, tuned, self.lock_wait)?;
+        let citus =
+            migrator::setup(conn.client(), &schema, settings.migrate, settings.citus, tuned, settings.lock_wait)?;
         drop(conn);
-        let ledger = Ledger {
-            inner: Arc::new(Inner {
-                pool,
-                schema,
-                lock_wait: self.lock_wait,
-                max_retries: self.max_retries,
-                counters,
-                citus,
-                combiner: match self.combine {
-                    Combining::Tuned(config) => Some(Combiner::new(config, accounts, batch_never_finished)),
-                    Combining::Adaptive if !citus => Some(Combiner::adaptive(accounts, batch_never_finished)),
-                    Combining::Adaptive | Combining::Off => None,
-                },
-            }),
+        let combiner = match self.combine {
+            Combining::Tuned(config) => Some(Combiner::new(config, accounts, batch_never_finished)),
+            Combining::Adaptive if !citus => Some(Combiner::adaptive(accounts, batch_never_finished)),
+            Combining::Adaptive | Combining::Off => None,
         };
+        let ledger = Ledger { inner: Arc::new(Inner::new(pool, schema, &settings, counters, citus, combiner)) };
         Ok(ledger)
     }
 }
@@ -392,17 +288,7 @@ impl Ledger {
 
 impl LedgerBuilder {
     fn new(origin: Origin) -> LedgerBuilder {
-        LedgerBuilder {
-            origin,
-            schema: SchemaName::DEFAULT.to_string(),
-            pool_size: POOL_SIZE_DEFAULT,
-            lock_wait: LockWait::default(),
-            max_retries: RETRIES_DEFAULT,
-            checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
-            migrate: true,
-            citus: None,
-            combine: Combining::Adaptive,
-        }
+        LedgerBuilder { origin, settings: Settings::default(), combine: Combining::Adaptive }
     }
 }
 

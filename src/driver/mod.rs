@@ -7,6 +7,4 @@ pub(crate) mod async_guard;
 pub(crate) mod call;
 pub(crate) mod ledger;
 pub(crate) mod migrator;
-pub(crate) mod observe;
 pub(crate) mod pool;
-pub(crate) mod stats;

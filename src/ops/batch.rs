@@ -12,13 +12,13 @@ use postgres::types::Type;
 use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
-use crate::driver::stats::Counters;
 use crate::error::LedgerError;
 use crate::model::transfer::{Receipt, Transfer};
+use crate::observe::op_span;
 use crate::plan::{params, try_plan, CallError, Ctx, Plan, Sql};
 use crate::protocol::batch::Prepared;
 use crate::protocol::{self, KEY_CONSTRAINT};
+use crate::stats::Counters;
 
 impl Ledger {
     /// Applies many transfers in **one transaction and one round trip**: every account of every

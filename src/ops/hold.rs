@@ -10,12 +10,12 @@ use postgres::types::Type;
 use rust_decimal::Decimal;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::entry::check_page;
 use crate::model::hold::{Hold, HoldReceipt, PendingHold};
 use crate::model::metadata::stored_metadata;
 use crate::model::transfer::{internal_key, Receipt};
+use crate::observe::op_span;
 use crate::plan::{keyed, params, try_plan, CallError, Ctx, Plan, Sql};
 use crate::protocol::hold::{capture_outcome, hold_outcome, void_outcome};
 use crate::protocol::{self, Reply};

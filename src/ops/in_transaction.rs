@@ -39,10 +39,10 @@ use postgres::Transaction;
 use rust_decimal::Decimal;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::hold::{Hold, HoldReceipt};
 use crate::model::transfer::{Receipt, Transfer};
+use crate::observe::op_span;
 use crate::ops::hold::{capture_plan, hold_plan, void_plan};
 use crate::values::HoldId;
 

@@ -5,11 +5,11 @@ use postgres::types::Type;
 use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::metadata::stored_metadata;
 use crate::model::posting::{Posting, PostingReceipt};
 use crate::model::transfer::internal_key;
+use crate::observe::op_span;
 use crate::plan::{keyed, params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::posting::posting_outcome;
 use crate::protocol::{self, KEY_CONSTRAINT};

@@ -6,11 +6,11 @@ use postgres::types::Type;
 use postgres::Transaction;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::metadata::stored_metadata;
 use crate::model::reversal::Reversal;
 use crate::model::transfer::{internal_key, Receipt};
+use crate::observe::op_span;
 use crate::plan::{keyed, params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::{self, reversal::outcome, KEY_CONSTRAINT};
 

@@ -7,11 +7,11 @@ use postgres::types::ToSql;
 use rust_decimal::Decimal;
 
 use crate::driver::ledger::Ledger;
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::limits::CURRENCY_SCALE_MAX;
 use crate::model::account::Account;
 use crate::model::money::{check_ceiling, check_floor};
+use crate::observe::op_span;
 use crate::protocol;
 use crate::protocol::status::{account_outcome, StatusAction, SET_LIMITS, SET_STATUS};
 use crate::values::AccountId;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::{Combined, Ledger};
-use crate::driver::observe::op_span;
 use crate::error::LedgerError;
 use crate::model::transfer::{Receipt, Transfer};
+use crate::observe::op_span;
 use crate::ops::batch::Shortcut;
 use crate::ops::one_transfer::{plan, prepare};
 use crate::plan::{Ctx, Plan};

@@ -11,6 +11,7 @@
 //! account exists).
 
 pub(crate) mod retry;
+pub(crate) mod settings;
 
 use postgres::types::{ToSql, Type};
 use postgres::Row;
@@ -46,6 +47,14 @@ impl Sql {
     pub(crate) fn typed(text: &'static str, params: Vec<Param>, types: &'static [Type]) -> Sql {
         debug_assert_eq!(params.len(), types.len());
         Sql { text, params, types }
+    }
+
+    /// The parameters with their types, when the statement has them (see [`Sql::typed`]).
+    pub(crate) fn typed_refs(&self) -> Option<Vec<(&(dyn ToSql + Sync), Type)>> {
+        if self.types.is_empty() {
+            return None;
+        }
+        Some(self.refs().into_iter().zip(self.types.iter().cloned()).collect())
     }
 
     /// The parameters as the clients take them.

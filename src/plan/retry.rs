@@ -129,11 +129,11 @@ impl Retry {
         }
     }
 
-    /// Counts an attempt that is about to start: its number (from 1), and the error that made
-    /// the previous attempt fail, for the door's trace.
-    pub(crate) fn start(&mut self) -> (u32, Option<&postgres::Error>) {
+    /// Counts an attempt that is about to start, and traces it with the error that made the
+    /// previous attempt fail.
+    pub(crate) fn start(&mut self) {
         self.attempts += 1;
-        (self.attempts, self.previous.as_ref())
+        crate::observe::attempt(self.attempts, self.previous.as_ref());
     }
 
     /// Whether an earlier attempt of this call may have committed: an answer then rests on that
@@ -237,11 +237,11 @@ impl SavepointRetry {
         SavepointRetry { backoff: Backoff::new(max_retries), key_constraint, lock_policy, previous: None, attempts: 0 }
     }
 
-    /// Counts an attempt that is about to start: its number (from 1), and the error that made
-    /// the previous attempt fail, for the door's trace.
-    pub(crate) fn start(&mut self) -> (u32, Option<&postgres::Error>) {
+    /// Counts an attempt that is about to start, and traces it with the error that made the
+    /// previous attempt fail.
+    pub(crate) fn start(&mut self) {
         self.attempts += 1;
-        (self.attempts, self.previous.as_ref())
+        crate::observe::attempt(self.attempts, self.previous.as_ref());
     }
 
     /// The statement failed with `error` (its savepoint rolled back).

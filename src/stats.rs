@@ -68,7 +68,7 @@ impl Counters {
         let Ok(Some(micros)) = row.try_get::<_, Option<i64>>("lock_wait_us") else {
             return;
         };
-        crate::driver::observe::lock_wait(micros);
+        crate::observe::lock_wait(micros);
         let micros = u64::try_from(micros).unwrap_or(0);
         if micros > LOCK_WAIT_THRESHOLD.as_micros() as u64 {
             self.lock_waits.fetch_add(1, Ordering::Relaxed);

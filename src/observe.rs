@@ -81,7 +81,7 @@ impl AsyncOpSpan {
 #[cfg(feature = "tracing")]
 macro_rules! op_span {
     (async $name:literal, $($fields:tt)*) => {
-        $crate::driver::observe::AsyncOpSpan::new($crate::driver::observe::op_span!(@span $name, $($fields)*))
+        $crate::observe::AsyncOpSpan::new($crate::observe::op_span!(@span $name, $($fields)*))
     };
     (@span $name:literal, $($fields:tt)*) => {
         tracing::info_span!(
@@ -94,17 +94,17 @@ macro_rules! op_span {
         )
     };
     ($name:literal, $($fields:tt)*) => {
-        $crate::driver::observe::OpSpan::new($crate::driver::observe::op_span!(@span $name, $($fields)*))
+        $crate::observe::OpSpan::new($crate::observe::op_span!(@span $name, $($fields)*))
     };
 }
 
 #[cfg(not(feature = "tracing"))]
 macro_rules! op_span {
     (async $name:literal, $($fields:tt)*) => {
-        $crate::driver::observe::AsyncOpSpan {}
+        $crate::observe::AsyncOpSpan {}
     };
     ($name:literal, $($fields:tt)*) => {
-        $crate::driver::observe::OpSpan {}
+        $crate::observe::OpSpan {}
     };
 }
 
