@@ -5,6 +5,7 @@ use crate::error::LedgerError;
 use crate::model::account::Account;
 use crate::model::filter::{AccountFilter, CursorKind, Page, TransferFilter};
 use crate::model::record::TransferRecord;
+use crate::plan::{params, try_plan, Ctx, Plan, Sql};
 use crate::protocol;
 use crate::protocol::reads::{self, fetch_size, lower_bound};
 
@@ -63,34 +64,7 @@ impl Ledger {
     /// # Ok(()) }
     /// ```
     pub fn list_accounts(&self, filter: &AccountFilter) -> Result<Page<Account>, LedgerError> {
-        filter.check()?;
-        let sql = reads::account_listing(filter);
-        let (lower_time, lower_id) = lower_bound(filter.after, filter.opened_after);
-        let status = filter.status.map(|s| s.as_str());
-        let rows = self.idempotent(|conn| {
-            let statement = conn.statement(sql)?;
-            let params: [&(dyn postgres::types::ToSql + Sync); 8] = [
-                &lower_time,
-                &lower_id,
-                &filter.opened_before,
-                &filter.currency,
-                &filter.name_prefix,
-                &filter.metadata,
-                &fetch_size(filter.limit),
-                &status,
-            ];
-            Ok(conn.client().query(&statement, &params)?)
-        })?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                let account = protocol::rows::account(row)?;
-                let (time, id) = (account.created_at, account.id.0);
-                Ok((account, time, id))
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()?;
-        let (items, next) = reads::page(items, filter.limit, CursorKind::Accounts);
-        Ok(Page { items, next })
+        self.run(list_accounts_plan(filter))
     }
 
     /// One page of the committed transfers (and postings, and captures) `filter` selects,
@@ -158,38 +132,89 @@ impl Ledger {
     /// mode for a metadata or reversals filter together with an account (transfers and entries
     /// are distributed on different columns there).
     pub fn list_transfers(&self, filter: &TransferFilter) -> Result<Page<TransferRecord>, LedgerError> {
-        filter.check()?;
-        if filter.account.is_some() && filter.filters_transfers() && self.is_citus() {
-            return Err(LedgerError::Unsupported {
-                operation: "list_transfers with an account and a metadata or reversals filter",
-                reason: "on Citus an account's entries and their transfers live on different shards (docs/citus.md)",
-            });
-        }
-        let (lower_time, lower_id) = lower_bound(filter.after, filter.created_after);
-        let size = fetch_size(filter.limit);
-        let metadata = filter.metadata_filter();
-        let rows = self.idempotent(|conn| match filter.account {
-            Some(account) if filter.filters_transfers() => {
-                let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS_FILTERED)?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 7] =
-                    [&account.0, &lower_time, &lower_id, &filter.created_before, &size, &filter.reversals, &metadata];
-                Ok(conn.client().query(&statement, &params)?)
-            }
-            Some(account) => {
-                let statement = conn.statement(reads::LIST_ACCOUNT_TRANSFERS)?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-                    [&account.0, &lower_time, &lower_id, &filter.created_before, &size];
-                Ok(conn.client().query(&statement, &params)?)
-            }
-            None => {
-                let statement = conn.statement(reads::transfer_listing(filter))?;
-                let params: [&(dyn postgres::types::ToSql + Sync); 6] =
-                    [&lower_time, &lower_id, &filter.created_before, &size, &filter.reversals, &metadata];
-                Ok(conn.client().query(&statement, &params)?)
-            }
-        })?;
-        let items = rows.iter().map(reads::transfer_record).collect::<Result<Vec<_>, LedgerError>>()?;
-        let (items, next) = reads::page(items, filter.limit, filter.cursor_kind());
-        Ok(Page { items, next })
+        self.run(list_transfers_plan(&self.ctx(), filter))
+    }
+}
+
+/// A page of accounts: one read through the statement whose index `filter` drives.
+pub(crate) fn list_accounts_plan(filter: &AccountFilter) -> Plan<Page<Account>> {
+    try_plan!(filter.check());
+    let (lower_time, lower_id) = lower_bound(filter.after, filter.opened_after);
+    let params = params![
+        lower_time,
+        lower_id,
+        filter.opened_before,
+        filter.currency.clone(),
+        filter.name_prefix.clone(),
+        filter.metadata.clone(),
+        fetch_size(filter.limit),
+        filter.status.map(|s| s.as_str()),
+    ];
+    let limit = filter.limit;
+    Plan::read(Sql::new(reads::account_listing(filter), params), move |rows| {
+        let items = try_plan!(rows
+            .iter()
+            .map(|row| {
+                let account = protocol::rows::account(row)?;
+                let (time, id) = (account.created_at, account.id.0);
+                Ok((account, time, id))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>());
+        let (items, next) = reads::page(items, limit, CursorKind::Accounts);
+        Plan::done(Ok(Page { items, next }))
+    })
+}
+
+/// A page of transfers: one read, by the account's entries when `filter` names an account,
+/// otherwise through the statement whose index the filter drives.
+pub(crate) fn list_transfers_plan(ctx: &Ctx, filter: &TransferFilter) -> Plan<Page<TransferRecord>> {
+    try_plan!(filter.check());
+    if filter.account.is_some() && filter.filters_transfers() && ctx.citus {
+        return Plan::fail(LedgerError::Unsupported {
+            operation: "list_transfers with an account and a metadata or reversals filter",
+            reason: "on Citus an account's entries and their transfers live on different shards (docs/citus.md)",
+        });
+    }
+    let (lower_time, lower_id) = lower_bound(filter.after, filter.created_after);
+    let size = fetch_size(filter.limit);
+    let metadata = filter.metadata_filter().cloned();
+    let sql = match filter.account {
+        Some(account) if filter.filters_transfers() => Sql::new(
+            reads::LIST_ACCOUNT_TRANSFERS_FILTERED,
+            params![account.0, lower_time, lower_id, filter.created_before, size, filter.reversals, metadata],
+        ),
+        Some(account) => Sql::new(
+            reads::LIST_ACCOUNT_TRANSFERS,
+            params![account.0, lower_time, lower_id, filter.created_before, size],
+        ),
+        None => Sql::new(
+            reads::transfer_listing(filter),
+            params![lower_time, lower_id, filter.created_before, size, filter.reversals, metadata],
+        ),
+    };
+    let (limit, kind) = (filter.limit, filter.cursor_kind());
+    Plan::read(sql, move |rows| {
+        let items = try_plan!(rows.iter().map(reads::transfer_record).collect::<Result<Vec<_>, LedgerError>>());
+        let (items, next) = reads::page(items, limit, kind);
+        Plan::done(Ok(Page { items, next }))
+    })
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::list_accounts`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::list_accounts`].
+    pub async fn list_accounts(&self, filter: &AccountFilter) -> Result<Page<Account>, LedgerError> {
+        self.run(list_accounts_plan(filter)).await
+    }
+
+    /// [`Ledger::list_transfers`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::list_transfers`].
+    pub async fn list_transfers(&self, filter: &TransferFilter) -> Result<Page<TransferRecord>, LedgerError> {
+        self.run(list_transfers_plan(&self.ctx(), filter)).await
     }
 }

@@ -5,6 +5,7 @@ use crate::error::LedgerError;
 use crate::model::account::Account;
 use crate::model::record::TransferRecord;
 use crate::model::transfer::INTERNAL_KEY_PREFIX;
+use crate::plan::{params, Ctx, Plan, Sql};
 use crate::protocol::{self, reads};
 use crate::values::TransferId;
 
@@ -29,14 +30,7 @@ impl Ledger {
     /// [`LedgerError::Database`] and [`LedgerError::Pool`] only: an external id no account has
     /// (however malformed) is `Ok(None)`.
     pub fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<Account>, LedgerError> {
-        if external_id.is_empty() || external_id.contains('\0') {
-            return Ok(None); // no account can have it, and PostgreSQL refuses NUL in text
-        }
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement(reads::ACCOUNT_BY_EXTERNAL_ID)?;
-            Ok(conn.client().query_opt(&statement, &[&external_id])?)
-        })?;
-        row.as_ref().map(protocol::rows::account).transpose()
+        self.run(account_by_external_id_plan(external_id))
     }
 
     /// The committed transfer (or posting, or capture) with this id, if any, with its legs
@@ -45,7 +39,7 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::Database`] and [`LedgerError::Pool`].
     pub fn find_transfer(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
-        self.transfer_record(reads::TRANSFER_BY_ID, &id.0)
+        self.run(transfer_plan(id))
     }
 
     /// The committed transfer (or posting) made with this idempotency key, if any: the way to
@@ -59,35 +53,78 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] for an internal key (unique per payer there, not indexed by
     /// itself: look the transfer up by id, or repeat it with the key).
     pub fn find_transfer_by_key(&self, key: &str) -> Result<Option<TransferRecord>, LedgerError> {
-        if key.is_empty() || key.contains('\0') {
-            return Ok(None);
+        self.run(transfer_by_key_plan(&self.ctx(), key))
+    }
+}
+
+/// The account with an external id; one no account can have (empty, or with a NUL, which
+/// PostgreSQL refuses in text) is `None` without a read.
+pub(crate) fn account_by_external_id_plan(external_id: &str) -> Plan<Option<Account>> {
+    if external_id.is_empty() || external_id.contains('\0') {
+        return Plan::done(Ok(None));
+    }
+    Plan::read_opt(Sql::new(reads::ACCOUNT_BY_EXTERNAL_ID, params![external_id.to_string()]), |row| {
+        Plan::done(row.as_ref().map(protocol::rows::account).transpose())
+    })
+}
+
+/// The transfer record with this id.
+pub(crate) fn transfer_plan(id: TransferId) -> Plan<Option<TransferRecord>> {
+    transfer_record(Sql::new(reads::TRANSFER_BY_ID, params![id.0]))
+}
+
+/// The transfer record made with this idempotency key; a key no transfer can have (empty, or
+/// with a NUL) is `None` without a read.
+pub(crate) fn transfer_by_key_plan(ctx: &Ctx, key: &str) -> Plan<Option<TransferRecord>> {
+    if key.is_empty() || key.contains('\0') {
+        return Plan::done(Ok(None));
+    }
+    if ctx.citus {
+        if key.starts_with(INTERNAL_KEY_PREFIX) {
+            return Plan::fail(LedgerError::Unsupported {
+                operation: "find_transfer_by_key with an internal key",
+                reason: "on Citus internal keys are unique per payer account and not indexed alone (docs/citus.md)",
+            });
         }
-        if self.is_citus() {
-            if key.starts_with(INTERNAL_KEY_PREFIX) {
-                return Err(LedgerError::Unsupported {
-                    operation: "find_transfer_by_key with an internal key",
-                    reason: "on Citus internal keys are unique per payer account and not indexed alone (docs/citus.md)",
-                });
-            }
-            return self.transfer_record(crate::citus::TRANSFER_BY_KEY, &key);
-        }
-        self.transfer_record(reads::TRANSFER_BY_KEY, &key)
+        return transfer_record(Sql::new(crate::citus::TRANSFER_BY_KEY, params![key.to_string()]));
+    }
+    transfer_record(Sql::new(reads::TRANSFER_BY_KEY, params![key.to_string()]))
+}
+
+/// The one transfer record `sql` selects, if any.
+fn transfer_record(sql: Sql) -> Plan<Option<TransferRecord>> {
+    Plan::read(sql, |rows| {
+        Plan::done(match rows.as_slice() {
+            [] => Ok(None),
+            [row] => reads::transfer_record(row).map(|(record, _, _)| Some(record)),
+            _ => Err(protocol::unexpected("transfer record", format!("{} rows for one transfer", rows.len()))),
+        })
+    })
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::find_account_by_external_id`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::find_account_by_external_id`].
+    pub async fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<Account>, LedgerError> {
+        self.run(account_by_external_id_plan(external_id)).await
     }
 
-    /// The one transfer record `sql` selects with its one parameter.
-    fn transfer_record(
-        &self,
-        sql: &'static str,
-        param: &(dyn postgres::types::ToSql + Sync),
-    ) -> Result<Option<TransferRecord>, LedgerError> {
-        let rows = self.idempotent(|conn| {
-            let statement = conn.statement(sql)?;
-            Ok(conn.client().query(&statement, &[param])?)
-        })?;
-        match rows.as_slice() {
-            [] => Ok(None),
-            [row] => Ok(Some(reads::transfer_record(row)?.0)),
-            _ => Err(protocol::unexpected("transfer record", format!("{} rows for one transfer", rows.len()))),
-        }
+    /// [`Ledger::find_transfer`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::find_transfer`].
+    pub async fn find_transfer(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
+        self.run(transfer_plan(id)).await
+    }
+
+    /// [`Ledger::find_transfer_by_key`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::find_transfer_by_key`].
+    pub async fn find_transfer_by_key(&self, key: &str) -> Result<Option<TransferRecord>, LedgerError> {
+        self.run(transfer_by_key_plan(&self.ctx(), key)).await
     }
 }

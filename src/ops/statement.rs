@@ -9,6 +9,7 @@ use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::model::entry::{check_page, Entry};
 use crate::model::statement::{check_period, Statement};
+use crate::plan::{params, try_plan, Plan, Sql};
 use crate::protocol::{self, reads, Reply};
 use crate::values::{AccountId, EntryId};
 
@@ -42,11 +43,7 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::AccountNotFound`].
     pub fn balance_at(&self, account: AccountId, instant: SystemTime) -> Result<Decimal, LedgerError> {
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement(reads::BALANCE_AT)?;
-            Ok(conn.client().query_one(&statement, &[&account.0, &instant])?)
-        })?;
-        reads::balance_at(&row)?.ok_or(LedgerError::AccountNotFound { account })
+        self.run(balance_at_plan(account, instant))
     }
 
     /// The account's statement for the period `(from, to]`: opening and closing balances
@@ -82,12 +79,7 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::AccountNotFound`]; [`LedgerError::InvalidInput`] when `to` is before `from`.
     pub fn statement(&self, account: AccountId, from: SystemTime, to: SystemTime) -> Result<Statement, LedgerError> {
-        check_period(from, to)?;
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement(reads::STATEMENT)?;
-            Ok(conn.client().query_one(&statement, &[&account.0, &from, &to])?)
-        })?;
-        reads::statement(&row, account, from, to)?.ok_or(LedgerError::AccountNotFound { account })
+        self.run(statement_plan(account, from, to))
     }
 
     /// The account's entries of the period `(from, to]` (the entries of its
@@ -130,37 +122,101 @@ impl Ledger {
         after: Option<EntryId>,
         limit: u32,
     ) -> Result<Vec<Entry>, LedgerError> {
-        check_period(from, to)?;
-        check_page(limit)?;
-        let rows = self.idempotent(|conn| {
-            let cursor_time: Option<SystemTime> = match after {
-                None => None,
-                Some(entry) => {
-                    let statement = conn.statement(reads::ENTRY_TIME)?;
-                    match conn.client().query_opt(&statement, &[&entry.0, &account.0])? {
-                        Some(row) => Some(Reply::new(&row, "history_between").first()?),
-                        None => {
-                            return Err(LedgerError::InvalidInput {
-                                field: "after",
-                                reason: format!("entry {entry} is not an entry of account {account}"),
-                            })
-                        }
-                    }
-                }
-            };
-            let statement = conn.statement(reads::HISTORY_BETWEEN)?;
-            // After the period's start and after the cursor entry: one row bound (see lower_bound).
-            let (lower_time, lower_id) = match (cursor_time, after) {
-                (Some(time), Some(entry)) if (time, entry.0) > (from, i64::MAX) => (time, entry.0),
-                _ => (from, i64::MAX),
-            };
-            let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-                [&account.0, &lower_time, &lower_id, &to, &i64::from(limit)];
-            Ok(conn.client().query(&statement, &params)?)
-        })?;
-        if rows.is_empty() && after.is_none() {
-            self.account(account)?; // tells "no such account" apart from "no entries then"
-        }
-        rows.iter().map(protocol::rows::entry).collect()
+        self.run(history_between_plan(account, from, to, after, limit))
+    }
+}
+
+/// An account's balance as of an instant: one read.
+pub(crate) fn balance_at_plan(account: AccountId, instant: SystemTime) -> Plan<Decimal> {
+    Plan::read_one(Sql::new(reads::BALANCE_AT, params![account.0, instant]), move |row| {
+        Plan::done(reads::balance_at(&row).and_then(|balance| balance.ok_or(LedgerError::AccountNotFound { account })))
+    })
+}
+
+/// An account's statement of a period: one read, one snapshot.
+pub(crate) fn statement_plan(account: AccountId, from: SystemTime, to: SystemTime) -> Plan<Statement> {
+    try_plan!(check_period(from, to));
+    Plan::read_one(Sql::new(reads::STATEMENT, params![account.0, from, to]), move |row| {
+        Plan::done(
+            reads::statement(&row, account, from, to)
+                .and_then(|statement| statement.ok_or(LedgerError::AccountNotFound { account })),
+        )
+    })
+}
+
+/// A page of an account's entries of a period: the cursor entry's time read first (when there
+/// is one), then the page; an empty first page asks whether the account exists.
+pub(crate) fn history_between_plan(
+    account: AccountId,
+    from: SystemTime,
+    to: SystemTime,
+    after: Option<EntryId>,
+    limit: u32,
+) -> Plan<Vec<Entry>> {
+    try_plan!(check_period(from, to));
+    try_plan!(check_page(limit));
+    let page = move |cursor_time: Option<SystemTime>| {
+        // After the period's start and after the cursor entry: one row bound (see lower_bound).
+        let (lower_time, lower_id) = match (cursor_time, after) {
+            (Some(time), Some(entry)) if (time, entry.0) > (from, i64::MAX) => (time, entry.0),
+            _ => (from, i64::MAX),
+        };
+        let sql = Sql::new(reads::HISTORY_BETWEEN, params![account.0, lower_time, lower_id, to, i64::from(limit)]);
+        Plan::read(sql, move |rows| {
+            if rows.is_empty() && after.is_none() {
+                // tells "no such account" apart from "no entries then"
+                return crate::ops::accounts::account_plan(account).map(|_| Vec::new());
+            }
+            Plan::done(rows.iter().map(protocol::rows::entry).collect())
+        })
+    };
+    match after {
+        None => page(None),
+        Some(entry) => Plan::read_opt(Sql::new(reads::ENTRY_TIME, params![entry.0, account.0]), move |row| match row {
+            Some(row) => page(Some(try_plan!(Reply::new(&row, "history_between").first()))),
+            None => Plan::fail(LedgerError::InvalidInput {
+                field: "after",
+                reason: format!("entry {entry} is not an entry of account {account}"),
+            }),
+        }),
+    }
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::balance_at`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::balance_at`].
+    pub async fn balance_at(&self, account: AccountId, instant: SystemTime) -> Result<Decimal, LedgerError> {
+        self.run(balance_at_plan(account, instant)).await
+    }
+
+    /// [`Ledger::statement`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::statement`].
+    pub async fn statement(
+        &self,
+        account: AccountId,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Statement, LedgerError> {
+        self.run(statement_plan(account, from, to)).await
+    }
+
+    /// [`Ledger::history_between`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::history_between`].
+    pub async fn history_between(
+        &self,
+        account: AccountId,
+        from: SystemTime,
+        to: SystemTime,
+        after: Option<EntryId>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.run(history_between_plan(account, from, to, after, limit)).await
     }
 }

@@ -3,15 +3,17 @@
 //! that locks the one account row (the lock every transfer on it takes), so a transfer either
 //! committed before the change or sees it; none is ever decided half before, half after.
 
-use postgres::types::ToSql;
+use postgres::error::SqlState;
 use rust_decimal::Decimal;
 
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::limits::CURRENCY_SCALE_MAX;
 use crate::model::account::Account;
+use crate::model::lock_wait::LockWait;
 use crate::model::money::{check_ceiling, check_floor};
 use crate::observe::op_span;
+use crate::plan::{one_row, params, try_plan, Ctx, Plan, Sql};
 use crate::protocol;
 use crate::protocol::status::{account_outcome, StatusAction, SET_LIMITS, SET_STATUS};
 use crate::values::AccountId;
@@ -75,10 +77,7 @@ impl Ledger {
     /// [`LedgerError::AccountClosed`], [`LedgerError::LockUnavailable`],
     /// [`LedgerError::Unsupported`] in Citus mode.
     pub fn set_min_balance(&self, account: AccountId, floor: Option<Decimal>) -> Result<Account, LedgerError> {
-        if let Some(floor) = floor {
-            check_floor(floor, CURRENCY_SCALE_MAX)?;
-        }
-        self.change_limits(account, Some(floor), None)
+        self.change_limits(account, LimitChange::floor(floor)?)
     }
 
     /// Sets the account's ceiling (`None` = none), under its row lock. A ceiling below the
@@ -101,69 +100,146 @@ impl Ledger {
     /// one with more decimal places than the currency; otherwise as
     /// [`Ledger::set_min_balance`].
     pub fn set_max_balance(&self, account: AccountId, ceiling: Option<Decimal>) -> Result<Account, LedgerError> {
-        if let Some(ceiling) = ceiling {
-            check_ceiling(ceiling, CURRENCY_SCALE_MAX)?;
-        }
-        self.change_limits(account, None, Some(ceiling))
+        self.change_limits(account, LimitChange::ceiling(ceiling)?)
     }
 
     fn change_status(&self, account: AccountId, action: StatusAction) -> Result<Account, LedgerError> {
         let span =
             op_span!("set_status", account = account.0, action = action.as_str(), lock_wait = %self.inner.lock_wait);
-        let result = self.refuse_in_citus(action.as_str()).and_then(|()| {
-            let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-            let params: [&(dyn ToSql + Sync); 4] = [&account.0, &action.as_str(), &mode, &timeout_ms];
-            self.state_call(SET_STATUS, &params, account, "set_status", None)
-        });
-        span.finish(self.inner.counters.record(result))
+        span.finish(self.inner.counters.record(self.run(status_plan(&self.ctx(), account, action))))
     }
 
-    /// `Some(x)` sets that limit to `x`; `None` leaves it.
-    fn change_limits(
-        &self,
-        account: AccountId,
-        floor: Option<Option<Decimal>>,
-        ceiling: Option<Option<Decimal>>,
-    ) -> Result<Account, LedgerError> {
+    fn change_limits(&self, account: AccountId, change: LimitChange) -> Result<Account, LedgerError> {
         let span = op_span!("set_limits", account = account.0, lock_wait = %self.inner.lock_wait);
-        let result = self.refuse_in_citus("set_limits").and_then(|()| {
-            let (mode, timeout_ms) = protocol::lock_params(self.inner.lock_wait);
-            let (set_min, min) = (floor.is_some(), floor.flatten());
-            let (set_max, max) = (ceiling.is_some(), ceiling.flatten());
-            let params: [&(dyn ToSql + Sync); 7] = [&account.0, &set_min, &min, &set_max, &max, &mode, &timeout_ms];
-            self.state_call(SET_LIMITS, &params, account, "set_limits", min.or(max))
-        });
-        span.finish(self.inner.counters.record(result))
+        span.finish(self.inner.counters.record(self.run(limits_plan(&self.ctx(), account, change))))
     }
+}
 
-    /// One state or limit change: safe to repeat (each asks for a state, not a step), so
-    /// transient failures are retried whatever happened to an earlier attempt.
-    fn state_call(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-        account: AccountId,
-        function: &'static str,
-        limit: Option<Decimal>,
-    ) -> Result<Account, LedgerError> {
-        let row = self.idempotent(|conn| {
-            let statement = conn.statement(sql)?;
-            conn.client().query_one(&statement, params).map_err(|e| self.lock_refusal(e))
-        })?;
-        account_outcome(account, &row, function, limit)
-    }
+/// A change of an account's limits, checked before anything is sent: `Some(x)` sets that
+/// limit to `x` (`None` inside: unbounded), `None` leaves it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LimitChange {
+    floor: Option<Option<Decimal>>,
+    ceiling: Option<Option<Decimal>>,
+}
 
-    /// A lock refused by the [`LockWait`](crate::LockWait) policy is `LockUnavailable`.
-    pub(crate) fn lock_refusal(&self, error: postgres::Error) -> LedgerError {
-        if error.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-            return LedgerError::LockUnavailable { policy: self.inner.lock_wait.to_string(), source: error };
+impl LimitChange {
+    /// Sets the floor: at most zero, with at most [`CURRENCY_SCALE_MAX`] decimal places (the
+    /// currency's own scale is checked by the server).
+    pub(crate) fn floor(floor: Option<Decimal>) -> Result<LimitChange, LedgerError> {
+        if let Some(floor) = floor {
+            check_floor(floor, CURRENCY_SCALE_MAX)?;
         }
-        error.into()
+        Ok(LimitChange { floor: Some(floor), ceiling: None })
     }
 
-    /// [`LedgerError::Unsupported`] in Citus mode for the account rules of this module and
-    /// reversals.
-    pub(crate) fn refuse_in_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        self.ctx().refuse_in_citus(operation)
+    /// Sets the ceiling: at least zero, with at most [`CURRENCY_SCALE_MAX`] decimal places.
+    pub(crate) fn ceiling(ceiling: Option<Decimal>) -> Result<LimitChange, LedgerError> {
+        if let Some(ceiling) = ceiling {
+            check_ceiling(ceiling, CURRENCY_SCALE_MAX)?;
+        }
+        Ok(LimitChange { floor: None, ceiling: Some(ceiling) })
+    }
+}
+
+/// A freeze, unfreeze or close: one call of `set_status()`.
+pub(crate) fn status_plan(ctx: &Ctx, account: AccountId, action: StatusAction) -> Plan<Account> {
+    try_plan!(ctx.refuse_in_citus(action.as_str()));
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let sql = Sql::new(SET_STATUS, params![account.0, action.as_str(), mode, timeout_ms]);
+    state_call(ctx, sql, account, "set_status", None)
+}
+
+/// A change of limits: one call of `set_limits()`.
+pub(crate) fn limits_plan(ctx: &Ctx, account: AccountId, change: LimitChange) -> Plan<Account> {
+    try_plan!(ctx.refuse_in_citus("set_limits"));
+    let (mode, timeout_ms) = protocol::lock_params(ctx.lock_wait);
+    let (set_min, min) = (change.floor.is_some(), change.floor.flatten());
+    let (set_max, max) = (change.ceiling.is_some(), change.ceiling.flatten());
+    let sql = Sql::new(SET_LIMITS, params![account.0, set_min, min, set_max, max, mode, timeout_ms]);
+    state_call(ctx, sql, account, "set_limits", min.or(max))
+}
+
+/// One state or limit change: safe to repeat (each asks for a state, not a step), so it is sent
+/// as a read, its transient failures retried whatever happened to an earlier attempt. A lock the
+/// [`LockWait`] policy refused is [`LedgerError::LockUnavailable`].
+fn state_call(
+    ctx: &Ctx,
+    sql: Sql,
+    account: AccountId,
+    function: &'static str,
+    limit: Option<Decimal>,
+) -> Plan<Account> {
+    let lock_wait = ctx.lock_wait;
+    Plan::Read {
+        sql,
+        then: Box::new(move |rows| {
+            let row = try_plan!(rows.map_err(|e| lock_refusal(lock_wait, e)).and_then(one_row));
+            Plan::done(account_outcome(account, &row, function, limit))
+        }),
+    }
+}
+
+/// A lock refused by the [`LockWait`] policy `lock_wait` (SQLSTATE 55P03, `lock_not_available`)
+/// is [`LedgerError::LockUnavailable`]; any other error stays as it is.
+pub(crate) fn lock_refusal(lock_wait: LockWait, error: LedgerError) -> LedgerError {
+    match error {
+        LedgerError::Database(source) if source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            LedgerError::LockUnavailable { policy: lock_wait.to_string(), source }
+        }
+        other => other,
+    }
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::freeze`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::freeze`].
+    pub async fn freeze(&self, account: AccountId) -> Result<Account, LedgerError> {
+        self.change_status(account, StatusAction::Freeze).await
+    }
+
+    /// [`Ledger::unfreeze`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::unfreeze`].
+    pub async fn unfreeze(&self, account: AccountId) -> Result<Account, LedgerError> {
+        self.change_status(account, StatusAction::Unfreeze).await
+    }
+
+    /// [`Ledger::close`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::close`].
+    pub async fn close(&self, account: AccountId) -> Result<Account, LedgerError> {
+        self.change_status(account, StatusAction::Close).await
+    }
+
+    /// [`Ledger::set_min_balance`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::set_min_balance`].
+    pub async fn set_min_balance(&self, account: AccountId, floor: Option<Decimal>) -> Result<Account, LedgerError> {
+        self.change_limits(account, LimitChange::floor(floor)?).await
+    }
+
+    /// [`Ledger::set_max_balance`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::set_max_balance`].
+    pub async fn set_max_balance(&self, account: AccountId, ceiling: Option<Decimal>) -> Result<Account, LedgerError> {
+        self.change_limits(account, LimitChange::ceiling(ceiling)?).await
+    }
+
+    async fn change_status(&self, account: AccountId, action: StatusAction) -> Result<Account, LedgerError> {
+        let span = op_span!(async "set_status", account = account.0, action = action.as_str(), lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(status_plan(&self.ctx(), account, action)).await) }).await
+    }
+
+    async fn change_limits(&self, account: AccountId, change: LimitChange) -> Result<Account, LedgerError> {
+        let span = op_span!(async "set_limits", account = account.0, lock_wait = %self.inner.lock_wait);
+        span.run(async { self.inner.counters.record(self.run(limits_plan(&self.ctx(), account, change)).await) }).await
     }
 }
