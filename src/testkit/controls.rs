@@ -244,6 +244,24 @@ fn read_decide_write(
     })
 }
 
+/// The [`Receipt`] of a transfer a control applied itself: `transfer_id` and both balances
+/// right after it, never a replay (the controls ignore keys).
+///
+/// [`Receipt`] is `#[non_exhaustive]`, so a control written outside this crate (an async one on
+/// `tokio-postgres`, say, whose outcomes go into a [`RunLog`](super::RunLog) for
+/// [`check`](super::check)) builds the receipt it answers with here.
+pub fn receipt(transfer_id: i64, t: &Transfer, from_balance: Decimal, to_balance: Decimal) -> Receipt {
+    Receipt {
+        transfer_id: TransferId(transfer_id),
+        from: t.from,
+        to: t.to,
+        amount: t.amount,
+        from_balance,
+        to_balance,
+        replayed: false,
+    }
+}
+
 impl Control {
     /// Whether this implementation honours idempotency keys. Only the real ledger does; the
     /// controls ignore keys, so idempotency properties are checked against [`Control::Ledger`]
