@@ -34,6 +34,7 @@
 mod combine;
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,7 @@ use crate::model::lock_wait::LockWait;
 use crate::plan::retry::{
     check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
 };
-use crate::plan::{Answer, CallError, Ctx, Plan, Session, Sql};
+use crate::plan::{own_transaction_refused, Answer, CallError, Ctx, Plan, Session, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 use crate::schema::SchemaName;
 
@@ -393,11 +394,14 @@ impl Ledger {
                 Plan::Call { sql, key_constraint, then } => then(self.call(&sql, key_constraint).await),
                 Plan::Read { sql, then } => then(self.read(&sql).await),
                 Plan::Once { sql, then } => then(self.once(&sql).await),
+                Plan::Transaction { tx, then } => then(self.transaction(&tx).await),
             };
         }
     }
 
-    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint.
+    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint. A step
+    /// that needs a transaction of its own ([`Plan::Transaction`]) gets
+    /// [`LedgerError::InvalidInput`] and sends nothing, as in the synchronous door.
     pub(crate) async fn run_in<T: 'static>(
         &self,
         tx: &mut Transaction<'_>,
@@ -412,6 +416,7 @@ impl Ledger {
                 }
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql).await),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).await.and_then(crate::plan::one_row)),
+                Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
             };
         }
     }
@@ -458,16 +463,46 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     async fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        let mut retry = ReadRetry::new(self.inner.max_retries);
         let text = self.inner.schema.qualify(sql.text);
-        loop {
-            let result = async {
-                let conn = self.connection().await?;
-                let statement = conn.prepare_cached(&text).await?;
-                Ok(conn.query(&statement, &sql.refs()).await?)
+        self.retried(|| async {
+            let conn = self.connection().await?;
+            let statement = conn.prepare_cached(&text).await?;
+            Ok(conn.query(&statement, &sql.refs()).await?)
+        })
+        .await
+    }
+
+    /// Statements in one transaction of their own on one pooled connection, the whole
+    /// transaction run again on transient errors.
+    async fn transaction(&self, tx: &TxStatements) -> Result<Vec<Vec<Row>>, LedgerError> {
+        self.retried(|| async {
+            let mut conn = self.connection().await?;
+            let mut statements = Vec::with_capacity(tx.statements.len());
+            for sql in &tx.statements {
+                statements.push(conn.prepare_cached(&self.inner.schema.qualify(sql.text)).await?);
             }
-            .await;
-            match result {
+            let client: &mut tokio_postgres::Client = &mut conn;
+            let transaction =
+                client.build_transaction().isolation_level(tx.isolation).read_only(tx.read_only).start().await?;
+            let mut rows = Vec::with_capacity(statements.len());
+            for (statement, sql) in statements.iter().zip(&tx.statements) {
+                rows.push(transaction.query(statement, &sql.refs()).await?);
+            }
+            transaction.commit().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// `attempt` until it succeeds or fails for good, by the read rules.
+    async fn retried<R, F, A>(&self, mut attempt: A) -> Result<R, LedgerError>
+    where
+        A: FnMut() -> F,
+        F: Future<Output = Result<R, LedgerError>>,
+    {
+        let mut retry = ReadRetry::new(self.inner.max_retries);
+        loop {
+            match attempt().await {
                 Err(e) => match retry.failed(&e) {
                     Some(delay) => {
                         self.inner.counters.retried();

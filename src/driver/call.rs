@@ -10,7 +10,7 @@ use crate::error::LedgerError;
 use crate::plan::retry::{
     check_read_committed, Next, ReadRetry, Retry, SavepointNext, SavepointRetry, DURABLE_SQL, ISOLATION_SQL,
 };
-use crate::plan::{one_row, Answer, CallError, Ctx, Plan, Sql};
+use crate::plan::{one_row, own_transaction_refused, Answer, CallError, Ctx, Plan, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
@@ -27,11 +27,15 @@ impl Ledger {
                 Plan::Call { sql, key_constraint, then } => then(self.call(&sql, key_constraint)),
                 Plan::Read { sql, then } => then(self.read(&sql)),
                 Plan::Once { sql, then } => then(self.once(&sql)),
+                Plan::Transaction { tx, then } => then(self.transaction(&tx)),
             };
         }
     }
 
-    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint.
+    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint. A step
+    /// that needs a transaction of its own ([`Plan::Transaction`]) gets
+    /// [`LedgerError::InvalidInput`] and sends nothing: the caller's transaction has its own
+    /// isolation, which would not give the step what it asks for.
     pub(crate) fn run_in<T: 'static>(&self, tx: &mut Transaction<'_>, mut plan: Plan<T>) -> Result<T, LedgerError> {
         // The caller's client blocks like a pooled one: refused on an async runtime's thread.
         refuse_on_runtime_thread()?;
@@ -44,6 +48,7 @@ impl Ledger {
                 }
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql)),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).and_then(one_row)),
+                Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
             };
         }
     }
@@ -89,13 +94,36 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let statement = conn.statement(sql.text)?;
+            Ok(conn.client().query(&statement, &sql.refs())?)
+        })
+    }
+
+    /// Statements in one transaction of their own on one pooled connection, the whole
+    /// transaction run again on transient errors.
+    fn transaction(&self, tx: &TxStatements) -> Result<Vec<Vec<Row>>, LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let statements = tx.statements.iter().map(|sql| conn.statement(sql.text)).collect::<Result<Vec<_>, _>>()?;
+            let mut transaction =
+                conn.client().build_transaction().isolation_level(tx.isolation).read_only(tx.read_only).start()?;
+            let rows = statements
+                .iter()
+                .zip(&tx.statements)
+                .map(|(statement, sql)| transaction.query(statement, &sql.refs()))
+                .collect::<Result<Vec<_>, _>>()?;
+            transaction.commit()?;
+            Ok(rows)
+        })
+    }
+
+    /// `attempt` until it succeeds or fails for good, by the read rules.
+    fn retried<R>(&self, mut attempt: impl FnMut() -> Result<R, LedgerError>) -> Result<R, LedgerError> {
         let mut retry = ReadRetry::new(self.inner.max_retries);
         loop {
-            let result = self.connection().and_then(|mut conn| {
-                let statement = conn.statement(sql.text)?;
-                Ok(conn.client().query(&statement, &sql.refs())?)
-            });
-            match result {
+            match attempt() {
                 Err(e) => match retry.failed(&e) {
                     Some(delay) => {
                         self.inner.counters.retried();
