@@ -35,6 +35,7 @@ mod combine;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,12 @@ use crate::schema::SchemaName;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
+
+/// What an async [`consume`](Ledger::consume) handler returns: its work in the consumer's
+/// transaction as a boxed `Send` future (`Box::pin(async move { .. })`), failing with a
+/// [`HandlerError`](crate::HandlerError).
+pub type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
 
 /// The async ledger: a deadpool-postgres pool to a PostgreSQL database holding the
 /// `wallet_ledger` schema. Cheap to clone (clones share the pool and the combiner); `Send +
@@ -395,6 +402,10 @@ impl Ledger {
                 Plan::Read { sql, then } => then(self.read(&sql).await),
                 Plan::Once { sql, then } => then(self.once(&sql).await),
                 Plan::Transaction { tx, then } => then(self.transaction(&tx).await),
+                Plan::Pause { delay, then } => {
+                    tokio::time::sleep(delay).await;
+                    then(())
+                }
             };
         }
     }
@@ -417,6 +428,10 @@ impl Ledger {
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql).await),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).await.and_then(crate::plan::one_row)),
                 Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
+                Plan::Pause { delay, then } => {
+                    tokio::time::sleep(delay).await;
+                    then(())
+                }
             };
         }
     }
@@ -522,8 +537,15 @@ impl Ledger {
         Ok(conn.query_one(&statement, &sql.refs()).await?)
     }
 
+    /// A statement in the caller's transaction; one round trip when its parameter types are
+    /// known, or it has none (`query_typed` needs no prepare).
     async fn query_in(&self, tx: &mut Transaction<'_>, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        Ok(tx.query(self.inner.schema.qualify(sql.text).as_ref(), &sql.refs()).await?)
+        let text = self.inner.schema.qualify(sql.text);
+        if sql.types.len() != sql.params.len() {
+            return Ok(tx.query(text.as_ref(), &sql.refs()).await?);
+        }
+        let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
+        Ok(tx.query_typed(text.as_ref(), &typed).await?)
     }
 
     /// As the synchronous door's: one ledger statement in a savepoint of the caller's

@@ -28,6 +28,10 @@ impl Ledger {
                 Plan::Read { sql, then } => then(self.read(&sql)),
                 Plan::Once { sql, then } => then(self.once(&sql)),
                 Plan::Transaction { tx, then } => then(self.transaction(&tx)),
+                Plan::Pause { delay, then } => {
+                    std::thread::sleep(delay);
+                    then(())
+                }
             };
         }
     }
@@ -49,6 +53,10 @@ impl Ledger {
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql)),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).and_then(one_row)),
                 Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
+                Plan::Pause { delay, then } => {
+                    std::thread::sleep(delay);
+                    then(())
+                }
             };
         }
     }
@@ -143,8 +151,15 @@ impl Ledger {
         Ok(conn.client().query_one(&statement, &sql.refs())?)
     }
 
+    /// A statement in the caller's transaction; one round trip when its parameter types are
+    /// known, or it has none (`query_typed` needs no prepare).
     fn query_in(&self, tx: &mut Transaction<'_>, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        Ok(tx.query(self.inner.schema.qualify(sql.text).as_ref(), &sql.refs())?)
+        let text = self.inner.schema.qualify(sql.text);
+        if sql.types.len() != sql.params.len() {
+            return Ok(tx.query(text.as_ref(), &sql.refs())?);
+        }
+        let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
+        Ok(tx.query_typed(text.as_ref(), &typed)?)
     }
 
     /// Runs one ledger statement in a savepoint of the caller's transaction (one round trip for

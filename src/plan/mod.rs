@@ -5,12 +5,15 @@
 //! `aio::Ledger` (feature `aio`) only send, sleep and hand rows back; neither holds a ledger
 //! rule, a retry rule or a decoder of its own.
 //!
-//! A plan is a chain of steps: a step names one statement (or a transaction of several) and a continuation that takes the step's answer and returns the next plan, until
+//! A plan is a chain of steps: a step names one statement (or a transaction of several, or a
+//! pause) and a continuation that takes the step's answer and returns the next plan, until
 //! [`Plan::Done`]. Most operations are one step;
 //! some read once more depending on the first answer (a page that is empty asks whether the
 //! account exists).
 
 pub(crate) mod retry;
+
+use std::time::Duration;
 
 use postgres::types::{ToSql, Type};
 use postgres::{IsolationLevel, Row};
@@ -107,6 +110,8 @@ pub(crate) enum Plan<T> {
     /// the caller's transaction, whose isolation is the caller's, it is
     /// [`LedgerError::InvalidInput`] (nothing is sent).
     Transaction { tx: TxStatements, then: Then<Result<Vec<Vec<Row>>, LedgerError>, T> },
+    /// A pause of `delay` before the rest of the plan (no connection is held meanwhile).
+    Pause { delay: Duration, then: Then<(), T> },
 }
 
 impl<T: 'static> Plan<T> {
@@ -181,6 +186,11 @@ impl<T: 'static> Plan<T> {
         }
     }
 
+    /// `then`'s plan, after a pause of `delay`.
+    pub(crate) fn pause(delay: Duration, then: impl FnOnce() -> Plan<T> + Send + 'static) -> Plan<T> {
+        Plan::Pause { delay, then: Box::new(move |()| then()) }
+    }
+
     /// This plan with its failure as a value: `Ok(result)` whatever the result.
     pub(crate) fn into_result(self) -> Plan<Result<T, LedgerError>> {
         match self {
@@ -191,6 +201,7 @@ impl<T: 'static> Plan<T> {
             Plan::Read { sql, then } => Plan::Read { sql, then: Box::new(move |a| then(a).into_result()) },
             Plan::Once { sql, then } => Plan::Once { sql, then: Box::new(move |a| then(a).into_result()) },
             Plan::Transaction { tx, then } => Plan::Transaction { tx, then: Box::new(move |a| then(a).into_result()) },
+            Plan::Pause { delay, then } => Plan::Pause { delay, then: Box::new(move |a| then(a).into_result()) },
         }
     }
 
@@ -210,6 +221,7 @@ impl<T: 'static> Plan<T> {
             Plan::Read { sql, then } => Plan::Read { sql, then: Box::new(move |a| then(a).and_then(f)) },
             Plan::Once { sql, then } => Plan::Once { sql, then: Box::new(move |a| then(a).and_then(f)) },
             Plan::Transaction { tx, then } => Plan::Transaction { tx, then: Box::new(move |a| then(a).and_then(f)) },
+            Plan::Pause { delay, then } => Plan::Pause { delay, then: Box::new(move |a| then(a).and_then(f)) },
         }
     }
 }
@@ -265,6 +277,14 @@ impl Ctx {
             "not in Citus mode yet: the Citus transfer and hold functions (sql/citus/) do not check \
              account states and ceilings, and a reversal would lock a transfer row found by id \
              alone across shards",
+        )
+    }
+
+    /// The change feed: [`LedgerError::Unsupported`] in Citus mode.
+    pub(crate) fn refuse_feed_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "the feed's horizon rests on one server's transaction ids; Citus commits across nodes (docs/citus.md)",
         )
     }
 
