@@ -509,6 +509,23 @@ impl Ledger {
         .await
     }
 
+    /// `scripts` (simple-query text, sent as given: several statements each, no parameters) in
+    /// one transaction of their own on a pooled connection, the whole transaction run again on
+    /// transient errors.
+    pub(crate) async fn scripts(&self, scripts: &[String]) -> Result<(), LedgerError> {
+        self.retried(|| async {
+            let mut conn = self.connection().await?;
+            let client: &mut tokio_postgres::Client = &mut conn;
+            let transaction = client.transaction().await?;
+            for script in scripts {
+                transaction.batch_execute(script).await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// `attempt` until it succeeds or fails for good, by the read rules.
     async fn retried<R, F, A>(&self, mut attempt: A) -> Result<R, LedgerError>
     where

@@ -127,6 +127,21 @@ impl Ledger {
         })
     }
 
+    /// `scripts` (simple-query text, sent as given: several statements each, no parameters) in
+    /// one transaction of their own on a pooled connection, the whole transaction run again on
+    /// transient errors.
+    pub(crate) fn scripts(&self, scripts: &[String]) -> Result<(), LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let mut transaction = conn.client().transaction()?;
+            for script in scripts {
+                transaction.batch_execute(script)?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+    }
+
     /// `attempt` until it succeeds or fails for good, by the read rules.
     fn retried<R>(&self, mut attempt: impl FnMut() -> Result<R, LedgerError>) -> Result<R, LedgerError> {
         let mut retry = ReadRetry::new(self.inner.max_retries);

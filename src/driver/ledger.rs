@@ -458,15 +458,6 @@ impl Ledger {
         self.inner.citus
     }
 
-    /// [`LedgerError::Unsupported`] for `operation` in Citus mode, before anything is sent;
-    /// `reason` says why and where to read more.
-    pub(crate) fn refuse_on_citus(&self, operation: &'static str, reason: &'static str) -> Result<(), LedgerError> {
-        if self.is_citus() {
-            return Err(LedgerError::Unsupported { operation, reason });
-        }
-        Ok(())
-    }
-
     /// The lock wait policy in force.
     pub fn lock_wait(&self) -> LockWait {
         self.inner.lock_wait

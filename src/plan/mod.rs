@@ -288,6 +288,15 @@ impl Ctx {
         )
     }
 
+    /// The privilege guard's grants: [`LedgerError::Unsupported`] in Citus mode.
+    pub(crate) fn refuse_guard_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "in Citus mode the ledger's functions run as the caller, not as their owner \
+             (docs/citus.md, \"Not on Citus: the write guard\")",
+        )
+    }
+
     /// Batches and postings: [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
     pub(crate) fn refuse_batches_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
         self.refuse_on_citus(
