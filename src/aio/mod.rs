@@ -34,6 +34,8 @@
 mod combine;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,14 +50,19 @@ use crate::error::LedgerError;
 use crate::model::lock_wait::LockWait;
 use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
 use crate::plan::settings::{settings_setters, Settings};
-use crate::stats::Counters;
-
-use crate::plan::{Answer, CallError, Ctx, Plan, Session, Sql};
+use crate::plan::{own_transaction_refused, Answer, CallError, Ctx, Plan, Session, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 use crate::schema::SchemaName;
+use crate::stats::Counters;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
+
+/// What an async [`consume`](Ledger::consume) handler returns: its work in the consumer's
+/// transaction as a boxed `Send` future (`Box::pin(async move { .. })`), failing with a
+/// [`HandlerError`](crate::HandlerError).
+pub type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
 
 /// The async ledger: a deadpool-postgres pool to a PostgreSQL database holding the
 /// `wallet_ledger` schema. Cheap to clone (clones share the pool and the combiner); `Send +
@@ -291,11 +298,18 @@ impl Ledger {
                 Plan::Call { sql, key_constraint, then } => then(self.call(&sql, key_constraint).await),
                 Plan::Read { sql, then } => then(self.read(&sql).await),
                 Plan::Once { sql, then } => then(self.once(&sql).await),
+                Plan::Transaction { tx, then } => then(self.transaction(&tx).await),
+                Plan::Pause { delay, then } => {
+                    tokio::time::sleep(delay).await;
+                    then(())
+                }
             };
         }
     }
 
-    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint.
+    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint. A step
+    /// that needs a transaction of its own ([`Plan::Transaction`]) gets
+    /// [`LedgerError::InvalidInput`] and sends nothing, as in the synchronous door.
     pub(crate) async fn run_in<T: 'static>(
         &self,
         tx: &mut Transaction<'_>,
@@ -310,6 +324,11 @@ impl Ledger {
                 }
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql).await),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).await.and_then(crate::plan::one_row)),
+                Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
+                Plan::Pause { delay, then } => {
+                    tokio::time::sleep(delay).await;
+                    then(())
+                }
             };
         }
     }
@@ -355,16 +374,63 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     async fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        let mut retry = self.inner.read_retry();
         let text = self.inner.schema.qualify(sql.text);
-        loop {
-            let result = async {
-                let conn = self.connection().await?;
-                let statement = conn.prepare_cached(&text).await?;
-                Ok(conn.query(&statement, &sql.refs()).await?)
+        self.retried(|| async {
+            let conn = self.connection().await?;
+            let statement = conn.prepare_cached(&text).await?;
+            Ok(conn.query(&statement, &sql.refs()).await?)
+        })
+        .await
+    }
+
+    /// Statements in one transaction of their own on one pooled connection, the whole
+    /// transaction run again on transient errors.
+    async fn transaction(&self, tx: &TxStatements) -> Result<Vec<Vec<Row>>, LedgerError> {
+        self.retried(|| async {
+            let mut conn = self.connection().await?;
+            let mut statements = Vec::with_capacity(tx.statements.len());
+            for sql in &tx.statements {
+                statements.push(conn.prepare_cached(&self.inner.schema.qualify(sql.text)).await?);
             }
-            .await;
-            match result {
+            let client: &mut tokio_postgres::Client = &mut conn;
+            let transaction =
+                client.build_transaction().isolation_level(tx.isolation).read_only(tx.read_only).start().await?;
+            let mut rows = Vec::with_capacity(statements.len());
+            for (statement, sql) in statements.iter().zip(&tx.statements) {
+                rows.push(transaction.query(statement, &sql.refs()).await?);
+            }
+            transaction.commit().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// `scripts` (simple-query text, sent as given: several statements each, no parameters) in
+    /// one transaction of their own on a pooled connection, the whole transaction run again on
+    /// transient errors.
+    pub(crate) async fn scripts(&self, scripts: &[String]) -> Result<(), LedgerError> {
+        self.retried(|| async {
+            let mut conn = self.connection().await?;
+            let client: &mut tokio_postgres::Client = &mut conn;
+            let transaction = client.transaction().await?;
+            for script in scripts {
+                transaction.batch_execute(script).await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `attempt` until it succeeds or fails for good, by the read rules.
+    async fn retried<R, F, A>(&self, mut attempt: A) -> Result<R, LedgerError>
+    where
+        A: FnMut() -> F,
+        F: Future<Output = Result<R, LedgerError>>,
+    {
+        let mut retry = self.inner.read_retry();
+        loop {
+            match attempt().await {
                 Err(e) => match retry.failed(&e) {
                     Some(delay) => {
                         self.inner.counters.retried();
@@ -384,8 +450,15 @@ impl Ledger {
         Ok(conn.query_one(&statement, &sql.refs()).await?)
     }
 
+    /// A statement in the caller's transaction; one round trip when its parameter types are
+    /// known, or it has none (`query_typed` needs no prepare).
     async fn query_in(&self, tx: &mut Transaction<'_>, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        Ok(tx.query(self.inner.schema.qualify(sql.text).as_ref(), &sql.refs()).await?)
+        let text = self.inner.schema.qualify(sql.text);
+        if sql.types.len() != sql.params.len() {
+            return Ok(tx.query(text.as_ref(), &sql.refs()).await?);
+        }
+        let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
+        Ok(tx.query_typed(text.as_ref(), &typed).await?)
     }
 
     /// As the synchronous door's: one ledger statement in a savepoint of the caller's

@@ -8,7 +8,7 @@ use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
-use crate::plan::{one_row, Answer, CallError, Ctx, Plan, Sql};
+use crate::plan::{one_row, own_transaction_refused, Answer, CallError, Ctx, Plan, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
@@ -25,11 +25,19 @@ impl Ledger {
                 Plan::Call { sql, key_constraint, then } => then(self.call(&sql, key_constraint)),
                 Plan::Read { sql, then } => then(self.read(&sql)),
                 Plan::Once { sql, then } => then(self.once(&sql)),
+                Plan::Transaction { tx, then } => then(self.transaction(&tx)),
+                Plan::Pause { delay, then } => {
+                    std::thread::sleep(delay);
+                    then(())
+                }
             };
         }
     }
 
-    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint.
+    /// Runs `plan` to its end inside the caller's transaction: each call in a savepoint. A step
+    /// that needs a transaction of its own ([`Plan::Transaction`]) gets
+    /// [`LedgerError::InvalidInput`] and sends nothing: the caller's transaction has its own
+    /// isolation, which would not give the step what it asks for.
     pub(crate) fn run_in<T: 'static>(&self, tx: &mut Transaction<'_>, mut plan: Plan<T>) -> Result<T, LedgerError> {
         // The caller's client blocks like a pooled one: refused on an async runtime's thread.
         refuse_on_runtime_thread()?;
@@ -42,6 +50,11 @@ impl Ledger {
                 }
                 Plan::Read { sql, then } => then(self.query_in(tx, &sql)),
                 Plan::Once { sql, then } => then(self.query_in(tx, &sql).and_then(one_row)),
+                Plan::Transaction { then, .. } => then(Err(own_transaction_refused())),
+                Plan::Pause { delay, then } => {
+                    std::thread::sleep(delay);
+                    then(())
+                }
             };
         }
     }
@@ -86,13 +99,51 @@ impl Ledger {
 
     /// A read (or a write safe to repeat), retried on transient errors.
     fn read(&self, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let statement = conn.statement(sql.text)?;
+            Ok(conn.client().query(&statement, &sql.refs())?)
+        })
+    }
+
+    /// Statements in one transaction of their own on one pooled connection, the whole
+    /// transaction run again on transient errors.
+    fn transaction(&self, tx: &TxStatements) -> Result<Vec<Vec<Row>>, LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let statements = tx.statements.iter().map(|sql| conn.statement(sql.text)).collect::<Result<Vec<_>, _>>()?;
+            let mut transaction =
+                conn.client().build_transaction().isolation_level(tx.isolation).read_only(tx.read_only).start()?;
+            let rows = statements
+                .iter()
+                .zip(&tx.statements)
+                .map(|(statement, sql)| transaction.query(statement, &sql.refs()))
+                .collect::<Result<Vec<_>, _>>()?;
+            transaction.commit()?;
+            Ok(rows)
+        })
+    }
+
+    /// `scripts` (simple-query text, sent as given: several statements each, no parameters) in
+    /// one transaction of their own on a pooled connection, the whole transaction run again on
+    /// transient errors.
+    pub(crate) fn scripts(&self, scripts: &[String]) -> Result<(), LedgerError> {
+        self.retried(|| {
+            let mut conn = self.connection()?;
+            let mut transaction = conn.client().transaction()?;
+            for script in scripts {
+                transaction.batch_execute(script)?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+    }
+
+    /// `attempt` until it succeeds or fails for good, by the read rules.
+    fn retried<R>(&self, mut attempt: impl FnMut() -> Result<R, LedgerError>) -> Result<R, LedgerError> {
         let mut retry = self.inner.read_retry();
         loop {
-            let result = self.connection().and_then(|mut conn| {
-                let statement = conn.statement(sql.text)?;
-                Ok(conn.client().query(&statement, &sql.refs())?)
-            });
-            match result {
+            match attempt() {
                 Err(e) => match retry.failed(&e) {
                     Some(delay) => {
                         self.inner.counters.retried();
@@ -112,8 +163,15 @@ impl Ledger {
         Ok(conn.client().query_one(&statement, &sql.refs())?)
     }
 
+    /// A statement in the caller's transaction; one round trip when its parameter types are
+    /// known, or it has none (`query_typed` needs no prepare).
     fn query_in(&self, tx: &mut Transaction<'_>, sql: &Sql) -> Result<Vec<Row>, LedgerError> {
-        Ok(tx.query(self.inner.schema.qualify(sql.text).as_ref(), &sql.refs())?)
+        let text = self.inner.schema.qualify(sql.text);
+        if sql.types.len() != sql.params.len() {
+            return Ok(tx.query(text.as_ref(), &sql.refs())?);
+        }
+        let typed: Vec<_> = sql.refs().into_iter().zip(sql.types.iter().cloned()).collect();
+        Ok(tx.query_typed(text.as_ref(), &typed)?)
     }
 
     /// Runs one ledger statement in a savepoint of the caller's transaction (one round trip for

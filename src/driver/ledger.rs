@@ -17,7 +17,6 @@ use crate::driver::pool::{LedgerConnection, Manager, Source};
 use crate::error::LedgerError;
 use crate::model::lock_wait::LockWait;
 use crate::model::transfer::{Receipt, Transfer};
-use crate::plan::retry::ReadRetry;
 use crate::plan::settings::{settings_setters, Settings};
 
 use crate::schema::SchemaName;
@@ -310,29 +309,6 @@ impl Ledger {
         self.inner.schema.as_str()
     }
 
-    /// Runs an idempotent operation (a read, or a write that is safe to repeat) on a pooled
-    /// connection, retrying transient failures such as a connection the server closed while it
-    /// sat in the pool.
-    pub(crate) fn idempotent<T>(
-        &self,
-        mut op: impl FnMut(&mut LedgerConnection) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        let mut retry = ReadRetry::new(self.inner.max_retries);
-        loop {
-            let mut conn = self.connection()?;
-            match op(&mut conn) {
-                Err(e) => match retry.failed(&e) {
-                    Some(delay) => {
-                        self.inner.counters.retried();
-                        std::thread::sleep(delay);
-                    }
-                    None => return Err(e),
-                },
-                result => return result,
-            }
-        }
-    }
-
     /// Counters since this ledger was built (shared by its clones): operations by outcome,
     /// retries, lock refusals. Cheap: a few relaxed atomic loads.
     pub fn stats(&self) -> crate::Stats {
@@ -342,15 +318,6 @@ impl Ledger {
     /// Whether this ledger runs in Citus mode ([`crate::citus`]).
     pub fn is_citus(&self) -> bool {
         self.inner.citus
-    }
-
-    /// [`LedgerError::Unsupported`] for `operation` in Citus mode, before anything is sent;
-    /// `reason` says why and where to read more.
-    pub(crate) fn refuse_on_citus(&self, operation: &'static str, reason: &'static str) -> Result<(), LedgerError> {
-        if self.is_citus() {
-            return Err(LedgerError::Unsupported { operation, reason });
-        }
-        Ok(())
     }
 
     /// The lock wait policy in force.

@@ -110,7 +110,8 @@ impl LedgerConnection {
         self.schema.qualify(sql)
     }
 
-    /// The schema this connection's ledger uses.
+    /// The schema this connection's ledger uses (the test kit's direct reads).
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
     pub(crate) fn schema(&self) -> SchemaName {
         self.schema.clone()
     }

@@ -6,6 +6,8 @@
 
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
+use crate::plan::Ctx;
+use crate::schema::SchemaName;
 
 /// The grants, for a schema and a role both already quoted as identifiers. The column lists are
 /// exactly what `define_currency`, `open_account` and the feed's consumers write; everything
@@ -85,9 +87,7 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::Database`] when the role does
     /// not exist or this connection's role may not grant (it is not the ledger's owner).
     pub fn grant_access(&self, role: &str) -> Result<(), LedgerError> {
-        self.refuse_guard_on_citus("grant_access")?;
-        let role = quoted_role(role)?;
-        self.run_grants(&grants(&format!("\"{}\"", self.schema()), &role))
+        self.scripts(&access_scripts(&self.ctx(), &self.inner.schema, "grant_access", role, grants)?)
     }
 
     /// Takes back what [`Ledger::grant_access`] gave `role` (every privilege it holds on the
@@ -96,28 +96,41 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::grant_access`].
     pub fn revoke_access(&self, role: &str) -> Result<(), LedgerError> {
-        self.refuse_guard_on_citus("revoke_access")?;
-        let role = quoted_role(role)?;
-        self.run_grants(&revokes(&format!("\"{}\"", self.schema()), &role))
+        self.scripts(&access_scripts(&self.ctx(), &self.inner.schema, "revoke_access", role, revokes)?)
+    }
+}
+
+/// What `operation` sends for `role`, in one transaction: the owner check, then the grants or
+/// revokes `statements` writes for the schema and the role (both quoted as identifiers).
+/// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::InvalidInput`] for a bad role name.
+fn access_scripts(
+    ctx: &Ctx,
+    schema: &SchemaName,
+    operation: &'static str,
+    role: &str,
+    statements: fn(&str, &str) -> String,
+) -> Result<[String; 2], LedgerError> {
+    ctx.refuse_guard_on_citus(operation)?;
+    let role = quoted_role(role)?;
+    Ok([schema.qualify(OWNER_ONLY).into_owned(), statements(&format!("\"{}\"", schema.as_str()), &role)])
+}
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::grant_access`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::grant_access`].
+    pub async fn grant_access(&self, role: &str) -> Result<(), LedgerError> {
+        self.scripts(&access_scripts(&self.ctx(), &self.inner.schema, "grant_access", role, grants)?).await
     }
 
-    fn run_grants(&self, sql: &str) -> Result<(), LedgerError> {
-        self.idempotent(|conn| {
-            let owner_only = conn.schema().qualify(OWNER_ONLY).into_owned();
-            let mut tx = conn.client().transaction()?;
-            tx.batch_execute(&owner_only)?;
-            tx.batch_execute(sql)?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    fn refuse_guard_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        self.refuse_on_citus(
-            operation,
-            "in Citus mode the ledger's functions run as the caller, not as their owner \
-             (docs/citus.md, \"Not on Citus: the write guard\")",
-        )
+    /// [`Ledger::revoke_access`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::revoke_access`].
+    pub async fn revoke_access(&self, role: &str) -> Result<(), LedgerError> {
+        self.scripts(&access_scripts(&self.ctx(), &self.inner.schema, "revoke_access", role, revokes)?).await
     }
 }
 

@@ -2,17 +2,17 @@
 //! their handler's transaction, their lag, and the feed's own state. The argument that nothing
 //! is lost or repeated is in `docs/design.md` ("The change feed").
 
-use std::thread;
 use std::time::Duration;
 
-use postgres::{IsolationLevel, Transaction};
+use postgres::types::Type;
+use postgres::{IsolationLevel, Row, Transaction};
 
 use crate::driver::ledger::Ledger;
-use crate::driver::pool::LedgerConnection;
 use crate::error::LedgerError;
 use crate::model::feed::{
     check_consumer_name, check_feed_limit, Change, ChangePage, ConsumerLag, FeedCursor, FeedStatus,
 };
+use crate::plan::{params, try_plan, Ctx, Plan, Sql};
 use crate::protocol::feed::{self, millis};
 use crate::protocol::Reply;
 
@@ -62,20 +62,7 @@ impl Ledger {
     /// [`FEED_PAGE_MAX`](crate::limits::FEED_PAGE_MAX); [`LedgerError::Unsupported`] in Citus
     /// mode; [`LedgerError::Database`], [`LedgerError::Pool`].
     pub fn changes(&self, after: Option<FeedCursor>, limit: u32) -> Result<ChangePage, LedgerError> {
-        self.refuse_feed_on_citus("changes")?;
-        check_feed_limit(limit)?;
-        let after = after.unwrap_or(FeedCursor::START);
-        let rows = self.idempotent(|conn| {
-            let (_, horizon) = advance(conn)?;
-            if horizon <= after.position() {
-                return Ok(Vec::new());
-            }
-            let statement = conn.statement(feed::FEED_PAGE)?;
-            Ok(conn.client().query(&statement, &[&after.position(), &horizon, &i64::from(limit)])?)
-        })?;
-        let changes = rows.iter().map(feed::change).collect::<Result<Vec<_>, _>>()?;
-        let next = changes.last().map_or(after, |c| c.cursor);
-        Ok(ChangePage { changes, next })
+        self.run(changes_plan(&self.ctx(), after, limit))
     }
 
     /// Processes the next changes of the durable consumer `name` (at most `limit`): `handler`
@@ -131,34 +118,16 @@ impl Ledger {
     where
         F: FnMut(&mut Transaction<'_>, &[Change]) -> Result<(), HandlerError>,
     {
-        self.refuse_feed_on_citus("consume")?;
-        check_consumer_name(name)?;
-        check_feed_limit(limit)?;
+        let consume = Consume::new(&self.ctx(), name, limit)?;
+        self.run(consume.before())?;
         let mut conn = self.connection()?;
-        advance(&mut conn)?;
-        let create = conn.statement(feed::CONSUMER_CREATE)?;
-        let claim = conn.statement(feed::CONSUMER_CLAIM)?;
-        let horizon = conn.statement(feed::HORIZON)?;
-        let page = conn.statement(feed::FEED_PAGE)?;
-        let advance_consumer = conn.statement(feed::CONSUMER_ADVANCE)?;
-        conn.client().execute(&create, &[&name])?;
         let mut tx = conn.client().build_transaction().isolation_level(IsolationLevel::ReadCommitted).start()?;
-        let Some(claimed) = tx.query_opt(&claim, &[&name])? else {
-            return Ok(0); // another worker holds it; dropping the transaction rolls it back
-        };
-        let position: i64 = Reply::new(&claimed, "consume").first()?;
-        let horizon: i64 = Reply::new(&tx.query_one(&horizon, &[])?, "consume").first()?;
-        if horizon <= position {
-            return Ok(0);
+        let changes = self.run_in(&mut tx, consume.page())?;
+        if changes.is_empty() {
+            return Ok(0); // dropping the transaction rolls it back and frees the consumer
         }
-        let rows = tx.query(&page, &[&position, &horizon, &i64::from(limit)])?;
-        let changes = rows.iter().map(feed::change).collect::<Result<Vec<_>, _>>()?;
-        let Some(last) = changes.last().map(|c| c.cursor.position()) else {
-            return Ok(0);
-        };
-        handler(&mut tx, &changes).map_err(|source| LedgerError::Handler { consumer: name.to_string(), source })?;
-        let count = changes.len();
-        tx.execute(&advance_consumer, &[&name, &last, &(count as i64)])?;
+        handler(&mut tx, &changes).map_err(|source| consume.failed(source))?;
+        let count = self.run_in(&mut tx, consume.advance(&changes))?;
         tx.commit()?;
         Ok(count)
     }
@@ -172,10 +141,7 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::Database`],
     /// [`LedgerError::Pool`].
     pub fn consumer_lag(&self, name: &str) -> Result<ConsumerLag, LedgerError> {
-        self.refuse_feed_on_citus("consumer_lag")?;
-        check_consumer_name(name)?;
-        let mut lags = self.lags(Some(name))?;
-        lags.pop().ok_or_else(|| crate::protocol::unexpected("consumer lag", "no row for the consumer"))
+        self.run(consumer_lag_plan(&self.ctx(), name))
     }
 
     /// Every consumer that has been used, by name, with its lag.
@@ -184,8 +150,7 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::Database`],
     /// [`LedgerError::Pool`].
     pub fn consumers(&self) -> Result<Vec<ConsumerLag>, LedgerError> {
-        self.refuse_feed_on_citus("consumers")?;
-        self.lags(None)
+        self.run(consumers_plan(&self.ctx()))
     }
 
     /// The feed's state: the last position written, the horizon up to which changes are
@@ -199,67 +164,275 @@ impl Ledger {
     /// [`LedgerError::Unsupported`] in Citus mode; [`LedgerError::Database`],
     /// [`LedgerError::Pool`].
     pub fn feed_status(&self) -> Result<FeedStatus, LedgerError> {
-        self.refuse_feed_on_citus("feed_status")?;
-        self.idempotent(|conn| {
-            let (last_drawn, _) = advance(conn)?;
-            let statement = conn.statement(feed::FEED_STATUS)?;
-            let row = conn.client().query_one(&statement, &[])?;
-            let reply = Reply::new(&row, "feed status");
-            let held_back: i64 = reply.get("held_back")?;
-            Ok(FeedStatus {
-                last_drawn: FeedCursor(last_drawn),
-                horizon: FeedCursor(reply.get("horizon")?),
-                held_back: u64::try_from(held_back).map_err(|_| reply.malformed(format!("held back {held_back}")))?,
-                oldest_open_transaction: reply.get::<Option<f64>>("oldest_ms")?.map(millis),
+        self.run(feed_status_plan(&self.ctx()))
+    }
+}
+
+/// A page of the changes after `after` (`None`: the start): the horizon moved first, then the
+/// page read up to it, in a later statement (a newer snapshot).
+pub(crate) fn changes_plan(ctx: &Ctx, after: Option<FeedCursor>, limit: u32) -> Plan<ChangePage> {
+    try_plan!(ctx.refuse_feed_on_citus("changes"));
+    try_plan!(check_feed_limit(limit));
+    let after = after.unwrap_or(FeedCursor::START);
+    advance().and_then(move |(_, horizon)| {
+        if horizon <= after.position() {
+            return Plan::done(Ok(ChangePage { changes: Vec::new(), next: after }));
+        }
+        Plan::read(page_sql(after.position(), horizon, limit), move |rows| {
+            let changes = try_plan!(decode_page(&rows));
+            let next = changes.last().map_or(after, |c| c.cursor);
+            Plan::done(Ok(ChangePage { changes, next }))
+        })
+    })
+}
+
+/// The lag of the consumer `name` (one never used reads as one at the start of the feed).
+pub(crate) fn consumer_lag_plan(ctx: &Ctx, name: &str) -> Plan<ConsumerLag> {
+    try_plan!(ctx.refuse_feed_on_citus("consumer_lag"));
+    try_plan!(check_consumer_name(name));
+    lags_plan(Some(name.to_string())).and_then(|mut lags| {
+        Plan::done(lags.pop().ok_or_else(|| crate::protocol::unexpected("consumer lag", "no row for the consumer")))
+    })
+}
+
+/// Every consumer that has been used, by name, with its lag.
+pub(crate) fn consumers_plan(ctx: &Ctx) -> Plan<Vec<ConsumerLag>> {
+    try_plan!(ctx.refuse_feed_on_citus("consumers"));
+    lags_plan(None)
+}
+
+/// The feed's state, after moving the horizon.
+pub(crate) fn feed_status_plan(ctx: &Ctx) -> Plan<FeedStatus> {
+    try_plan!(ctx.refuse_feed_on_citus("feed_status"));
+    advance().and_then(|(last_drawn, _)| {
+        Plan::read_one(Sql::new(feed::FEED_STATUS, params![]), move |row| Plan::done(status(last_drawn, &row)))
+    })
+}
+
+/// The row of [`feed::FEED_STATUS`] read after the horizon moved over `last_drawn`.
+fn status(last_drawn: i64, row: &Row) -> Result<FeedStatus, LedgerError> {
+    let reply = Reply::new(row, "feed status");
+    let held_back: i64 = reply.get("held_back")?;
+    Ok(FeedStatus {
+        last_drawn: FeedCursor(last_drawn),
+        horizon: FeedCursor(reply.get("horizon")?),
+        held_back: u64::try_from(held_back).map_err(|_| reply.malformed(format!("held back {held_back}")))?,
+        oldest_open_transaction: reply.get::<Option<f64>>("oldest_ms")?.map(millis),
+    })
+}
+
+/// The lag of every consumer, or of the one named.
+fn lags_plan(name: Option<String>) -> Plan<Vec<ConsumerLag>> {
+    Plan::read(Sql::new(feed::CONSUMER_LAG, params![name]), |rows| {
+        Plan::done(rows.iter().map(feed::consumer_lag).collect())
+    })
+}
+
+/// A [`Ledger::consume`] call as both doors run it: the checks, what runs on pooled connections
+/// before the consumer's transaction, and the statements in it around the handler. A door only
+/// checks out the connection, begins the transaction (`READ COMMITTED`), calls or awaits the
+/// handler and commits.
+pub(crate) struct Consume {
+    name: String,
+    limit: u32,
+}
+
+impl Consume {
+    /// A call of the consumer `name` for at most `limit` changes; refused in Citus mode, for a
+    /// bad name and for a bad `limit`.
+    pub(crate) fn new(ctx: &Ctx, name: &str, limit: u32) -> Result<Consume, LedgerError> {
+        ctx.refuse_feed_on_citus("consume")?;
+        check_consumer_name(name)?;
+        check_feed_limit(limit)?;
+        Ok(Consume { name: name.to_string(), limit })
+    }
+
+    /// Before the transaction, on pooled connections: the horizon moved over everything
+    /// committed so far, and the consumer created unless it exists.
+    pub(crate) fn before(&self) -> Plan<()> {
+        let create = Sql::new(feed::CONSUMER_CREATE, params![self.name.clone()]);
+        advance().and_then(move |_| Plan::read(create, |_| Plan::done(Ok(()))))
+    }
+
+    /// In the consumer's transaction: the consumer claimed and the changes past its position up
+    /// to the horizon, at most `limit`. Empty when another worker holds the consumer or nothing
+    /// is past its position; the door then rolls back.
+    pub(crate) fn page(&self) -> Plan<Vec<Change>> {
+        let limit = self.limit;
+        let claim = Sql::typed(feed::CONSUMER_CLAIM, params![self.name.clone()], &[Type::TEXT]);
+        Plan::read_opt(claim, move |claimed| {
+            let Some(claimed) = claimed else {
+                return Plan::done(Ok(Vec::new())); // another worker holds it
+            };
+            let position: i64 = try_plan!(Reply::new(&claimed, "consume").first());
+            Plan::read_one(Sql::new(feed::HORIZON, params![]), move |row| {
+                let horizon: i64 = try_plan!(Reply::new(&row, "consume").first());
+                if horizon <= position {
+                    return Plan::done(Ok(Vec::new()));
+                }
+                Plan::read(page_sql(position, horizon, limit), |rows| Plan::done(decode_page(&rows)))
             })
         })
     }
 
-    fn lags(&self, name: Option<&str>) -> Result<Vec<ConsumerLag>, LedgerError> {
-        let rows = self.idempotent(|conn| {
-            let statement = conn.statement(feed::CONSUMER_LAG)?;
-            Ok(conn.client().query(&statement, &[&name])?)
-        })?;
-        rows.iter().map(feed::consumer_lag).collect()
+    /// The handler's failure, naming the consumer.
+    pub(crate) fn failed(&self, source: HandlerError) -> LedgerError {
+        LedgerError::Handler { consumer: self.name.clone(), source }
     }
 
-    fn refuse_feed_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
-        self.refuse_on_citus(
-            operation,
-            "the feed's horizon rests on one server's transaction ids; Citus commits across nodes (docs/citus.md)",
-        )
+    /// In the consumer's transaction, after the handler: the consumer's position moved past
+    /// `changes` (the page [`Consume::page`] read). Answers how many changes were processed.
+    pub(crate) fn advance(&self, changes: &[Change]) -> Plan<usize> {
+        let Some(last) = changes.last().map(|c| c.cursor.position()) else {
+            return Plan::done(Ok(0));
+        };
+        let count = changes.len();
+        let params = params![self.name.clone(), last, count as i64];
+        let sql = Sql::typed(feed::CONSUMER_ADVANCE, params, &[Type::TEXT, Type::INT8, Type::INT8]);
+        Plan::read(sql, move |_| Plan::done(Ok(count)))
     }
 }
 
-/// The last position drawn by any session.
-fn last_drawn(conn: &mut LedgerConnection) -> Result<i64, LedgerError> {
-    let statement = conn.statement(feed::LAST_DRAWN)?;
-    let row = conn.client().query_one(&statement, &[])?;
-    Reply::new(&row, "feed_last_drawn").first()
+/// A page of the feed after `after` up to `horizon`, at most `limit` changes.
+fn page_sql(after: i64, horizon: i64, limit: u32) -> Sql {
+    Sql::typed(feed::FEED_PAGE, params![after, horizon, i64::from(limit)], &[Type::INT8, Type::INT8, Type::INT8])
+}
+
+fn decode_page(rows: &[Row]) -> Result<Vec<Change>, LedgerError> {
+    rows.iter().map(feed::change).collect()
 }
 
 /// Moves the feed's horizon over everything committed before this call: reads the last
-/// position drawn, then, in a later statement, records it as a mark with the transactions still
-/// open, and promotes the newest mark none of whose transactions is still open. When that is
-/// not yet the new one (a writer was mid-transaction), it looks again a few times over
-/// [`HORIZON_WAIT`] (writers' transactions are short) and then settles for what is final.
-/// Returns the last position drawn and the horizon. Must run outside a transaction block, so that the page read after it
-/// has a newer snapshot.
-fn advance(conn: &mut LedgerConnection) -> Result<(i64, i64), LedgerError> {
-    let mark = last_drawn(conn)?;
-    let statement = conn.statement(feed::FEED_ADVANCE)?;
-    let mut horizon: i64 = Reply::new(&conn.client().query_one(&statement, &[&mark])?, "feed_advance").first()?;
-    let mut pause = Duration::from_millis(1);
-    let mut waited = Duration::ZERO;
-    while horizon < mark && waited < HORIZON_WAIT {
-        thread::sleep(pause);
-        waited += pause;
-        pause *= 2;
-        horizon = Reply::new(&conn.client().query_one(&statement, &[&0_i64])?, "feed_advance").first()?;
+/// position drawn, then records it as a mark and moves the horizon to the newest stable mark,
+/// each in a statement of its own outside a transaction block (any pooled connection will do:
+/// each statement begins after the one before it committed), so that the page read after it
+/// has a newer snapshot. When the horizon stays short of the mark (a writer that drew a position
+/// was mid-transaction), it looks again a few times over [`HORIZON_WAIT`] (writers'
+/// transactions are short) and then settles for what is final. Answers the last position drawn
+/// and the horizon.
+fn advance() -> Plan<(i64, i64)> {
+    Plan::read_one(Sql::new(feed::LAST_DRAWN, params![]), |row| {
+        let mark: i64 = try_plan!(Reply::new(&row, "feed_last_drawn").first());
+        Plan::read_one(Sql::new(feed::FEED_ADVANCE, params![mark]), move |row| {
+            let horizon: i64 = try_plan!(Reply::new(&row, "feed_advance").first());
+            settle(mark, horizon, Duration::from_millis(1), Duration::ZERO)
+        })
+    })
+}
+
+/// While the horizon is short of `mark` and less than [`HORIZON_WAIT`] has been `waited`, looks
+/// again (recording no mark) after `pause`, each pause twice the one before.
+fn settle(mark: i64, horizon: i64, pause: Duration, waited: Duration) -> Plan<(i64, i64)> {
+    if horizon >= mark || waited >= HORIZON_WAIT {
+        return Plan::done(Ok((mark, horizon)));
     }
-    Ok((mark, horizon))
+    Plan::pause(pause, move || {
+        Plan::read_one(Sql::new(feed::FEED_ADVANCE, params![0_i64]), move |row| {
+            let horizon: i64 = try_plan!(Reply::new(&row, "feed_advance").first());
+            settle(mark, horizon, pause * 2, waited + pause)
+        })
+    })
 }
 
 /// How long a read waits for writers that were mid-transaction when it began before it
 /// answers with what is final (a long transaction delays the feed, not the reader).
 const HORIZON_WAIT: Duration = Duration::from_millis(15);
+
+#[cfg(feature = "aio")]
+impl crate::aio::Ledger {
+    /// [`Ledger::changes`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::changes`].
+    pub async fn changes(&self, after: Option<FeedCursor>, limit: u32) -> Result<ChangePage, LedgerError> {
+        self.run(changes_plan(&self.ctx(), after, limit)).await
+    }
+
+    /// [`Ledger::consume`], awaited: the same guarantees (exactly once for work in this
+    /// database, at least once for effects outside it, one worker at a time per name), with a
+    /// handler that gets the consumer's [`tokio_postgres::Transaction`] and the changes and
+    /// returns its work as a boxed `Send` future, [`HandlerFuture`](crate::aio::HandlerFuture):
+    /// `|tx, changes| Box::pin(async move { .. })`.
+    ///
+    /// The handler is a closure returning a boxed future rather than an `AsyncFnMut`, so that
+    /// `consume` is `Send` for every handler that is: the future of an `AsyncFnMut` cannot be
+    /// required to be `Send` in a signature on stable Rust, and a call that is not `Send` cannot
+    /// run in `tokio::spawn` or an axum handler. The box costs one allocation per page.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rust_decimal_macros::dec;
+    /// use wallet_ledger::{aio, NewAccount, Transfer};
+    ///
+    /// # let url = wallet_ledger_embedded::fresh_database("aio_consume_docs")?;
+    /// # let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    /// # runtime.block_on(async {
+    /// let ledger = aio::Ledger::connect(&url).await?;
+    /// ledger.define_currency("USD", 2).await?;
+    /// let issuer = ledger.open_account(&NewAccount::new("USD").unbounded()).await?.id;
+    /// let alice = ledger.open_account(&NewAccount::new("USD")).await?.id;
+    /// ledger.transfer(&Transfer::new(issuer, alice, dec!(10.00))).await?;
+    ///
+    /// ledger.connection().await?.batch_execute("CREATE TABLE seen (position text PRIMARY KEY)").await?;
+    /// let processed = ledger
+    ///     .consume("audit-copy", 100, |tx, changes| {
+    ///         Box::pin(async move {
+    ///             for change in changes {
+    ///                 tx.execute("INSERT INTO seen VALUES ($1)", &[&change.cursor.to_string()]).await?;
+    ///             }
+    ///             Ok(())
+    ///         })
+    ///     })
+    ///     .await?;
+    /// assert_eq!(processed, 3); // two accounts opened, one transfer
+    /// assert_eq!(ledger.consumer_lag("audit-copy").await?.changes, 0);
+    /// # Ok::<_, Box<dyn std::error::Error>>(()) })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Ledger::consume`].
+    pub async fn consume<F>(&self, name: &str, limit: u32, mut handler: F) -> Result<usize, LedgerError>
+    where
+        F: for<'a, 't> FnMut(&'a mut tokio_postgres::Transaction<'t>, &'a [Change]) -> crate::aio::HandlerFuture<'a>
+            + Send,
+    {
+        let consume = Consume::new(&self.ctx(), name, limit)?;
+        self.run(consume.before()).await?;
+        let mut conn = self.connection().await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let mut tx = client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start().await?;
+        let changes = self.run_in(&mut tx, consume.page()).await?;
+        if changes.is_empty() {
+            return Ok(0); // dropping the transaction rolls it back and frees the consumer
+        }
+        handler(&mut tx, &changes).await.map_err(|source| consume.failed(source))?;
+        let count = self.run_in(&mut tx, consume.advance(&changes)).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// [`Ledger::consumer_lag`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::consumer_lag`].
+    pub async fn consumer_lag(&self, name: &str) -> Result<ConsumerLag, LedgerError> {
+        self.run(consumer_lag_plan(&self.ctx(), name)).await
+    }
+
+    /// [`Ledger::consumers`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::consumers`].
+    pub async fn consumers(&self) -> Result<Vec<ConsumerLag>, LedgerError> {
+        self.run(consumers_plan(&self.ctx())).await
+    }
+
+    /// [`Ledger::feed_status`], awaited.
+    ///
+    /// # Errors
+    /// As [`Ledger::feed_status`].
+    pub async fn feed_status(&self) -> Result<FeedStatus, LedgerError> {
+        self.run(feed_status_plan(&self.ctx())).await
+    }
+}

@@ -5,16 +5,19 @@
 //! `aio::Ledger` (feature `aio`) only send, sleep and hand rows back; neither holds a ledger
 //! rule, a retry rule or a decoder of its own.
 //!
-//! A plan is a chain of steps: a step names one statement and a continuation that takes the
-//! step's answer and returns the next plan, until [`Plan::Done`]. Most operations are one step;
+//! A plan is a chain of steps: a step names one statement (or a transaction of several, or a
+//! pause) and a continuation that takes the step's answer and returns the next plan, until
+//! [`Plan::Done`]. Most operations are one step;
 //! some read once more depending on the first answer (a page that is empty asks whether the
 //! account exists).
 
 pub(crate) mod retry;
 pub(crate) mod settings;
 
+use std::time::Duration;
+
 use postgres::types::{ToSql, Type};
-use postgres::Row;
+use postgres::{IsolationLevel, Row};
 
 use rust_decimal::Decimal;
 
@@ -89,6 +92,15 @@ pub(crate) struct Answer {
 
 type Then<A, T> = Box<dyn FnOnce(A) -> Plan<T> + Send>;
 
+/// Statements sent in one transaction of their own, begun with `isolation` (and `READ ONLY`
+/// when `read_only`) and committed after the last: every statement sees what that isolation
+/// gives the transaction (one snapshot, under `REPEATABLE READ`).
+pub(crate) struct TxStatements {
+    pub(crate) isolation: IsolationLevel,
+    pub(crate) read_only: bool,
+    pub(crate) statements: Vec<Sql>,
+}
+
 /// An operation as data: what to send next, and what to do with its answer.
 pub(crate) enum Plan<T> {
     /// The operation's result.
@@ -102,6 +114,13 @@ pub(crate) enum Plan<T> {
     /// A write that must not be repeated (it is not idempotent: a repeat after a lost answer
     /// could apply it twice): one attempt, one row back.
     Once { sql: Sql, then: Then<Result<Row, LedgerError>, T> },
+    /// Reads in one transaction of their own: every statement's rows, in order, transient
+    /// errors retried by running the whole transaction again. Only on pooled connections: in
+    /// the caller's transaction, whose isolation is the caller's, it is
+    /// [`LedgerError::InvalidInput`] (nothing is sent).
+    Transaction { tx: TxStatements, then: Then<Result<Vec<Vec<Row>>, LedgerError>, T> },
+    /// A pause of `delay` before the rest of the plan (no connection is held meanwhile).
+    Pause { delay: Duration, then: Then<(), T> },
 }
 
 impl<T: 'static> Plan<T> {
@@ -161,6 +180,26 @@ impl<T: 'static> Plan<T> {
         Plan::Once { sql, then: Box::new(then) }
     }
 
+    /// A transaction of its own whose rows (per statement) go to `then`; a failure ends the plan
+    /// with it.
+    pub(crate) fn transaction(
+        tx: TxStatements,
+        then: impl FnOnce(Vec<Vec<Row>>) -> Plan<T> + Send + 'static,
+    ) -> Plan<T> {
+        Plan::Transaction {
+            tx,
+            then: Box::new(move |rows| match rows {
+                Ok(rows) => then(rows),
+                Err(e) => Plan::Done(Err(e)),
+            }),
+        }
+    }
+
+    /// `then`'s plan, after a pause of `delay`.
+    pub(crate) fn pause(delay: Duration, then: impl FnOnce() -> Plan<T> + Send + 'static) -> Plan<T> {
+        Plan::Pause { delay, then: Box::new(move |()| then()) }
+    }
+
     /// This plan with its failure as a value: `Ok(result)` whatever the result.
     pub(crate) fn into_result(self) -> Plan<Result<T, LedgerError>> {
         match self {
@@ -170,6 +209,8 @@ impl<T: 'static> Plan<T> {
             }
             Plan::Read { sql, then } => Plan::Read { sql, then: Box::new(move |a| then(a).into_result()) },
             Plan::Once { sql, then } => Plan::Once { sql, then: Box::new(move |a| then(a).into_result()) },
+            Plan::Transaction { tx, then } => Plan::Transaction { tx, then: Box::new(move |a| then(a).into_result()) },
+            Plan::Pause { delay, then } => Plan::Pause { delay, then: Box::new(move |a| then(a).into_result()) },
         }
     }
 
@@ -188,6 +229,8 @@ impl<T: 'static> Plan<T> {
             }
             Plan::Read { sql, then } => Plan::Read { sql, then: Box::new(move |a| then(a).and_then(f)) },
             Plan::Once { sql, then } => Plan::Once { sql, then: Box::new(move |a| then(a).and_then(f)) },
+            Plan::Transaction { tx, then } => Plan::Transaction { tx, then: Box::new(move |a| then(a).and_then(f)) },
+            Plan::Pause { delay, then } => Plan::Pause { delay, then: Box::new(move |a| then(a).and_then(f)) },
         }
     }
 }
@@ -246,6 +289,23 @@ impl Ctx {
         )
     }
 
+    /// The change feed: [`LedgerError::Unsupported`] in Citus mode.
+    pub(crate) fn refuse_feed_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "the feed's horizon rests on one server's transaction ids; Citus commits across nodes (docs/citus.md)",
+        )
+    }
+
+    /// The privilege guard's grants: [`LedgerError::Unsupported`] in Citus mode.
+    pub(crate) fn refuse_guard_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
+        self.refuse_on_citus(
+            operation,
+            "in Citus mode the ledger's functions run as the caller, not as their owner \
+             (docs/citus.md, \"Not on Citus: the write guard\")",
+        )
+    }
+
     /// Batches and postings: [`LedgerError::Unsupported`] in Citus mode (see [`crate::citus`]).
     pub(crate) fn refuse_batches_on_citus(&self, operation: &'static str) -> Result<(), LedgerError> {
         self.refuse_on_citus(
@@ -297,6 +357,16 @@ pub(crate) fn query_one(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, LedgerError> {
     one_row(client.query(sql, params)?)
+}
+
+/// What a door answers a [`Plan::Transaction`] step inside the caller's transaction.
+pub(crate) fn own_transaction_refused() -> LedgerError {
+    LedgerError::InvalidInput {
+        field: "transaction",
+        reason: "this operation runs in a transaction of its own (its own isolation); it has no form \
+                 inside the caller's transaction"
+            .into(),
+    }
 }
 
 /// The one row of a statement that answers with one.
