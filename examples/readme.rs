@@ -157,6 +157,47 @@ mod change_feed {
     // README: end
 }
 
+mod async_door {
+    // README: async_door
+    use rust_decimal_macros::dec;
+    use wallet_ledger::{aio, LedgerError, NewAccount, Transfer};
+
+    /// The async door: the same calls as the synchronous ledger, awaited.
+    pub async fn payouts(url: &str) -> Result<(), LedgerError> {
+        let ledger = aio::Ledger::connect(url).await?; // a deadpool-postgres pool + migrations
+        ledger.define_currency("EUR", 2).await?;
+        let bank = ledger.open_account(&NewAccount::new("EUR").unbounded()).await?.id;
+        let bob = ledger.open_account(&NewAccount::new("EUR")).await?.id;
+
+        // Concurrent tasks' transfers are combined into batches under load; each task still
+        // gets its own receipt or refusal.
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let ledger = ledger.clone();
+                let payout = Transfer::new(bank, bob, dec!(1.50)).idempotency_key(format!("payout-{i}"));
+                tokio::spawn(async move { ledger.transfer(&payout).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("a payout task")?;
+        }
+        assert_eq!(ledger.balance(bob).await?, dec!(15.00));
+
+        // The same typed refusals; nothing changed.
+        let refused = ledger.transfer(&Transfer::new(bob, bank, dec!(20.00))).await;
+        assert!(matches!(refused, Err(LedgerError::InsufficientFunds { .. })));
+        Ok(())
+    }
+    // README: end
+}
+
+/// Runs the async door's example on a multi-thread tokio runtime.
+pub fn async_door(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async_door::payouts(url))?;
+    Ok(())
+}
+
 pub use batches::run as batches;
 pub use change_feed::copy_movements;
 pub use citus::connect as citus_connect;
@@ -226,6 +267,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     own_pool(&url)?;
     batches(&wallet_ledger_embedded::fresh_database("readme_batches")?)?;
     change_feed(&wallet_ledger_embedded::fresh_database("readme_change_feed")?)?;
+    async_door(&wallet_ledger_embedded::fresh_database("readme_async_door")?)?;
     let _ = citus_connect; // needs a Citus cluster: see docs/citus.md
     println!("the README's examples ran on a fresh database");
     Ok(())

@@ -56,31 +56,45 @@
 //!
 //! ## From async code
 //!
-//! Every call blocks its thread until the database answers: the `postgres` client runs a small
-//! tokio runtime of its own. On a thread that drives an async runtime (a tokio task such as an
-//! axum handler, or the body of `#[tokio::main]` or `#[tokio::test]`) that would stall the
-//! runtime, and tokio forbids it with a panic; the ledger returns
-//! [`LedgerError::AsyncRuntime`] instead, before sending anything. Wrap the call in
-//! `tokio::task::spawn_blocking` (or `tokio::task::block_in_place` on a multi-thread runtime),
-//! where it works as on any thread:
+//! Backends on tokio (axum, actix-web, tonic) use the async door, [`aio::Ledger`] (feature
+//! `aio`): the same operations as [`Ledger`] as `async fn`s with the same names, arguments,
+//! errors, idempotency and retries, on `tokio-postgres` with a `deadpool-postgres` pool, with
+//! the `_in` forms on the caller's `tokio_postgres::Transaction` and transfers combined across
+//! tasks. Both doors run one core: each operation is written once, as a plan of statements and
+//! decoders, and only the sending and waiting differ (`docs/design.md`, "Two doors, one core").
+//!
+//! The synchronous [`Ledger`] blocks its thread until the database answers (the `postgres`
+//! client runs a small tokio runtime of its own). On a thread that drives an async runtime (a
+//! tokio task such as an axum handler, or the body of `#[tokio::main]` or `#[tokio::test]`)
+//! that would stall the runtime, and tokio forbids it with a panic; the synchronous ledger
+//! returns [`LedgerError::AsyncRuntime`] instead, before sending anything. Use [`aio::Ledger`]
+//! there, or wrap the call in `tokio::task::spawn_blocking` (or `tokio::task::block_in_place`
+//! on a multi-thread runtime), where it works as on any thread:
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use rust_decimal_macros::dec;
-//! use wallet_ledger::{AccountId, Ledger, LedgerError, Receipt, Transfer};
+//! use wallet_ledger::{aio, AccountId, Ledger, LedgerError, Receipt, Transfer};
 //!
-//! // A request handler: the transfer runs on tokio's blocking pool, the task awaits it.
-//! async fn pay(ledger: Ledger, from: AccountId, to: AccountId) -> Result<Receipt, LedgerError> {
-//!     let transfer = Transfer::new(from, to, dec!(5.00)).idempotency_key("order-77");
-//!     tokio::task::spawn_blocking(move || ledger.transfer(&transfer)).await.expect("the transfer panicked")
+//! // A request handler on the async door: awaited, nothing blocks the runtime.
+//! async fn pay(ledger: &aio::Ledger, from: AccountId, to: AccountId) -> Result<Receipt, LedgerError> {
+//!     ledger.transfer(&Transfer::new(from, to, dec!(5.00)).idempotency_key("order-77")).await
 //! }
 //!
-//! let ledger = Ledger::connect("postgresql://app@localhost/payments")?;
 //! let runtime = tokio::runtime::Runtime::new()?;
-//! let receipt = runtime.block_on(pay(ledger.clone(), AccountId(1), AccountId(2)))?;
+//! let receipt = runtime.block_on(async {
+//!     let ledger = aio::Ledger::connect("postgresql://app@localhost/payments").await?;
+//!     pay(&ledger, AccountId(1), AccountId(2)).await
+//! })?;
 //! println!("paid in transfer {}", receipt.transfer_id);
 //!
-//! // The same ledger called directly on the runtime's thread: refused, nothing sent.
+//! // The synchronous ledger on tokio's blocking pool works as on any thread ...
+//! let ledger = Ledger::connect("postgresql://app@localhost/payments")?;
+//! let sync = ledger.clone();
+//! let balance = runtime.block_on(tokio::task::spawn_blocking(move || sync.balance(AccountId(1))))??;
+//! println!("balance {balance}");
+//!
+//! // ... and called directly on the runtime's thread it is refused, nothing sent.
 //! let direct = runtime.block_on(async { ledger.balance(AccountId(1)) });
 //! assert!(matches!(direct, Err(LedgerError::AsyncRuntime)));
 //! # Ok(()) }
@@ -93,7 +107,8 @@
 #![warn(missing_docs)]
 
 // Each module imports only from its own floor or below: values and limits; error; model;
-// combiner, protocol, schema and citus; driver; ops (docs/design.md, "Module map").
+// combiner, protocol, plan, observe, stats, schema and citus; driver and aio; ops
+// (docs/design.md, "Module map").
 #[cfg(feature = "aio")]
 pub mod aio;
 pub mod citus;

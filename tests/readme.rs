@@ -85,5 +85,7 @@ fn the_readme_examples_run() -> anyhow::Result<()> {
     readme::batches(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (_ledger, url) = common::ledger("readme_change_feed")?;
     readme::change_feed(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_ledger, url) = common::ledger("readme_async_door")?;
+    readme::async_door(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
