@@ -4,6 +4,7 @@
 //! really form), a caller whose future is dropped never half-applies anything nor wedges the
 //! combiner, and lost connections are retried without applying anything twice.
 
+mod citus_common;
 mod common;
 
 use std::collections::HashSet;
@@ -344,5 +345,49 @@ fn many_ledgers_share_nothing_but_the_database() -> Result<()> {
     assert_eq!(sync.balance(a)? + sync.balance(b)?, dec!(200.00));
     assert!(sync.verify()?.is_clean());
     assert_eq!(deadlocks(&url)?, deadlocks_before);
+    Ok(())
+}
+
+/// In Citus mode the async door sends the Citus statements: tasks moving money both ways
+/// between two workers' accounts never deadlock and lose nothing, and what Citus mode refuses
+/// is refused by the async door too, before anything is sent.
+#[test]
+fn in_citus_mode_async_tasks_cross_workers_and_refuse_what_citus_refuses() -> Result<()> {
+    let Some(url) = citus_common::citus_url("aio_citus_transfers") else { return Ok(()) };
+    let schema = citus_common::Schema::new(&url, "aio_citus_transfers");
+    let l = schema.ledger(4)?;
+    let (_issuer, groups) = citus_common::funded_on_both_workers(&schema, &l, 1, dec!(100.00))?;
+    let (x, y) = (groups[0][0], groups[1][0]);
+    block_on(async {
+        let ledger = aio::Ledger::builder(&url).schema(&schema.name).pool_size(8).build().await?;
+        assert!(ledger.is_citus());
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let (from, to) = if (t + i) % 2 == 0 { (x, y) } else { (y, x) };
+                        ledger.transfer(&Transfer::new(from, to, dec!(0.25))).await.expect("a cross-worker transfer");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await?;
+        }
+        let refused = [
+            ledger.transfer_batch(&[Transfer::new(x, y, dec!(1.00))]).await.map(|_| ()),
+            ledger.freeze(x).await.map(|_| ()),
+            ledger.reverse(&wallet_ledger::Reversal::of(wallet_ledger::TransferId(1))).await.map(|_| ()),
+            ledger.open_account(&NewAccount::new("USD").external_id("e-1")).await.map(|_| ()),
+        ];
+        for r in refused {
+            assert!(matches!(r, Err(LedgerError::Unsupported { .. })), "{r:?}");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    assert_eq!(l.balance(x)? + l.balance(y)?, dec!(200.00));
+    let audit = l.verify()?;
+    assert!(audit.is_clean(), "{audit:?}");
     Ok(())
 }
