@@ -218,6 +218,21 @@ fn tls_to_the_database_with_a_self_signed_certificate() -> Result<()> {
     assert_eq!(on_pool.verify()?.transfers, 3);
     assert!(encrypted(&on_pool)?);
 
+    // The async door with the same connector: encrypted too.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let ledger = wallet_ledger::aio::Ledger::builder(&url).pool_size(2).tls(connector(&cert)?).build().await?;
+        assert_eq!(ledger.verify().await?.transfers, 3);
+        let conn = ledger.connection().await?;
+        let ssl: bool = conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await?.get(0);
+        assert!(ssl);
+        // Without a connector, sslmode=require is refused by the client.
+        let quick = Duration::from_secs(2);
+        let e = wallet_ledger::aio::Ledger::builder(&url).checkout_timeout(quick).build().await.unwrap_err();
+        assert!(matches!(e, LedgerError::AsyncPool(_) | LedgerError::Database(_)), "{e:?}");
+        Ok::<_, anyhow::Error>(())
+    })?;
+
     // sslmode=require without a TLS connector: refused by the client, never sent in clear.
     let quick = Duration::from_secs(2); // a failing connect is retried until the checkout times out
     let e = Ledger::builder(&url).checkout_timeout(quick).build().unwrap_err();
