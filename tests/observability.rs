@@ -52,6 +52,16 @@ fn every_operation_has_a_span_with_its_outcome_and_no_secrets() -> Result<()> {
         assert!(matches!(refused, Err(LedgerError::InsufficientFunds { .. })));
         let hold = ledger.hold(&wallet_ledger::Hold::new(a, b, dec!(3)))?.hold_id;
         ledger.void(hold)?;
+        // The async door's spans: the same names and fields, entered on every poll. A
+        // current-thread runtime keeps the operation on this thread, under this subscriber.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let ledger = wallet_ledger::aio::Ledger::builder(&url).pool_size(2).build().await?;
+            ledger.transfer(&Transfer::new(issuer, b, dec!(7)).idempotency_key("async-fund-b")).await?;
+            let refused = ledger.transfer(&Transfer::new(b, a, dec!(99)).idempotency_key("async-too-much")).await;
+            assert!(matches!(refused, Err(LedgerError::InsufficientFunds { .. })));
+            Ok::<_, anyhow::Error>(())
+        })?;
         Ok((issuer, a, b))
     })?;
     let text = String::from_utf8(captured.0.lock().unwrap().clone())?;
@@ -74,6 +84,20 @@ fn every_operation_has_a_span_with_its_outcome_and_no_secrets() -> Result<()> {
     assert!(refused.contains(&format!("from={} to={}", a.0, b.0)), "{refused}");
     assert!(find("wallet_ledger.hold").is_some_and(|l| l.contains("outcome=\"ok\"")), "{text}");
     assert!(find("wallet_ledger.void").is_some_and(|l| l.contains("outcome=\"ok\"")), "{text}");
+    let async_funded = find("async-fund-b").unwrap_or_else(|| panic!("no span for the async transfer in:\n{text}"));
+    for field in [
+        "wallet_ledger.transfer".to_string(),
+        format!("from={}", issuer.0),
+        format!("to={}", b.0),
+        "amount=7".into(),
+        "attempts=1".into(),
+        "outcome=\"ok\"".into(),
+        "lock_wait_us=".into(),
+    ] {
+        assert!(async_funded.contains(&field), "{field} missing in {async_funded}");
+    }
+    let async_refused = find("async-too-much").unwrap_or_else(|| panic!("no refused async span in:\n{text}"));
+    assert!(async_refused.contains("outcome=\"insufficient_funds\""), "{async_refused}");
     assert!(!text.contains("s3cret-pw"), "a password reached the logs:\n{text}");
     assert!(!text.contains("host="), "a connection string reached the logs:\n{text}");
     Ok(())
