@@ -9,6 +9,7 @@ use postgres::error::SqlState;
 
 use crate::error::{from_db, is_transient, LedgerError};
 use crate::limits::{BACKOFF_MAX, BACKOFF_MIN};
+use crate::model::lock_wait::LockWait;
 use crate::plan::{Answer, CallError};
 
 /// Bounded retries with jittered exponential backoff. Waiting happens outside any transaction,
@@ -101,7 +102,7 @@ pub(crate) const DURABLE_SQL: &str = "SELECT pg_logical_emit_message(true, 'wall
 pub(crate) struct Retry {
     backoff: Backoff,
     key_constraint: Option<&'static str>,
-    lock_policy: String,
+    lock_wait: LockWait,
     /// The error of the first attempt that may have committed before its answer was lost. Once
     /// there is one, no exit without an answer can claim that nothing was applied.
     ambiguity: Option<postgres::Error>,
@@ -118,11 +119,11 @@ pub(crate) enum Next {
 }
 
 impl Retry {
-    pub(crate) fn new(max_retries: u32, key_constraint: Option<&'static str>, lock_policy: String) -> Retry {
+    pub(crate) fn new(max_retries: u32, key_constraint: Option<&'static str>, lock_wait: LockWait) -> Retry {
         Retry {
             backoff: Backoff::new(max_retries),
             key_constraint,
-            lock_policy,
+            lock_wait,
             ambiguity: None,
             previous: None,
             attempts: 0,
@@ -157,7 +158,7 @@ impl Retry {
     pub(crate) fn failed(&mut self, error: postgres::Error, sent: bool) -> Next {
         match classify(&error, self.key_constraint) {
             ErrorClass::LockRefused => {
-                let policy = std::mem::take(&mut self.lock_policy);
+                let policy = self.lock_wait.to_string();
                 return Next::Stop(self.take_settle(LedgerError::LockUnavailable { policy, source: error }));
             }
             ErrorClass::Final => return Next::Stop(self.take_settle(from_db(error))),
@@ -227,14 +228,14 @@ pub(crate) enum SavepointNext {
 pub(crate) struct SavepointRetry {
     backoff: Backoff,
     key_constraint: Option<&'static str>,
-    lock_policy: String,
+    lock_wait: LockWait,
     previous: Option<postgres::Error>,
     attempts: u32,
 }
 
 impl SavepointRetry {
-    pub(crate) fn new(max_retries: u32, key_constraint: Option<&'static str>, lock_policy: String) -> SavepointRetry {
-        SavepointRetry { backoff: Backoff::new(max_retries), key_constraint, lock_policy, previous: None, attempts: 0 }
+    pub(crate) fn new(max_retries: u32, key_constraint: Option<&'static str>, lock_wait: LockWait) -> SavepointRetry {
+        SavepointRetry { backoff: Backoff::new(max_retries), key_constraint, lock_wait, previous: None, attempts: 0 }
     }
 
     /// Counts an attempt that is about to start, and traces it with the error that made the
@@ -248,7 +249,7 @@ impl SavepointRetry {
     pub(crate) fn failed(&mut self, error: postgres::Error) -> SavepointNext {
         match classify(&error, self.key_constraint) {
             ErrorClass::LockRefused => SavepointNext::Stop(LedgerError::LockUnavailable {
-                policy: std::mem::take(&mut self.lock_policy),
+                policy: self.lock_wait.to_string(),
                 source: error,
             }),
             ErrorClass::KeyRace => {

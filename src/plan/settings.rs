@@ -80,12 +80,12 @@ impl<P, C> Inner<P, C> {
 
     /// The retry state of one ledger function call.
     pub(crate) fn call_retry(&self, key_constraint: Option<&'static str>) -> Retry {
-        Retry::new(self.max_retries, key_constraint, self.lock_wait.to_string())
+        Retry::new(self.max_retries, key_constraint, self.lock_wait)
     }
 
     /// The retry state of one call in a savepoint of the caller's transaction.
     pub(crate) fn savepoint_retry(&self, key_constraint: Option<&'static str>) -> SavepointRetry {
-        SavepointRetry::new(self.max_retries, key_constraint, self.lock_wait.to_string())
+        SavepointRetry::new(self.max_retries, key_constraint, self.lock_wait)
     }
 
     /// The retry state of one read.
