@@ -47,10 +47,9 @@ use tokio_postgres::{NoTls, Row, Socket, Transaction};
 
 use crate::driver::migrator;
 use crate::error::LedgerError;
-use crate::model::lock_wait::LockWait;
 use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
-use crate::plan::settings::{settings_setters, Settings};
-use crate::plan::{own_transaction_refused, Answer, CallError, Ctx, Plan, Session, Sql, TxStatements};
+use crate::plan::settings::{handle_accessors, settings_setters, Settings};
+use crate::plan::{own_transaction_refused, Answer, CallError, Plan, Session, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 use crate::schema::SchemaName;
 use crate::stats::Counters;
@@ -264,31 +263,7 @@ impl Ledger {
         checkout(&self.inner.pool, &self.inner.counters).await
     }
 
-    /// The PostgreSQL schema holding this ledger's tables and functions.
-    pub fn schema(&self) -> &str {
-        self.inner.schema.as_str()
-    }
-
-    /// Counters since this ledger was built (shared by its clones), as
-    /// [`crate::Ledger::stats`].
-    pub fn stats(&self) -> crate::Stats {
-        self.inner.counters.snapshot()
-    }
-
-    /// Whether this ledger runs in Citus mode ([`crate::citus`]).
-    pub fn is_citus(&self) -> bool {
-        self.inner.citus
-    }
-
-    /// The lock wait policy in force.
-    pub fn lock_wait(&self) -> LockWait {
-        self.inner.lock_wait
-    }
-
-    /// The settings plans depend on.
-    pub(crate) fn ctx(&self) -> Ctx {
-        self.inner.ctx()
-    }
+    handle_accessors!();
 
     /// Runs `plan` to its end on pooled connections.
     pub(crate) async fn run<T: 'static>(&self, mut plan: Plan<T>) -> Result<T, LedgerError> {

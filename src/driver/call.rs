@@ -8,15 +8,10 @@ use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::ledger::Ledger;
 use crate::error::LedgerError;
 use crate::plan::retry::{check_read_committed, Next, SavepointNext, DURABLE_SQL, ISOLATION_SQL};
-use crate::plan::{one_row, own_transaction_refused, Answer, CallError, Ctx, Plan, Sql, TxStatements};
+use crate::plan::{one_row, own_transaction_refused, Answer, CallError, Plan, Sql, TxStatements};
 use crate::protocol::{holds_key, is_replay, Reply};
 
 impl Ledger {
-    /// The settings plans depend on.
-    pub(crate) fn ctx(&self) -> Ctx {
-        self.inner.ctx()
-    }
-
     /// Runs `plan` to its end on pooled connections.
     pub(crate) fn run<T: 'static>(&self, mut plan: Plan<T>) -> Result<T, LedgerError> {
         loop {

@@ -15,9 +15,8 @@ use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::migrator;
 use crate::driver::pool::{LedgerConnection, Manager, Source};
 use crate::error::LedgerError;
-use crate::model::lock_wait::LockWait;
 use crate::model::transfer::{Receipt, Transfer};
-use crate::plan::settings::{settings_setters, Settings};
+use crate::plan::settings::{handle_accessors, settings_setters, Settings};
 
 use crate::schema::SchemaName;
 
@@ -304,26 +303,7 @@ impl Ledger {
         Ok(conn)
     }
 
-    /// The PostgreSQL schema holding this ledger's tables and functions.
-    pub fn schema(&self) -> &str {
-        self.inner.schema.as_str()
-    }
-
-    /// Counters since this ledger was built (shared by its clones): operations by outcome,
-    /// retries, lock refusals. Cheap: a few relaxed atomic loads.
-    pub fn stats(&self) -> crate::Stats {
-        self.inner.counters.snapshot()
-    }
-
-    /// Whether this ledger runs in Citus mode ([`crate::citus`]).
-    pub fn is_citus(&self) -> bool {
-        self.inner.citus
-    }
-
-    /// The lock wait policy in force.
-    pub fn lock_wait(&self) -> LockWait {
-        self.inner.lock_wait
-    }
+    handle_accessors!();
 }
 
 /// A queued transfer of the combiner: validated, with its key (the caller's, or an internal one).

@@ -248,10 +248,9 @@ impl SavepointRetry {
     /// The statement failed with `error` (its savepoint rolled back).
     pub(crate) fn failed(&mut self, error: postgres::Error) -> SavepointNext {
         match classify(&error, self.key_constraint) {
-            ErrorClass::LockRefused => SavepointNext::Stop(LedgerError::LockUnavailable {
-                policy: self.lock_wait.to_string(),
-                source: error,
-            }),
+            ErrorClass::LockRefused => {
+                SavepointNext::Stop(LedgerError::LockUnavailable { policy: self.lock_wait.to_string(), source: error })
+            }
             ErrorClass::KeyRace => {
                 self.previous = Some(error);
                 SavepointNext::KeyRace

@@ -182,3 +182,36 @@ macro_rules! settings_setters {
     };
 }
 pub(crate) use settings_setters;
+
+/// The accessors of a built ledger with an `inner: Arc<Inner<..>>` field: written once,
+/// expanded in both doors' `Ledger`.
+macro_rules! handle_accessors {
+    () => {
+        /// The PostgreSQL schema holding this ledger's tables and functions.
+        pub fn schema(&self) -> &str {
+            self.inner.schema.as_str()
+        }
+
+        /// Counters since this ledger was built (shared by its clones): operations by outcome,
+        /// retries, lock refusals. Cheap: a few relaxed atomic loads.
+        pub fn stats(&self) -> $crate::Stats {
+            self.inner.counters.snapshot()
+        }
+
+        /// Whether this ledger runs in Citus mode ([`crate::citus`]).
+        pub fn is_citus(&self) -> bool {
+            self.inner.citus
+        }
+
+        /// The lock wait policy in force.
+        pub fn lock_wait(&self) -> $crate::LockWait {
+            self.inner.lock_wait
+        }
+
+        /// The settings plans depend on.
+        pub(crate) fn ctx(&self) -> $crate::plan::Ctx {
+            self.inner.ctx()
+        }
+    };
+}
+pub(crate) use handle_accessors;
