@@ -338,6 +338,9 @@ fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool
         Mode::FExpression | Mode::Optimistic | Mode::Serializable => {
             at_one_and_sixteen(s, threads) && (!s.quick || workload == Workload::Pair)
         }
+        // The async door beside the threads on every workload, at 1 and 16 (its ratios to the
+        // synchronous door); not in --quick.
+        Mode::Async | Mode::AsyncDefault => !s.quick && at_one_and_sixteen(s, threads),
         _ => true,
     }
 }
@@ -381,6 +384,18 @@ mod tests {
         let at: Vec<(Workload, usize)> =
             points.iter().filter(|p| p.mode == Mode::HoldCapture).map(|p| (p.workload, p.threads)).collect();
         assert_eq!(at, [(Workload::Uniform, 1), (Workload::Uniform, 4), (Workload::Hot, 1), (Workload::Hot, 4)]);
+    }
+
+    #[test]
+    fn the_async_modes_run_on_every_workload_at_one_and_sixteen_threads() {
+        let mut s = settings(Mode::ALL.to_vec(), false);
+        s.threads = vec![1, 4, 16, 32];
+        let at: Vec<(Workload, usize)> =
+            points(&s).iter().filter(|p| p.mode == Mode::Async).map(|p| (p.workload, p.threads)).collect();
+        let want = [Workload::Uniform, Workload::Hot, Workload::Pair].into_iter().flat_map(|w| [(w, 1), (w, 16)]);
+        assert_eq!(at, want.collect::<Vec<_>>());
+        s.quick = true;
+        assert!(points(&s).iter().all(|p| p.mode != Mode::AsyncDefault));
     }
 
     #[test]
