@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{deadlocks, funded, snapshot};
+use common::{deadlocks, funded, last_transfer, snapshot, transactions_after};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use wallet_ledger::{aio, Hold, LedgerError, LockWait, NewAccount, Transfer};
@@ -32,22 +32,6 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
 /// a backend would make it: in `block_in_place`, which the synchronous door accepts.
 fn sync<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// How many transactions wrote the transfers after `after`: rows of one transaction share
-/// `created_at` (now() is the transaction's start) and `xmin`.
-fn transactions_after(url: &str, after: i64) -> Result<(i64, i64)> {
-    let mut c = postgres::Client::connect(url, postgres::NoTls)?;
-    let row = c.query_one(
-        "SELECT count(*), count(DISTINCT (created_at, xmin::text)) FROM wallet_ledger.transfers WHERE id > $1",
-        &[&after],
-    )?;
-    Ok((row.get(0), row.get(1)))
-}
-
-fn last_transfer(url: &str) -> Result<i64> {
-    let mut c = postgres::Client::connect(url, postgres::NoTls)?;
-    Ok(c.query_one("SELECT coalesce(max(id), 0) FROM wallet_ledger.transfers", &[])?.get(0))
 }
 
 #[test]

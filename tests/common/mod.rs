@@ -133,3 +133,19 @@ pub fn url_as(url: &str, role: &str, password: &str) -> Result<String> {
     out.push_str(&format!("dbname={dbname} user={role} password={password}"));
     Ok(out)
 }
+
+/// How many transactions wrote the transfers after `after`: rows of one transaction share
+/// `created_at` (now() is the transaction's start) and `xmin`.
+pub fn transactions_after(url: &str, after: i64) -> Result<(i64, i64)> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+    let row = c.query_one(
+        "SELECT count(*), count(DISTINCT (created_at, xmin::text)) FROM wallet_ledger.transfers WHERE id > $1",
+        &[&after],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub fn last_transfer(url: &str) -> Result<i64> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+    Ok(c.query_one("SELECT coalesce(max(id), 0) FROM wallet_ledger.transfers", &[])?.get(0))
+}

@@ -236,10 +236,7 @@ pub fn drive(
             .collect();
         barrier.wait();
         let start = Instant::now();
-        while start.elapsed() < duration {
-            thread::sleep((duration - start.elapsed().min(duration)).min(Duration::from_millis(100)));
-            progress.tick(start.elapsed());
-        }
+        measure_for(start, duration, progress);
         stop.store(true, Ordering::Relaxed);
         let mut total = Load::default();
         for w in workers {
@@ -262,12 +259,11 @@ pub fn drive_async(
     seed: u64,
     progress: &Progress,
 ) -> Load {
-    let send = |ledger: aio::Ledger, from, to| async move { ledger.transfer(&Transfer::new(from, to, AMOUNT)).await };
     let mut rngs: Vec<SplitMix> = (0..tasks).map(|client| SplitMix::new(seed, client as u64)).collect();
     runtime.block_on(async {
         for rng in &mut rngs {
             let (from, to) = pairs.draw(rng);
-            let _ = send(ledger.clone(), from, to).await;
+            let _ = ledger.transfer(&Transfer::new(from, to, AMOUNT)).await;
         }
     });
     let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -281,17 +277,14 @@ pub fn drive_async(
                 while !stop.load(Ordering::Relaxed) {
                     let (from, to) = pairs.draw(&mut rng);
                     let call = Instant::now();
-                    load.count(send(ledger.clone(), from, to).await);
+                    load.count(ledger.transfer(&Transfer::new(from, to, AMOUNT)).await);
                     load.latency.record(call.elapsed());
                 }
                 load
             })
         })
         .collect();
-    while start.elapsed() < duration {
-        thread::sleep((duration - start.elapsed().min(duration)).min(Duration::from_millis(100)));
-        progress.tick(start.elapsed());
-    }
+    measure_for(start, duration, progress);
     stop.store(true, Ordering::Relaxed);
     let mut total = Load::default();
     for w in workers {
@@ -299,6 +292,14 @@ pub fn drive_async(
     }
     total.elapsed = start.elapsed();
     total
+}
+
+/// Waits until `duration` has passed since `start`, ticking the progress bar.
+fn measure_for(start: Instant, duration: Duration, progress: &Progress) {
+    while start.elapsed() < duration {
+        thread::sleep((duration - start.elapsed().min(duration)).min(Duration::from_millis(100)));
+        progress.tick(start.elapsed());
+    }
 }
 
 fn client_loop(ledger: &Ledger, sender: Sender, pairs: Pairs, rng: &mut SplitMix, stop: &AtomicBool) -> Load {
