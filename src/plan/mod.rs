@@ -235,12 +235,6 @@ impl<T: 'static> Plan<T> {
     }
 }
 
-impl<T: 'static> From<Result<T, LedgerError>> for Plan<T> {
-    fn from(result: Result<T, LedgerError>) -> Plan<T> {
-        Plan::Done(result)
-    }
-}
-
 /// A call that carries the idempotency key `key` and moves `amount`: an outcome retries could
 /// not settle is [`LedgerError::OutcomeUnknown`] naming the key to repeat it with, and a balance
 /// too large to represent is [`LedgerError::InvalidAmount`]. `then` decodes the answer.
