@@ -18,6 +18,13 @@
 //! - **tuned** ([`CombineConfig`]): every item queues; one batch runs at a time, and its leader
 //!   waits up to `max_wait` for as many items as the previous batch had.
 //!
+//! In both, the callers of a batch whose items share a key (they were serial on those rows
+//! anyway) are awaited: until they are back with their next item, at most `max_wait` after the
+//! batch was delivered, they queue rather than go alone, and a leader with nothing else in
+//! flight waits for them. Otherwise the callers who queued while a batch ran would go as the
+//! next batch without them, and a closed loop of callers would split into two groups taking
+//! turns, each batch half the size it could be.
+//!
 //! Rules:
 //! - no thread or runtime is added: the leader is a caller's own thread, blocked in its own
 //!   call anyway;
@@ -180,6 +187,10 @@ struct State<T, R> {
     batches: usize,
     /// Tickets taken into a batch whose callers stopped waiting: their results are dropped.
     abandoned: HashSet<u64>,
+    /// Callers of the last delivered batch whose items shared a key, not yet back (each caller
+    /// that enters counts one down), and when that batch was delivered.
+    returning: usize,
+    delivered: Instant,
 }
 
 impl<T, R> State<T, R> {
@@ -269,8 +280,54 @@ impl<T: Clone, R> Combiner<T, R> {
             busy: HashMap::new(),
             batches: 0,
             abandoned: HashSet::new(),
+            returning: 0,
+            delivered: Instant::now(),
         };
         Combiner { config, adaptive, limit, keys, state: Mutex::new(state), failed }
+    }
+
+    /// How much longer the callers of the last shared-key batch are awaited, if some are not
+    /// back and `max_wait` has not passed since its delivery.
+    fn awaited(&self, state: &State<T, R>) -> Option<Duration> {
+        if state.returning == 0 {
+            return None;
+        }
+        self.config.max_wait.checked_sub(state.delivered.elapsed()).filter(|left| !left.is_zero())
+    }
+
+    /// How much longer the collector waits before it takes the queue (`None`: take it now):
+    /// until as many items are queued as the previous batch had, at most `max_wait` after the
+    /// oldest arrived; and, with nothing else in flight, until the callers of the last
+    /// shared-key batch are back ([`Self::awaited`]). A full batch never waits.
+    fn wait_left(&self, state: &State<T, R>) -> Option<Duration> {
+        if state.queue.len() >= self.config.max_batch {
+            return None;
+        }
+        if let Some(oldest) = state.queue.front().map(|q| q.since) {
+            let waited = oldest.elapsed();
+            if state.queue.len() < state.target(self.config.max_batch) && waited < self.config.max_wait {
+                return Some(self.config.max_wait - waited);
+            }
+        }
+        if state.in_flight == 0 {
+            return self.awaited(state);
+        }
+        None
+    }
+
+    /// Whether two items of `batch` share a key (then they were serial on it in the server, and
+    /// their callers are awaited for the next batch).
+    fn shares_a_key(&self, batch: &Batch<T>) -> bool {
+        let mut keys: Vec<i64> = Vec::with_capacity(2 * batch.queued.len());
+        for q in &batch.queued {
+            let [a, b] = (self.keys)(&q.item);
+            keys.push(a);
+            if b != a {
+                keys.push(b);
+            }
+        }
+        keys.sort_unstable();
+        keys.windows(2).any(|pair| pair[0] == pair[1])
     }
 
     /// Whether `item` shares a key with a call in flight.
@@ -308,11 +365,15 @@ impl<T: Clone, R> Combiner<T, R> {
     }
 
     /// The first step of a call: straight to the server (adaptive, with room in flight and
-    /// nobody queued, unless batches are forming and a call in flight holds one of its keys),
-    /// or queued. `caller` is how this caller is woken while queued.
+    /// nobody queued, unless batches are forming and a call in flight holds one of its keys, or
+    /// the callers of a shared-key batch are awaited), or queued. `caller` is how this caller
+    /// is woken while queued.
     pub(crate) fn enter(&self, item: T, caller: Arc<dyn Wake>) -> Entry<T> {
         let mut state = self.lock();
+        let awaited = self.awaited(&state).is_some();
+        state.returning = if awaited { state.returning - 1 } else { 0 };
         if self.adaptive
+            && !awaited
             && state.queue.is_empty()
             && state.collector.is_none()
             && state.in_flight < self.limit
@@ -327,7 +388,7 @@ impl<T: Clone, R> Combiner<T, R> {
         state.next_ticket += 1;
         state.queue.push_back(Queued { ticket, item, since: Instant::now(), caller });
         if let Some(collector) = &state.collector {
-            if state.queue.len() >= state.target(self.config.max_batch) {
+            if self.wait_left(&state).is_none() {
                 collector.wake();
             }
         }
@@ -357,15 +418,14 @@ impl<T: Clone, R> Combiner<T, R> {
     }
 
     /// The collector's step: take a batch once as many callers queued as the previous batch
-    /// had (bounded by `max_batch`) or the oldest waited `max_wait`; else wait.
+    /// had (bounded by `max_batch`) or the oldest waited `max_wait`, and the awaited callers of
+    /// a shared-key batch are back or `max_wait` passed since its delivery; else wait.
     pub(crate) fn collect(&self) -> Collect<T> {
         let mut state = self.lock();
-        if let Some(oldest) = state.queue.front().map(|q| q.since) {
-            let waited = oldest.elapsed();
-            if state.queue.len() < state.target(self.config.max_batch) && waited < self.config.max_wait {
-                return Collect::Wait(self.config.max_wait - waited);
-            }
+        if let Some(left) = self.wait_left(&state) {
+            return Collect::Wait(left);
         }
+        state.returning = 0;
         let take = state.queue.len().min(self.config.max_batch);
         state.last_batch = state.queue.len();
         let queued: Vec<Queued<T>> = state.queue.drain(..take).collect();
@@ -389,6 +449,10 @@ impl<T: Clone, R> Combiner<T, R> {
         state.batches -= 1;
         for q in &batch.queued {
             state.release((self.keys)(&q.item));
+        }
+        if batch.queued.len() > 1 && self.shares_a_key(&batch) {
+            state.returning = batch.queued.len();
+            state.delivered = Instant::now();
         }
         let mut results = results.unwrap_or_default().into_iter();
         for q in &batch.queued {
@@ -648,6 +712,79 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= ADAPTIVE_IN_FLIGHT, "{} calls in flight", most.load(Ordering::SeqCst));
         assert!(largest.load(Ordering::SeqCst) > 1, "no batch formed under load");
+    }
+
+    /// An adaptive combiner whose waits last `max_wait`.
+    fn adaptive_waiting(keys: fn(&i64) -> [i64; 2], max_wait: Duration) -> Combiner<i64, i64> {
+        let config = CombineConfig { max_batch: ADAPTIVE_MAX_BATCH, max_wait };
+        Combiner::with_mode(config, true, ADAPTIVE_IN_FLIGHT, keys, || FAILED)
+    }
+
+    /// Two lone calls straight to the server, then `items` queued behind them and taken as one
+    /// batch, which is in flight when this returns.
+    fn batch_in_flight(c: &Combiner<i64, i64>, me: &Arc<dyn Wake>, items: [i64; 2]) -> (Batch<i64>, u64) {
+        let solos: Vec<[i64; 2]> = [-1, -2]
+            .map(|x| match c.enter(x, Arc::clone(me)) {
+                Entry::Solo(_, keys) => keys,
+                Entry::Queued(_) => panic!("a lone call queued"),
+            })
+            .to_vec();
+        let tickets = items.map(|x| match c.enter(x, Arc::clone(me)) {
+            Entry::Queued(ticket) => ticket,
+            Entry::Solo(..) => panic!("a third call went beside two in flight"),
+        });
+        solos.into_iter().for_each(|keys| c.solo_done(keys));
+        assert!(matches!(c.turn(tickets[0], me), Turn::Lead));
+        match c.collect() {
+            Collect::Take(batch) => (batch, tickets[0]),
+            Collect::Wait(_) => panic!("the first batch waited"),
+        }
+    }
+
+    fn queued(c: &Combiner<i64, i64>, me: &Arc<dyn Wake>, item: i64) -> u64 {
+        match c.enter(item, Arc::clone(me)) {
+            Entry::Queued(ticket) => ticket,
+            Entry::Solo(..) => panic!("item {item} went alone"),
+        }
+    }
+
+    #[test]
+    fn the_callers_of_a_shared_key_batch_are_awaited_for_the_next_one() {
+        let me: Arc<dyn Wake> = Arc::new(thread::current());
+        let c = adaptive_waiting(|_| [1, 2], Duration::from_secs(60));
+        let (first, leader) = batch_in_flight(&c, &me, [3, 4]);
+        // Callers arriving meanwhile queue behind the batch on their keys.
+        let t5 = queued(&c, &me, 5);
+        queued(&c, &me, 6);
+        c.deliver(first, Some(vec![30, 40]), Some(leader));
+        // As many are queued as the last batch had, and nothing is in flight; yet the collector
+        // waits for the two callers of the delivered batch, who queue even with nothing in
+        // flight.
+        assert!(matches!(c.turn(t5, &me), Turn::Lead));
+        assert!(matches!(c.collect(), Collect::Wait(_)), "the next batch left without the callers of the last");
+        queued(&c, &me, 7);
+        assert!(matches!(c.collect(), Collect::Wait(_)), "the next batch left without one caller of the last");
+        queued(&c, &me, 8);
+        match c.collect() {
+            Collect::Take(batch) => assert_eq!(batch.items(), vec![5, 6, 7, 8]),
+            Collect::Wait(_) => panic!("the collector waited with every caller back"),
+        }
+    }
+
+    #[test]
+    fn callers_are_awaited_only_after_a_shared_key_batch_and_at_most_max_wait() {
+        let me: Arc<dyn Wake> = Arc::new(thread::current());
+        // Items on distinct keys were not serial in the server: their callers are not awaited.
+        let c = adaptive_waiting(distinct, Duration::from_secs(60));
+        let (batch, leader) = batch_in_flight(&c, &me, [3, 4]);
+        c.deliver(batch, Some(vec![30, 40]), Some(leader));
+        assert!(matches!(c.enter(5, Arc::clone(&me)), Entry::Solo(..)), "awaited after a batch on distinct keys");
+        // On a shared key, for at most `max_wait` after the delivery.
+        let c = adaptive_waiting(|_| [1, 2], Duration::from_millis(1));
+        let (batch, leader) = batch_in_flight(&c, &me, [3, 4]);
+        c.deliver(batch, Some(vec![30, 40]), Some(leader));
+        thread::sleep(Duration::from_millis(5));
+        assert!(matches!(c.enter(5, Arc::clone(&me)), Entry::Solo(..)), "still awaited after max_wait");
     }
 
     #[test]
