@@ -444,13 +444,15 @@ impl<T: Clone, R> Combiner<T, R> {
     /// finish, gets the failure value), and wakes them, except `leader`, whose caller reads its
     /// result itself.
     pub(crate) fn deliver(&self, batch: Batch<T>, results: Option<Vec<R>>, leader: Option<u64>) {
+        // Decided before the lock: it depends on the batch alone.
+        let awaits_callers = batch.queued.len() > 1 && self.shares_a_key(&batch);
         let mut state = self.lock();
         state.in_flight -= 1;
         state.batches -= 1;
         for q in &batch.queued {
             state.release((self.keys)(&q.item));
         }
-        if batch.queued.len() > 1 && self.shares_a_key(&batch) {
+        if awaits_callers {
             state.returning = batch.queued.len();
             state.delivered = Instant::now();
         }
