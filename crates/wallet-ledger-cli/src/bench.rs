@@ -91,6 +91,11 @@ pub struct BenchArgs {
     /// reports that round instead: a median never hides a failure or a broken control's damage
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Measure `library` and `default` at a point one after the other, each on its own
+    /// database, instead of together in alternating 0.5 s slices on one database (the
+    /// default: a drift of the machine's speed then falls on both alike)
+    #[arg(long)]
+    pub sequential: bool,
     /// Also run the library on a Citus cluster (an embedded coordinator and two workers, or
     /// DATABASE_URL_CITUS): every --workloads workload plus same-worker and cross-worker, at every
     /// thread count, reported beside the single server's library runs
@@ -137,6 +142,7 @@ impl BenchArgs {
             expiry_workers,
             expiry_batch: pick(self.expiry_batch.map(u64::from), 100, 500) as u32,
             rounds: self.rounds,
+            sequential: self.sequential,
         }
     }
 }
@@ -334,16 +340,27 @@ fn measure_all(bench: &mut Bench<'_>, points: &[Point], rounds: usize, runs: &mu
     let mut result = Ok(());
     'rounds: for round in 1..=rounds {
         for (i, &point) in points.iter().enumerate() {
-            let mut label = format!("{} {} {} threads", point.workload.name(), point.mode.name(), point.threads);
-            if rounds > 1 {
-                label = format!("round {round}/{rounds}: {label}");
+            let prefix = if rounds > 1 { format!("round {round}/{rounds}: ") } else { String::new() };
+            let label = format!("{prefix}{} {} {} threads", point.workload.name(), point.mode.name(), point.threads);
+            let group = interleaved_group(points, i, bench.settings.sequential);
+            if group == 0 {
+                continue;
             }
             bench.progress.set_message(format!("[{}/{}] {label}", i + 1, points.len()));
-            match bench.measure(point).with_context(|| label.clone()) {
-                Ok(run) => {
-                    bench.progress.finish_point();
-                    bench.progress.log(&format!("{label}: {}", summary(&run)));
-                    by_point[i].push(run);
+            let measured = if group > 1 {
+                bench.interleaved(&points[i..i + group]).map(|runs| (i..).zip(runs).collect::<Vec<_>>())
+            } else {
+                bench.measure(point).map(|run| vec![(i, run)])
+            };
+            match measured.with_context(|| label.clone()) {
+                Ok(measured) => {
+                    for (at, run) in measured {
+                        let label = format!("{} {} {} threads", run.workload, run.mode, run.threads);
+                        let interleaved = if run.interleaved { " (interleaved)" } else { "" };
+                        bench.progress.finish_point();
+                        bench.progress.log(&format!("{prefix}{label}{interleaved}: {}", summary(&run)));
+                        by_point[at].push(run);
+                    }
                 }
                 Err(e) => {
                     result = Err(e);
@@ -355,6 +372,28 @@ fn measure_all(bench: &mut Bench<'_>, points: &[Point], rounds: usize, runs: &mu
     let complete = by_point.iter().map(Vec::len).max().unwrap_or(0);
     runs.extend(by_point.into_iter().filter(|r| !r.is_empty()).map(|r| report::representative(r, complete)));
     result
+}
+
+/// How many points from `i` on are measured together, interleaved: a `library` point and the
+/// points right after it at the same workload and thread count that interleave with it
+/// (`default`, `library-twin`); 0 for those points themselves (measured with their `library`);
+/// 1 for every other point, and for all under `sequential`.
+fn interleaved_group(points: &[Point], i: usize, sequential: bool) -> usize {
+    let at = points[i];
+    let same_point = |p: &Point| p.workload == at.workload && p.threads == at.threads;
+    let beside = |p: &Point| p.mode.interleaves_with_library() && same_point(p);
+    if sequential {
+        return 1;
+    }
+    if at.mode.interleaves_with_library() {
+        let before = points[..i].iter().rev().find(|p| !beside(p));
+        let with_library = before.is_some_and(|p| p.mode == Mode::Library && same_point(p));
+        return usize::from(!with_library);
+    }
+    if at.mode != Mode::Library {
+        return 1;
+    }
+    1 + points[i + 1..].iter().take_while(|p| beside(p)).count()
 }
 
 /// One line on a finished point, for the log.
@@ -451,4 +490,33 @@ pub(crate) fn command_line() -> String {
         }
     }
     out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plan::Workload;
+
+    #[test]
+    fn library_and_the_modes_beside_it_at_one_point_are_measured_as_one_group() {
+        let p = |workload, mode, threads| Point { workload, mode, threads };
+        let (u, h) = (Workload::Uniform, Workload::Hot);
+        let points = [
+            p(u, Mode::Library, 1),
+            p(u, Mode::Default, 1),
+            p(u, Mode::LibraryTwin, 1),
+            p(u, Mode::Batch100, 1),
+            p(u, Mode::Library, 2),
+            p(u, Mode::HoldCapture, 2),
+            p(u, Mode::Default, 2),
+            p(h, Mode::Default, 2),
+            p(h, Mode::Library, 4),
+            p(h, Mode::Default, 4),
+        ];
+        let groups: Vec<usize> = (0..points.len()).map(|i| interleaved_group(&points, i, false)).collect();
+        // A default that does not follow its library (directly, or after another of its group)
+        // is measured alone.
+        assert_eq!(groups, [3, 0, 0, 1, 1, 1, 1, 1, 2, 0]);
+        assert!((0..points.len()).all(|i| interleaved_group(&points, i, true) == 1));
+    }
 }

@@ -79,6 +79,18 @@ fn check_runs(report: &Value) -> Result<()> {
         ensure!(run["audit_clean"] == true, "library run with an unclean audit: {run}");
         ensure!(run["errors"] == 0, "library run with errors: {run}");
     }
+    // Plain calls and the default at one point are measured together, interleaved, each with
+    // its own calls counted.
+    let defaults: Vec<&Value> = runs.iter().filter(|r| r["mode"] == "default").collect();
+    ensure!(!defaults.is_empty(), "no default run in the quick report");
+    for d in defaults {
+        let plain = runs
+            .iter()
+            .find(|r| r["mode"] == "library" && r["workload"] == d["workload"] && r["threads"] == d["threads"])
+            .with_context(|| format!("no library run beside {d}"))?;
+        ensure!(d["interleaved"] == true && plain["interleaved"] == true, "not interleaved: {d} {plain}");
+        ensure!(d["transfers"].as_u64() > Some(0) && plain["transfers"].as_u64() > Some(0), "no calls: {d} {plain}");
+    }
     for run in runs.iter().filter(|r| r["mode"] == "naive") {
         ensure!(run["money_created"].is_string(), "naive run without money_created: {run}");
     }

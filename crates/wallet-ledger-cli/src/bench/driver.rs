@@ -247,6 +247,73 @@ pub fn drive(
     })
 }
 
+/// Several ledgers measured in alternating slices of one run: `threads` threads, each first
+/// sending one unmeasured transfer through every ledger (to open its connection and prepare its
+/// statements), then, slice after slice, sending through the ledger of that slice until the
+/// slice is over. `order` lists which ledger (an index into `ledgers`) each slice uses; every
+/// thread finishes its call and waits for the others before the next slice starts, so no two
+/// slices overlap. Each ledger's `Load` counts its slices: their calls, and as time the sum of
+/// its slices (each from its start until its last call returned, as in [`drive`]).
+pub fn drive_interleaved(
+    ledgers: &[&Ledger],
+    sender: Sender,
+    pairs: Pairs,
+    threads: usize,
+    (slice, order): (Duration, &[usize]),
+    seed: u64,
+    progress: &Progress,
+) -> Vec<Load> {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    let warm_up = Mutex::new(());
+    let fresh = || (0..ledgers.len()).map(|_| Load::default()).collect::<Vec<_>>();
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|client| {
+                let (stop, barrier, warm_up) = (&stop, &barrier, &warm_up);
+                scope.spawn(move || {
+                    let mut rng = SplitMix::new(seed, client as u64);
+                    let turn = warm_up.lock().unwrap_or_else(|e| e.into_inner());
+                    for ledger in ledgers {
+                        sender.step(ledger, pairs, &mut rng, &mut Load::default());
+                    }
+                    drop(turn);
+                    let mut loads = fresh();
+                    for &which in order {
+                        barrier.wait();
+                        let load = client_loop(ledgers[which], sender, pairs, &mut rng, stop);
+                        loads[which].merge(load);
+                        barrier.wait();
+                    }
+                    loads
+                })
+            })
+            .collect();
+        let mut totals = fresh();
+        for (n, &which) in order.iter().enumerate() {
+            stop.store(false, Ordering::Relaxed);
+            barrier.wait();
+            let start = Instant::now();
+            let before = slice * n as u32;
+            while start.elapsed() < slice {
+                thread::sleep((slice - start.elapsed().min(slice)).min(Duration::from_millis(100)));
+                // The bar counts one point's time over all the points' slices.
+                progress.tick((before + start.elapsed().min(slice)) / ledgers.len() as u32);
+            }
+            stop.store(true, Ordering::Relaxed);
+            barrier.wait();
+            totals[which].elapsed += start.elapsed();
+        }
+        for w in workers {
+            let loads = w.join().expect("bench client thread panicked");
+            for (total, load) in totals.iter_mut().zip(loads) {
+                total.merge(load);
+            }
+        }
+        totals
+    })
+}
+
 /// One client run through the async door: `tasks` tokio tasks on `runtime`, each first sending
 /// one unmeasured transfer (one task at a time, as `drive` warms up), then sending transfers
 /// until `duration` is over. Every call is an `aio::Ledger::transfer`.

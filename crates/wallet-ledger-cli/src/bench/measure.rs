@@ -12,7 +12,7 @@ use wallet_ledger::{aio, CombineConfig, Ledger};
 
 use super::alternatives::Strategy;
 use super::db::{money_created, transfer_count, DbStats, Server};
-use super::driver::{drive, drive_async, Pairs, Sender};
+use super::driver::{drive, drive_async, drive_interleaved, Pairs, Sender};
 use super::expiry::{self, Expirer, HoldCounts, Tables};
 use super::feed;
 use super::pgbench::{Pgbench, PgbenchRun};
@@ -63,7 +63,7 @@ impl Bench<'_> {
     /// library, multi-statement, pgbench on the library's SQL) leaves it unclean.
     pub fn measure(&mut self, point: Point) -> Result<Run> {
         let run = match point.mode {
-            Mode::Library | Mode::Default => self.rust_point(point, Sender::Library)?,
+            Mode::Library | Mode::Default | Mode::LibraryTwin => self.rust_point(point, Sender::Library)?,
             Mode::HoldCapture => self.rust_point(point, Sender::HoldCapture)?,
             Mode::Expire => self.expiry_point(point, Expirer::Library)?,
             Mode::ExpireNoSkipLocked => self.expiry_point(point, Expirer::Control(ExpiryControl::NoSkipLocked))?,
@@ -160,6 +160,64 @@ impl Bench<'_> {
             feed_drain_ms: fed.as_ref().map(|f| f.drain.as_secs_f64() * 1000.0),
             ..base(point, &load.latency, after.deadlocks - before.deadlocks, Some(&seen))
         })
+    }
+
+    /// Plain calls (`points[0]`, mode `library`) and the modes measured beside them at the same
+    /// point (`default`, `library-twin`), together on one fresh database in alternating slices
+    /// of [`SLICE`] (for two: plain, default, default, plain, and again), the point's duration
+    /// each: a drift of the machine's speed falls on all alike, so their ratios are the code's,
+    /// not the minute's. The server's deadlock and rollback counters and the audit cover them
+    /// together; each run reports them whole.
+    pub fn interleaved(&mut self, points: &[Point]) -> Result<Vec<Run>> {
+        let first = points[0];
+        let (name, url) = self.fresh_db(first, None)?;
+        let open = |mode: Mode| -> Result<Ledger> {
+            let builder = Ledger::builder(&url).pool_size(first.threads as u32).migrate(false);
+            let ledger = if mode == Mode::Default { builder } else { builder.combining(false) }
+                .build()
+                .with_context(|| format!("connect to {name}"))?;
+            // Open every connection now, as pgbench does before its clock starts.
+            let held = (0..first.threads).map(|_| ledger.connection()).collect::<Result<Vec<_>, _>>()?;
+            drop(held);
+            Ok(ledger)
+        };
+        let ledgers = points.iter().map(|p| open(p.mode)).collect::<Result<Vec<_>>>()?;
+        let order = slice_order(points.len(), self.duration());
+        let before = self.server.stats(&name)?;
+        let loads = drive_interleaved(
+            &ledgers.iter().collect::<Vec<_>>(),
+            Sender::Library,
+            self.pairs(first),
+            first.threads,
+            (SLICE, &order),
+            self.settings.seed,
+            &self.progress,
+        );
+        drop(ledgers);
+        let after = self.server.settled_stats(&name)?;
+        let seen = inspect(&url)?;
+        self.server.drop_db(&name)?;
+        let (deadlocks, rollbacks) = (after.deadlocks - before.deadlocks, after.rollbacks - before.rollbacks);
+        let errors: u64 = loads.iter().map(|l| l.errors).sum();
+        let runs = points
+            .iter()
+            .zip(loads)
+            .map(|(&point, load)| {
+                let secs = load.elapsed.as_secs_f64();
+                Run {
+                    transfers: load.ok,
+                    tps: load.ok as f64 / secs,
+                    duration_s: secs,
+                    retries: Some((rollbacks - errors as i64).max(0)),
+                    refusals: Some(load.refusals),
+                    errors: load.errors,
+                    first_error: load.first_error.or(seen.first_violation.clone()),
+                    interleaved: true,
+                    ..base(point, &load.latency, deadlocks, Some(&seen))
+                }
+            })
+            .collect();
+        Ok(runs)
     }
 
     /// The async door, driven by tokio tasks on a multi-thread runtime with one worker thread
@@ -365,7 +423,19 @@ fn base(point: Point, latency: &super::hist::Histogram, deadlocks: i64, seen: Op
         feed_max_lag: None,
         feed_drain_ms: None,
         rounds_tps: Vec::new(),
+        interleaved: false,
     }
+}
+
+/// One slice of an interleaved measurement ([`Bench::interleaved`]).
+pub const SLICE: Duration = Duration::from_millis(500);
+
+/// Which of `n` interleaved ledgers each slice uses, for `duration` each: slices of [`SLICE`]
+/// in the order 0 1 .. n-1, then back, n-1 .. 1 0, repeated (a drift that is linear over one
+/// round trip falls on all alike), as many as fill `duration` for each (at least one each).
+pub fn slice_order(n: usize, duration: Duration) -> Vec<usize> {
+    let each = (duration.as_millis() / SLICE.as_millis()).max(1) as usize;
+    (0..n * each).map(|k| if (k / n) % 2 == 0 { k % n } else { n - 1 - k % n }).collect()
 }
 
 /// Audits the ledger at `url` and sums its balances.
@@ -396,4 +466,20 @@ async fn open_connections(
         held.push(ledger.connection().await?);
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_go_there_and_back_and_give_each_ledger_its_duration() {
+        assert_eq!(slice_order(2, Duration::from_secs(1)), [0, 1, 1, 0]);
+        assert_eq!(slice_order(2, Duration::from_secs(3)), [0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0]);
+        assert_eq!(slice_order(3, Duration::from_secs(1)), [0, 1, 2, 2, 1, 0]);
+        // A point shorter than a slice still gets one slice each.
+        assert_eq!(slice_order(2, Duration::from_millis(100)), [0, 1]);
+        let order = slice_order(3, Duration::from_secs(5));
+        assert!((0..3).all(|n| order.iter().filter(|&&k| k == n).count() == 10));
+    }
 }

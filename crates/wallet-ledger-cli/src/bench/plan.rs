@@ -51,6 +51,11 @@ pub enum Mode {
     Library,
     /// `Ledger::transfer` on a ledger built with the defaults (adaptive combining).
     Default,
+    /// Plain per-transfer calls again, on a second ledger measured interleaved with `library`
+    /// (and `default`): the same code against itself, the spread of the comparison (only when
+    /// named in --modes).
+    #[value(name = "library-twin")]
+    LibraryTwin,
     /// `Ledger::hold` then `Ledger::capture` of the whole amount: one two-phase transfer.
     HoldCapture,
     /// pgbench running the library's own transfer statement: the ceiling of the design.
@@ -105,9 +110,10 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in the order each point runs them.
-    pub const ALL: [Mode; 22] = [
+    pub const ALL: [Mode; 23] = [
         Mode::Library,
         Mode::Default,
+        Mode::LibraryTwin,
         Mode::HoldCapture,
         Mode::PgbenchOwnSql,
         Mode::PgbenchTpcbLike,
@@ -135,6 +141,7 @@ impl Mode {
         match self {
             Mode::Library => "library",
             Mode::Default => "default",
+            Mode::LibraryTwin => "library-twin",
             Mode::HoldCapture => "hold-capture",
             Mode::PgbenchOwnSql => "pgbench-own-sql",
             Mode::PgbenchTpcbLike => "pgbench-tpcb-like",
@@ -180,6 +187,7 @@ impl Mode {
             self,
             Mode::HoldCapture
                 | Mode::Default
+                | Mode::LibraryTwin
                 | Mode::Combined
                 | Mode::Posting3
                 | Mode::LibraryFeed
@@ -187,6 +195,12 @@ impl Mode {
                 | Mode::AsyncDefault
         ) || self.batch_size().is_some()
             || self.is_alternative()
+    }
+
+    /// Whether the mode is measured interleaved with `library` at the same point (unless
+    /// --sequential).
+    pub fn interleaves_with_library(self) -> bool {
+        matches!(self, Mode::Default | Mode::LibraryTwin)
     }
 
     /// Whether pgbench runs this mode.
@@ -236,6 +250,9 @@ pub struct Settings {
     pub expiry_batch: u32,
     /// Times every point is measured, round by round; each point reports its median round.
     pub rounds: usize,
+    /// Whether `library` and `default` at one point are measured one after the other instead
+    /// of in alternating slices on one database.
+    pub sequential: bool,
 }
 
 impl Settings {
@@ -313,6 +330,8 @@ pub fn points(s: &Settings) -> Vec<Point> {
 fn applies(s: &Settings, workload: Workload, mode: Mode, threads: usize) -> bool {
     match mode {
         Mode::HoldCapture => workload != Workload::Pair || s.modes_explicit,
+        // A control of the measurement, beside `library` only.
+        Mode::LibraryTwin => s.modes_explicit && s.modes.contains(&Mode::Library),
         Mode::PgbenchTpcbLike => workload == s.workloads[0],
         Mode::Naive | Mode::RequestOrder => threads > 1 || s.threads.iter().all(|&t| t == 1),
         Mode::MultiStatement if !s.modes_explicit => {
@@ -375,6 +394,7 @@ mod tests {
             expiry_workers: vec![1, 2, 4],
             expiry_batch: 5,
             rounds: 1,
+            sequential: false,
         }
     }
 
@@ -406,5 +426,15 @@ mod tests {
         assert!(expiry.iter().all(|(m, _)| m.is_expiry()));
         assert_eq!(expiry, [(Mode::Expire, 1), (Mode::Expire, 2), (Mode::Expire, 4), (Mode::ExpireNoSkipLocked, 4)]);
         assert!(points.iter().filter(|p| p.mode.is_expiry()).all(|p| p.workload == Workload::Expiry));
+    }
+
+    #[test]
+    fn library_twin_runs_only_when_named_and_beside_library() {
+        assert!(points(&settings(Mode::ALL.to_vec(), false)).iter().all(|p| p.mode != Mode::LibraryTwin));
+        let named = points(&settings(vec![Mode::Library, Mode::Default, Mode::LibraryTwin], true));
+        let modes: Vec<Mode> = named.iter().take(3).map(|p| p.mode).collect();
+        assert_eq!(modes, [Mode::Library, Mode::Default, Mode::LibraryTwin]);
+        assert_eq!(named.iter().filter(|p| p.mode == Mode::LibraryTwin).count(), 6);
+        assert!(points(&settings(vec![Mode::LibraryTwin], true)).is_empty());
     }
 }

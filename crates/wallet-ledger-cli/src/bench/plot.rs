@@ -88,6 +88,7 @@ fn color(mode: Mode) -> RGBColor {
     match mode {
         Mode::Library | Mode::Expire => RGBColor(31, 119, 180),
         Mode::Default => RGBColor(0, 100, 0),
+        Mode::LibraryTwin => RGBColor(120, 170, 210),
         Mode::HoldCapture => RGBColor(23, 190, 207),
         Mode::PgbenchOwnSql => RGBColor(255, 127, 14),
         Mode::PgbenchTpcbLike => RGBColor(44, 160, 44),

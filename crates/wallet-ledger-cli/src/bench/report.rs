@@ -107,6 +107,10 @@ pub struct Run {
     /// itself is the median round's, or the first round with a failure).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds_tps: Vec<f64>,
+    /// Measured in alternating slices with its counterpart on one database (`library` with
+    /// `default`); the deadlock, retry and audit figures then cover the two together.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interleaved: bool,
 }
 
 /// Whether a run shows a failure or a control's damage: deadlocks, errors, an unclean audit,
@@ -252,7 +256,47 @@ pub fn checks(runs: &[Run]) -> Vec<Check> {
     out.extend(expiry_checks(runs));
     out.extend(feed_checks(runs));
     out.extend(default_checks(runs));
+    out.extend(twin_check(runs));
     out
+}
+
+/// The control of the comparison itself: `library-twin` runs the same code as `library`,
+/// interleaved with it, so at every point and in every round it should read within 5 % of it.
+/// Where it does not, a 5 % difference between `default` and `library` at that point is below
+/// what this run can resolve.
+fn twin_check(runs: &[Run]) -> Vec<Check> {
+    let twins: Vec<&Run> = runs.iter().filter(|r| r.mode == Mode::LibraryTwin.name()).collect();
+    if twins.is_empty() {
+        return Vec::new();
+    }
+    let rounds = |r: &Run| if r.rounds_tps.is_empty() { vec![r.tps] } else { r.rounds_tps.clone() };
+    let (mut off, mut worse_p99, mut compared) = (Vec::new(), Vec::new(), 0);
+    for twin in &twins {
+        let plain = runs
+            .iter()
+            .find(|r| r.mode == Mode::Library.name() && r.workload == twin.workload && r.threads == twin.threads);
+        let Some(plain) = plain else { continue };
+        compared += 1;
+        let each: Vec<f64> = rounds(twin).iter().zip(rounds(plain)).map(|(x, y)| x / y).collect();
+        if each.iter().any(|r| !(0.95..=1.0 / 0.95).contains(r)) {
+            let shown: Vec<String> = each.iter().map(|r| format!("{r:.2}x")).collect();
+            off.push(format!("{}@{}: {}", twin.workload, twin.threads, shown.join(", ")));
+        }
+        if let (Some(x), Some(y)) = (twin.p99_ms, plain.p99_ms) {
+            if x > y {
+                worse_p99.push(format!("{}@{}: {x:.2} ms against {y:.2} ms", twin.workload, twin.threads));
+            }
+        }
+    }
+    let judged = |name: &str, found: Vec<String>| Check {
+        name: name.into(),
+        passed: (compared > 0).then_some(found.is_empty()),
+        detail: if found.is_empty() { format!("{compared} points") } else { found.join("; ") },
+    };
+    vec![
+        judged("library-twin (the same code as library): within 5 % of library at every point, in every round", off),
+        judged("library-twin (the same code as library): p99 no worse than library at every point", worse_p99),
+    ]
 }
 
 /// Adaptive combining, the default, against plain calls (`library`) at the same point: never
@@ -680,6 +724,12 @@ of `wallet_ledger.holds` / `wallet_ledger.accounts` (from the tuple lock the wai
 share of the workers' time spent blocked), `busy` = time inside `expire_holds` / (workers x duration). \
 `expire-no-skip-locked` is the control claiming with `FOR UPDATE` without `SKIP LOCKED`.";
 
+const INTERLEAVED_NOTE: &str = "Interleaved: at each point `library`, `default` and `library-twin` were \
+measured together on one database, in alternating 0.5 s slices (0 1 1 0 for two, 0 1 2 2 1 0 for three, repeated) \
+adding up to the point's duration each, so a drift of the machine's speed falls on them alike. Their deadlock and \
+retry counts and the audit cover the point's slices together. `library-twin` is `library` again: its ratio to \
+`library` is the comparison's own spread.";
+
 const ROUNDS_NOTE: &str = "Every point was measured once per round, round by round (all points, then all of them \
 again), so a drift of the machine's speed reaches every point alike. The results table shows each point's median \
 round (or its first round with a failure or damage); here are the transfers/s of every round.";
@@ -716,6 +766,9 @@ pub fn markdown(report: &Report) -> String {
         "## Results\n\n![transfers/s against threads](throughput.svg)\n\n{}\n{HOLD_CAPTURE_NOTE}\n",
         transfer_table(&report.runs)
     );
+    if report.runs.iter().any(|r| r.interleaved) {
+        let _ = writeln!(md, "{INTERLEAVED_NOTE}\n");
+    }
     let rounds = rounds_table(&report.runs);
     if !rounds.is_empty() {
         let _ = writeln!(md, "## Rounds\n\n{ROUNDS_NOTE}\n\n{rounds}");
@@ -810,5 +863,24 @@ mod tests {
         let r = representative(vec![round(100.0)], 3);
         assert_eq!(r.rounds_tps, vec![100.0]);
         assert!(r.first_error.is_some_and(|e| e.contains("1 of 3 rounds")));
+    }
+
+    #[test]
+    fn the_twin_check_fails_on_a_round_beyond_five_percent_either_way() {
+        let at = |mode: &'static str, tps: Vec<f64>, p99: f64| Run {
+            workload: "pair",
+            mode,
+            threads: 2,
+            tps: tps[0],
+            p99_ms: Some(p99),
+            rounds_tps: tps,
+            ..Run::default()
+        };
+        let plain = at("library", vec![100.0, 100.0, 100.0], 2.0);
+        let verdict = |twin: Run| twin_check(&[plain.clone(), twin]).iter().map(|c| c.passed).collect::<Vec<_>>();
+        assert_eq!(verdict(at("library-twin", vec![98.0, 103.0, 100.0], 2.0)), [Some(true), Some(true)]);
+        assert_eq!(verdict(at("library-twin", vec![98.0, 94.0, 100.0], 1.9)), [Some(false), Some(true)]);
+        assert_eq!(verdict(at("library-twin", vec![98.0, 106.0, 100.0], 2.1)), [Some(false), Some(false)]);
+        assert!(twin_check(std::slice::from_ref(&plain)).is_empty());
     }
 }
