@@ -431,6 +431,7 @@ fn is_library(r: &Run) -> bool {
         Mode::Posting3,
         Mode::LibraryFeed,
         Mode::Default,
+        Mode::LibraryTwin,
         Mode::Async,
         Mode::AsyncDefault,
     ]
