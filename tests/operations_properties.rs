@@ -30,35 +30,51 @@ fn mixed_operations_keep_every_property() {
 }
 
 /// Hot cases: every kind of operation goes through and is refused somewhere over the cases.
+/// Every case must keep every property; coverage is judged over batches of three random cases,
+/// more batches (at most `COVER_BATCHES`) only while some kind or refusal has not occurred yet:
+/// a kind of refusal can be missing from three random cases by chance alone.
 #[test]
 fn hot_operations_keep_every_property_and_cover_every_operation() {
-    let mut runner = TestRunner::new(config(3));
+    const KINDS: [&str; 8] = ["transfer", "sweep", "pay", "reverse", "freeze", "unfreeze", "set-min", "set-max"];
+    const REFUSALS: [&str; 3] = ["AccountFrozen", "ReversalExceedsOriginal", "InsufficientFunds"];
+    const COVER_BATCHES: usize = 4;
     let totals = std::sync::Mutex::new(std::collections::BTreeMap::<&'static str, [usize; 3]>::new());
     let refusals = std::sync::Mutex::new(std::collections::BTreeMap::<&'static str, usize>::new());
-    runner
-        .run(&operation_case(OperationShape::hot()), |case| {
-            let report = clean(&case, "ops_hot")?;
-            eprintln!("{report}\n  {:?}\n  {:?}", report.by_kind, report.stats.refused_by);
-            for (kind, counts) in &report.by_kind {
-                let mut t = totals.lock().unwrap();
-                let e = t.entry(kind).or_default();
-                for i in 0..3 {
-                    e[i] += counts[i];
+    let covered = |totals: &std::collections::BTreeMap<&'static str, [usize; 3]>,
+                   refusals: &std::collections::BTreeMap<&'static str, usize>| {
+        KINDS.iter().all(|k| totals.get(k).is_some_and(|c| c[0] > 0))
+            && REFUSALS.iter().all(|r| refusals.get(r).is_some_and(|n| *n > 0))
+    };
+    for _ in 0..COVER_BATCHES {
+        let mut runner = TestRunner::new(config(3));
+        runner
+            .run(&operation_case(OperationShape::hot()), |case| {
+                let report = clean(&case, "ops_hot")?;
+                eprintln!("{report}\n  {:?}\n  {:?}", report.by_kind, report.stats.refused_by);
+                for (kind, counts) in &report.by_kind {
+                    let mut t = totals.lock().unwrap();
+                    let e = t.entry(kind).or_default();
+                    for i in 0..3 {
+                        e[i] += counts[i];
+                    }
                 }
-            }
-            for (name, n) in &report.stats.refused_by {
-                *refusals.lock().unwrap().entry(name).or_default() += n;
-            }
-            Ok(())
-        })
-        .unwrap();
+                for (name, n) in &report.stats.refused_by {
+                    *refusals.lock().unwrap().entry(name).or_default() += n;
+                }
+                Ok(())
+            })
+            .unwrap();
+        if covered(&totals.lock().unwrap(), &refusals.lock().unwrap()) {
+            break;
+        }
+    }
     let totals = totals.into_inner().unwrap();
     let refusals = refusals.into_inner().unwrap();
     eprintln!("over the hot cases: {totals:?}\n{refusals:?}");
-    for kind in ["transfer", "sweep", "pay", "reverse", "freeze", "unfreeze", "set-min", "set-max"] {
+    for kind in KINDS {
         assert!(totals.get(kind).is_some_and(|c| c[0] > 0), "no {kind} went through: {totals:?}");
     }
-    for name in ["AccountFrozen", "ReversalExceedsOriginal", "InsufficientFunds"] {
+    for name in REFUSALS {
         assert!(refusals.get(name).is_some_and(|n| *n > 0), "no {name}: {refusals:?}");
     }
 }
