@@ -75,7 +75,7 @@ fn batches_and_the_combiner_keep_each_items_metadata() -> Result<()> {
     assert!(stored_null(&l, receipts[1].transfer_id)?);
     assert_eq!(metadata_of(&l, receipts[2].transfer_id)?, json!({"item": 2}));
 
-    // The item loop (a refused item sends the batch there) and in-batch key repeats.
+    // A refused item beside applied ones, and in-batch key repeats.
     let items = vec![
         Transfer::new(w[0], w[1], dec!(1000.00)).metadata(json!({"refused": true})),
         Transfer::new(w[0], w[1], dec!(1.00)).metadata(json!({"loop": 1})).idempotency_key("loop-1"),
