@@ -11,8 +11,10 @@
 //! - **adaptive** (the default of every ledger): a caller that finds fewer than
 //!   [`ADAPTIVE_IN_FLIGHT`] calls in flight and nobody queued goes straight to the server with
 //!   its own item (the `solo` function: no queue, no wait), unless batches are forming and a
-//!   call in flight holds one of its keys (accounts); otherwise it queues, and the first queued
-//!   caller applies what is queued when there is room in flight, waiting at most
+//!   call in flight holds one of its keys (accounts); while no more than
+//!   [`ADAPTIVE_FEW_CALLERS`] callers are in the combiner, a caller whose keys no call in flight
+//!   holds goes straight too, however many calls are in flight; otherwise it queues, and the
+//!   first queued caller applies what is queued when there is room in flight, waiting at most
 //!   [`ADAPTIVE_WAIT`] for as many callers as the previous batch had. A lone caller never
 //!   waits; under load batch sizes follow the load.
 //! - **tuned** ([`CombineConfig`]): every item queues; one batch runs at a time, and its leader
@@ -31,7 +33,8 @@
 //! - each caller waits on its own (a parked thread, or an async task's `Notify`) and is woken
 //!   alone: when its result is in, or when it is the first queued caller and a collector is
 //!   wanted;
-//! - adaptive: at most [`ADAPTIVE_IN_FLIGHT`] calls in flight, and a batch never beside another
+//! - adaptive: at most [`ADAPTIVE_IN_FLIGHT`] calls in flight (at most
+//!   [`ADAPTIVE_FEW_CALLERS`] while that few callers are in), and a batch never beside another
 //!   call on one of its keys; tuned: one batch at a time (`docs/design.md`, "The combiner",
 //!   says why);
 //! - every caller gets exactly the result the apply function gave its item; when the function
@@ -81,6 +84,12 @@ const ADAPTIVE_IN_FLIGHT: usize = crate::limits::COMBINE_IN_FLIGHT;
 
 /// Most items in one batch of an adaptive combiner.
 const ADAPTIVE_MAX_BATCH: usize = crate::limits::COMBINE_BATCH_MAX;
+
+/// Callers in an adaptive combiner at or below which a caller whose keys no call in flight
+/// holds goes straight to the server even when [`ADAPTIVE_IN_FLIGHT`] calls are in flight: so
+/// few callers would make batches of two or three, which cost the server about as much as the
+/// same transfers sent alone and would make them wait for room (`docs/benchmarks.md`).
+const ADAPTIVE_FEW_CALLERS: usize = 2 * ADAPTIVE_IN_FLIGHT;
 
 /// How long the leader of an adaptive combiner's batch waits at most for as many callers as
 /// its previous batch had (it waits only when callers already queue: never a lone caller).
@@ -175,6 +184,8 @@ struct State<T, R> {
     collector: Option<Arc<dyn Wake>>,
     /// Calls in flight: batches being applied and (adaptive) callers gone straight to the server.
     in_flight: usize,
+    /// Callers between [`Combiner::enter`] and their result (alone, queued or in a batch).
+    callers: usize,
     /// Items queued when the last batch was taken: how many are likely to come back, which the
     /// next collector waits for (clamped to 1..=`max_batch`).
     last_batch: usize,
@@ -246,7 +257,8 @@ impl<T: Clone, R> Combiner<T, R> {
     /// An adaptive combiner: a caller goes straight to the server while fewer than
     /// [`ADAPTIVE_IN_FLIGHT`] calls are in flight and nobody is queued, unless a call in flight
     /// holds one of its keys while batches are forming (a batch in flight, or the last batch
-    /// had company); the others are combined. So at low load two lone calls on one account are
+    /// had company), or while at most [`ADAPTIVE_FEW_CALLERS`] callers are in and no call in
+    /// flight holds one of its keys; the others are combined. So at low load two lone calls on one account are
     /// sent at once, as without a combiner (the second waits for the first's locks in the
     /// server, its request already there), and under load every caller on a busy account joins
     /// the next batch.
@@ -274,6 +286,7 @@ impl<T: Clone, R> Combiner<T, R> {
             queue: VecDeque::new(),
             collector: None,
             in_flight: 0,
+            callers: 0,
             last_batch: if adaptive { 1 } else { config.max_batch },
             done: HashMap::new(),
             next_ticket: 0,
@@ -330,6 +343,12 @@ impl<T: Clone, R> Combiner<T, R> {
         keys.windows(2).any(|pair| pair[0] == pair[1])
     }
 
+    /// Whether so few callers are in the combiner that one on free keys goes straight to the
+    /// server whatever is in flight ([`ADAPTIVE_FEW_CALLERS`]).
+    fn few_callers(&self, state: &State<T, R>) -> bool {
+        self.adaptive && state.callers <= ADAPTIVE_FEW_CALLERS
+    }
+
     /// Whether `item` shares a key with a call in flight.
     fn collides(&self, state: &State<T, R>, item: &T) -> bool {
         (self.keys)(item).iter().any(|k| state.busy.contains_key(k))
@@ -341,7 +360,7 @@ impl<T: Clone, R> Combiner<T, R> {
     fn collector_wanted(&self, state: &State<T, R>) -> bool {
         state.collector.is_none()
             && !state.queue.is_empty()
-            && state.in_flight < self.limit
+            && (state.in_flight < self.limit || self.few_callers(state))
             && (state.in_flight == 0 || !state.queue.iter().any(|q| self.collides(state, &q.item)))
     }
 
@@ -370,14 +389,16 @@ impl<T: Clone, R> Combiner<T, R> {
     /// is woken while queued.
     pub(crate) fn enter(&self, item: T, caller: Arc<dyn Wake>) -> Entry<T> {
         let mut state = self.lock();
+        state.callers += 1;
         let awaited = self.awaited(&state).is_some();
         state.returning = if awaited { state.returning - 1 } else { 0 };
         if self.adaptive
             && !awaited
             && state.queue.is_empty()
             && state.collector.is_none()
-            && state.in_flight < self.limit
-            && !((state.batches > 0 || state.last_batch > 1) && self.collides(&state, &item))
+            && ((state.in_flight < self.limit
+                && !((state.batches > 0 || state.last_batch > 1) && self.collides(&state, &item)))
+                || (self.few_callers(&state) && !self.collides(&state, &item)))
         {
             let keys = (self.keys)(&item);
             state.in_flight += 1;
@@ -399,6 +420,7 @@ impl<T: Clone, R> Combiner<T, R> {
     pub(crate) fn solo_done(&self, keys: [i64; 2]) {
         let mut state = self.lock();
         state.in_flight -= 1;
+        state.callers -= 1;
         state.release(keys);
         self.wake_collector(&state);
     }
@@ -408,6 +430,7 @@ impl<T: Clone, R> Combiner<T, R> {
     pub(crate) fn turn(&self, ticket: u64, caller: &Arc<dyn Wake>) -> Turn<R> {
         let mut state = self.lock();
         if let Some(result) = state.done.remove(&ticket) {
+            state.callers -= 1;
             return Turn::Done(result);
         }
         if self.collector_wanted(&state) && state.queue.iter().any(|q| q.ticket == ticket) {
@@ -476,6 +499,7 @@ impl<T: Clone, R> Combiner<T, R> {
     #[cfg_attr(not(feature = "aio"), allow(dead_code))]
     pub(crate) fn abandon(&self, ticket: u64, was_collector: bool) {
         let mut state = self.lock();
+        state.callers -= 1;
         if was_collector {
             state.collector = None;
         }
@@ -530,7 +554,9 @@ impl<T: Clone, R> Combiner<T, R> {
 
     /// The leader's own result will never be read (its thread unwinds).
     fn abandon_taken(&self, ticket: u64) {
-        self.lock().abandoned.insert(ticket);
+        let mut state = self.lock();
+        state.callers -= 1;
+        state.abandoned.insert(ticket);
     }
 }
 
@@ -671,8 +697,10 @@ mod tests {
         for i in 0..5 {
             assert_eq!(c.submit(i, &|x| x * 10, never), i * 10);
         }
-        // Under load: never more than ADAPTIVE_IN_FLIGHT calls at once, every item its own
-        // result, and batches of more than one form while calls are in flight.
+        // Under load: never more calls at once than ADAPTIVE_IN_FLIGHT, or than
+        // ADAPTIVE_FEW_CALLERS while so few callers are in (the threads that finish first leave
+        // fewer behind), every item its own result, and batches of more than one form while calls
+        // are in flight.
         let in_flight = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let largest = Arc::new(AtomicUsize::new(0));
@@ -712,7 +740,8 @@ mod tests {
         for h in handles {
             h.join().expect("caller");
         }
-        assert!(most.load(Ordering::SeqCst) <= ADAPTIVE_IN_FLIGHT, "{} calls in flight", most.load(Ordering::SeqCst));
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= ADAPTIVE_IN_FLIGHT.max(ADAPTIVE_FEW_CALLERS), "{most} calls in flight");
         assert!(largest.load(Ordering::SeqCst) > 1, "no batch formed under load");
     }
 
@@ -722,18 +751,18 @@ mod tests {
         Combiner::with_mode(config, true, ADAPTIVE_IN_FLIGHT, keys, || FAILED)
     }
 
-    /// Two lone calls straight to the server, then `items` queued behind them and taken as one
-    /// batch, which is in flight when this returns.
-    fn batch_in_flight(c: &Combiner<i64, i64>, me: &Arc<dyn Wake>, items: [i64; 2]) -> (Batch<i64>, u64) {
-        let solos: Vec<[i64; 2]> = [-1, -2]
-            .map(|x| match c.enter(x, Arc::clone(me)) {
+    /// `solos` lone calls straight to the server, then `items` queued behind them and taken as
+    /// one batch, which is in flight when this returns.
+    fn batch_in_flight(c: &Combiner<i64, i64>, me: &Arc<dyn Wake>, solos: i64, items: [i64; 2]) -> (Batch<i64>, u64) {
+        let solos: Vec<[i64; 2]> = (1..=solos)
+            .map(|x| match c.enter(-x, Arc::clone(me)) {
                 Entry::Solo(_, keys) => keys,
                 Entry::Queued(_) => panic!("a lone call queued"),
             })
-            .to_vec();
+            .collect();
         let tickets = items.map(|x| match c.enter(x, Arc::clone(me)) {
             Entry::Queued(ticket) => ticket,
-            Entry::Solo(..) => panic!("a third call went beside two in flight"),
+            Entry::Solo(..) => panic!("a call went beside a full flight"),
         });
         solos.into_iter().for_each(|keys| c.solo_done(keys));
         assert!(matches!(c.turn(tickets[0], me), Turn::Lead));
@@ -754,7 +783,7 @@ mod tests {
     fn the_callers_of_a_shared_key_batch_are_awaited_for_the_next_one() {
         let me: Arc<dyn Wake> = Arc::new(thread::current());
         let c = adaptive_waiting(|_| [1, 2], Duration::from_secs(60));
-        let (first, leader) = batch_in_flight(&c, &me, [3, 4]);
+        let (first, leader) = batch_in_flight(&c, &me, 2, [3, 4]);
         // Callers arriving meanwhile queue behind the batch on their keys.
         let t5 = queued(&c, &me, 5);
         queued(&c, &me, 6);
@@ -778,15 +807,45 @@ mod tests {
         let me: Arc<dyn Wake> = Arc::new(thread::current());
         // Items on distinct keys were not serial in the server: their callers are not awaited.
         let c = adaptive_waiting(distinct, Duration::from_secs(60));
-        let (batch, leader) = batch_in_flight(&c, &me, [3, 4]);
+        let (batch, leader) = batch_in_flight(&c, &me, ADAPTIVE_FEW_CALLERS as i64, [3, 4]);
         c.deliver(batch, Some(vec![30, 40]), Some(leader));
         assert!(matches!(c.enter(5, Arc::clone(&me)), Entry::Solo(..)), "awaited after a batch on distinct keys");
         // On a shared key, for at most `max_wait` after the delivery.
         let c = adaptive_waiting(|_| [1, 2], Duration::from_millis(1));
-        let (batch, leader) = batch_in_flight(&c, &me, [3, 4]);
+        let (batch, leader) = batch_in_flight(&c, &me, 2, [3, 4]);
         c.deliver(batch, Some(vec![30, 40]), Some(leader));
         thread::sleep(Duration::from_millis(5));
         assert!(matches!(c.enter(5, Arc::clone(&me)), Entry::Solo(..)), "still awaited after max_wait");
+    }
+
+    #[test]
+    fn few_callers_on_free_keys_go_straight_beside_a_full_flight_and_more_queue() {
+        let me: Arc<dyn Wake> = Arc::new(thread::current());
+        let c = adaptive_waiting(distinct, Duration::ZERO);
+        // Up to ADAPTIVE_FEW_CALLERS callers on keys no call in flight holds: all alone.
+        let solos: Vec<[i64; 2]> = (0..ADAPTIVE_FEW_CALLERS as i64)
+            .map(|x| match c.enter(x, Arc::clone(&me)) {
+                Entry::Solo(_, keys) => keys,
+                Entry::Queued(_) => panic!("caller {x} of {ADAPTIVE_FEW_CALLERS} queued on a free key"),
+            })
+            .collect();
+        assert!(solos.len() > ADAPTIVE_IN_FLIGHT);
+        // One more: the flight is full and the callers are no longer few.
+        let extra = queued(&c, &me, 100);
+        // A caller ending makes them few again, and room in flight for the queued one's batch.
+        c.solo_done(solos[0]);
+        assert!(matches!(c.turn(extra, &me), Turn::Lead));
+        match c.collect() {
+            Collect::Take(batch) => assert_eq!(batch.items(), vec![100]),
+            Collect::Wait(_) => panic!("a lone queued caller waited"),
+        }
+
+        // Few callers, but on a key a call in flight holds: queued, as under load.
+        let c = adaptive_waiting(|x| [*x % 2, 10 + *x % 2], Duration::ZERO);
+        for x in 0..ADAPTIVE_IN_FLIGHT as i64 {
+            assert!(matches!(c.enter(x, Arc::clone(&me)), Entry::Solo(..)), "caller {x} queued");
+        }
+        queued(&c, &me, 2);
     }
 
     #[test]
