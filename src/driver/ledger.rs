@@ -147,7 +147,9 @@ impl LedgerBuilder {
     /// (every call its own transaction, as [`Ledger::transfer_in`] always is).
     ///
     /// On, a call that finds fewer than [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT)
-    /// calls of this ledger in flight goes straight to the server, as with combining off; a
+    /// calls of this ledger in flight goes straight to the server, as with combining off, and
+    /// so does one on accounts no call in flight holds while no more than twice that many
+    /// callers are in the ledger's calls; a
     /// call that finds them busy waits for one to end and is then applied together with every
     /// other call that arrived meanwhile, in one transaction (a
     /// [batch](Ledger::transfer_batch)). Nothing waits for company: batches form only from calls
