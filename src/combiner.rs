@@ -258,10 +258,10 @@ impl<T: Clone, R> Combiner<T, R> {
     /// [`ADAPTIVE_IN_FLIGHT`] calls are in flight and nobody is queued, unless a call in flight
     /// holds one of its keys while batches are forming (a batch in flight, or the last batch
     /// had company), or while at most [`ADAPTIVE_FEW_CALLERS`] callers are in and no call in
-    /// flight holds one of its keys; the others are combined. So at low load two lone calls on one account are
-    /// sent at once, as without a combiner (the second waits for the first's locks in the
-    /// server, its request already there), and under load every caller on a busy account joins
-    /// the next batch.
+    /// flight holds one of its keys; the others are combined. So at low load two lone calls on
+    /// one account are sent at once, as without a combiner (the second waits for the first's
+    /// locks in the server, its request already there), and under load every caller on a busy
+    /// account joins the next batch.
     pub(crate) fn adaptive(keys: fn(&T) -> [i64; 2], failed: fn() -> R) -> Self {
         let config = CombineConfig { max_batch: ADAPTIVE_MAX_BATCH, max_wait: ADAPTIVE_WAIT };
         Self::with_mode(config, true, ADAPTIVE_IN_FLIGHT, keys, failed)
@@ -392,13 +392,13 @@ impl<T: Clone, R> Combiner<T, R> {
         state.callers += 1;
         let awaited = self.awaited(&state).is_some();
         state.returning = if awaited { state.returning - 1 } else { 0 };
+        let collides = self.collides(&state, &item);
+        let forming = state.batches > 0 || state.last_batch > 1;
         if self.adaptive
             && !awaited
             && state.queue.is_empty()
             && state.collector.is_none()
-            && ((state.in_flight < self.limit
-                && !((state.batches > 0 || state.last_batch > 1) && self.collides(&state, &item)))
-                || (self.few_callers(&state) && !self.collides(&state, &item)))
+            && ((state.in_flight < self.limit && !(forming && collides)) || (self.few_callers(&state) && !collides))
         {
             let keys = (self.keys)(&item);
             state.in_flight += 1;
