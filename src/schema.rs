@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (11, "change feed", include_str!("../sql/0011_feed.sql")),
     (12, "the functions are the only write path", include_str!("../sql/0012_function_guard.sql")),
     (13, "less fixed work per batch call", include_str!("../sql/0013_small_batches.sql")),
+    (14, "less work per batched item", include_str!("../sql/0014_batch_items.sql")),
 ];
 
 /// The schema version this build writes and expects.

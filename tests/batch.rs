@@ -179,8 +179,8 @@ fn a_thousand_items_with_refusals_match_the_same_transfers_one_by_one() -> Resul
     Ok(())
 }
 
-/// Items that all go through: the batch is decided set-based (running sums per account), and
-/// must agree with the same transfers one by one, chains and versions included.
+/// Items that all go through (each passes the item loop's one test, migration 14) must agree
+/// with the same transfers one by one, chains and versions included.
 #[test]
 fn a_thousand_accepted_items_match_the_same_transfers_one_by_one() -> Result<()> {
     let applied = batch_matches_one_by_one("batch_thousand_ok", |w, issuer| {
@@ -197,6 +197,111 @@ fn a_thousand_accepted_items_match_the_same_transfers_one_by_one() -> Result<()>
             .collect()
     })?;
     assert_eq!(applied, 1_000);
+    Ok(())
+}
+
+/// Every outcome a batch item can have, and the accepts next to each bound, in one batch:
+/// the same as the same transfers one by one on a twin ledger (outcome, amounts, balances,
+/// the refusal's kind and figures), and every account ends the same. Migration 14 judges an
+/// item by one test first and falls back to the checks one by one; this holds the two to the
+/// same answers as `transfer()`, which has only the checks.
+#[test]
+fn every_outcome_in_one_batch_matches_the_same_transfers_one_by_one() -> Result<()> {
+    struct Setup {
+        l: Ledger,
+        w: Vec<AccountId>,
+        frozen: AccountId,
+        closed: AccountId,
+        capped: AccountId,
+        credit: AccountId,
+        eur: AccountId,
+    }
+    let setup = |test: &str| -> Result<Setup> {
+        let (l, _, issuer, w) = funded(test, 8, dec!(100.00))?;
+        l.define_currency("EUR", 2)?;
+        let eur = l.open_account(&NewAccount::new("EUR"))?.id;
+        let frozen = l.open_account(&NewAccount::new("USD"))?.id;
+        l.transfer(&Transfer::new(issuer, frozen, dec!(50.00)))?;
+        l.freeze(frozen)?;
+        let closed = l.open_account(&NewAccount::new("USD"))?.id;
+        l.close(closed)?;
+        let capped = l.open_account(&NewAccount::new("USD").max_balance(dec!(150.00)))?.id;
+        l.transfer(&Transfer::new(issuer, capped, dec!(100.00)))?;
+        let credit = l.open_account(&NewAccount::new("USD").min_balance(dec!(-50.00)))?.id;
+        l.transfer(&Transfer::new(issuer, credit, dec!(100.00)))?;
+        Ok(Setup { l, w, frozen, closed, capped, credit, eur })
+    };
+    let items = |s: &Setup| -> Vec<Transfer> {
+        let w = &s.w;
+        vec![
+            Transfer::new(w[0], w[1], dec!(10.00)),                        // ok
+            Transfer::new(s.frozen, w[1], dec!(1.00)),                     // from frozen
+            Transfer::new(w[1], s.frozen, dec!(1.00)),                     // into frozen: ok
+            Transfer::new(w[1], s.closed, dec!(1.00)),                     // into closed
+            Transfer::new(s.closed, w[1], dec!(1.00)),                     // from closed
+            Transfer::new(w[2], s.capped, dec!(60.00)),                    // over the ceiling
+            Transfer::new(w[2], s.capped, dec!(50.00)),                    // to the ceiling: ok
+            Transfer::new(w[2], s.capped, dec!(0.01)),                     // over it by a cent
+            Transfer::new(s.credit, w[3], dec!(150.00)),                   // to the floor: ok
+            Transfer::new(s.credit, w[3], dec!(0.01)),                     // below it by a cent
+            Transfer::new(w[4], w[5], dec!(500.00)).up_to_available(),     // a sweep: 100.00
+            Transfer::new(w[4], w[5], dec!(1.00)).up_to_available(),       // nothing left
+            Transfer::new(w[5], w[4], dec!(1.00)).up_to_available(),       // enough: ok as asked
+            Transfer::new(w[6], s.eur, dec!(1.00)),                        // other currency
+            Transfer::new(w[6], w[7], dec!(0.001)),                        // finer than cents
+            Transfer::new(w[6], AccountId(987_654), dec!(1.00)),           // no such account
+            Transfer::new(w[6], w[7], dec!(5.00)).idempotency_key("k"),    // ok
+            Transfer::new(w[6], w[7], dec!(5.00)).idempotency_key("k"),    // replays it
+            Transfer::new(w[6], w[7], dec!(6.00)).idempotency_key("k"),    // conflicts
+            Transfer::new(w[7], w[6], dec!(1000.00)).idempotency_key("r"), // refused, key free
+            Transfer::new(w[7], w[6], dec!(1.00)).idempotency_key("r"),    // so this one is ok
+        ]
+    };
+    let (batched, alone) = (setup("batch_every_outcome")?, setup("batch_every_outcome_serial")?);
+    let results = batched.l.transfer_batch(&items(&batched))?;
+    let one_by_one: Vec<_> = items(&alone).iter().map(|t| alone.l.transfer(t)).collect();
+    let shown = |r: &Result<wallet_ledger::Receipt, LedgerError>| match r {
+        Ok(r) => format!("ok {} {} {} replayed={}", r.amount, r.from_balance, r.to_balance, r.replayed),
+        Err(LedgerError::InsufficientFunds { account, available, requested }) => {
+            format!("insufficient_funds {account:?} {available} {requested}")
+        }
+        Err(LedgerError::BalanceLimitExceeded { account, max_balance, requested }) => {
+            format!("balance_limit_exceeded {account:?} {max_balance} {requested}")
+        }
+        Err(LedgerError::AccountNotFound { account }) => format!("account_not_found {account:?}"),
+        Err(LedgerError::AccountFrozen { account }) => format!("account_frozen {account:?}"),
+        Err(LedgerError::AccountClosed { account }) => format!("account_closed {account:?}"),
+        Err(e) => e.kind().to_string(),
+    };
+    let (a, b): (Vec<String>, Vec<String>) =
+        (results.iter().map(shown).collect(), one_by_one.iter().map(shown).collect());
+    assert_eq!(a, b);
+    // Each kind of outcome happened (the list above is what it says).
+    for kind in [
+        "ok 10.00",
+        "account_frozen",
+        "account_closed",
+        "balance_limit_exceeded",
+        "insufficient_funds",
+        "ok 100.00",
+        "currency_mismatch",
+        "invalid_amount",
+        "account_not_found",
+        "replayed=true",
+        "idempotency_conflict",
+    ] {
+        assert!(a.iter().any(|x| x.starts_with(kind) || x.ends_with(kind)), "no {kind} in {a:#?}");
+    }
+    let all = |s: &Setup| {
+        let mut v = s.w.clone();
+        v.extend([s.frozen, s.closed, s.capped, s.credit, s.eur]);
+        v
+    };
+    for (x, y) in all(&batched).into_iter().zip(all(&alone)) {
+        let (x, y) = (batched.l.account(x)?, alone.l.account(y)?);
+        assert_eq!((x.balance, x.version, x.status), (y.balance, y.version, y.status));
+    }
+    assert!(batched.l.verify()?.is_clean());
     Ok(())
 }
 
