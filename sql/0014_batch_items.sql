@@ -250,7 +250,6 @@ BEGIN
                 outcomes[v_i] := 'invalid_scale';
                 from_currencies[v_i] := v_cur[v_f]; currency_scales[v_i] := v_scale[v_f]; CONTINUE;
             END IF;
-            v_amount := round(p_amount[v_i], v_scale[v_f]);
             IF p_up_to[v_i] AND v_min[v_f] IS NOT NULL AND v_bal[v_f] - v_held[v_f] - v_amount < v_min[v_f]
                AND v_bal[v_f] - v_held[v_f] - v_min[v_f] > 0 THEN
                 v_amount := v_bal[v_f] - v_held[v_f] - v_min[v_f]; -- a sweep: all that is available

@@ -276,22 +276,35 @@ fn every_outcome_in_one_batch_matches_the_same_transfers_one_by_one() -> Result<
     let (a, b): (Vec<String>, Vec<String>) =
         (results.iter().map(shown).collect(), one_by_one.iter().map(shown).collect());
     assert_eq!(a, b);
-    // Each kind of outcome happened (the list above is what it says).
-    for kind in [
-        "ok 10.00",
+    // And each item had the outcome its comment above says (so every path was taken).
+    let expected = [
+        "ok 10.00 ",
         "account_frozen",
+        "ok 1.00 ",
+        "account_closed",
         "account_closed",
         "balance_limit_exceeded",
+        "ok 50.00 ",
+        "balance_limit_exceeded",
+        "ok 150.00 ",
         "insufficient_funds",
-        "ok 100.00",
+        "ok 100.00 ",
+        "insufficient_funds",
+        "ok 1.00 ",
         "currency_mismatch",
         "invalid_amount",
         "account_not_found",
-        "replayed=true",
+        "ok 5.00 ",
+        "ok 5.00 ",
         "idempotency_conflict",
-    ] {
-        assert!(a.iter().any(|x| x.starts_with(kind) || x.ends_with(kind)), "no {kind} in {a:#?}");
+        "insufficient_funds",
+        "ok 1.00 ",
+    ];
+    assert_eq!(a.len(), expected.len());
+    for (i, (got, want)) in a.iter().zip(expected).enumerate() {
+        assert!(got.starts_with(want), "item {i}: {got}, expected {want}");
     }
+    assert!(a[16].ends_with("replayed=false") && a[17].ends_with("replayed=true"), "{:?}", &a[16..18]);
     let all = |s: &Setup| {
         let mut v = s.w.clone();
         v.extend([s.frozen, s.closed, s.capped, s.credit, s.eur]);
