@@ -560,6 +560,47 @@ impl<T: Clone, R> Combiner<T, R> {
     }
 }
 
+/// The combiners of one ledger, one per lane
+/// ([`LedgerBuilder::combining_lanes`](crate::LedgerBuilder::combining_lanes)): a call joins the
+/// lane of the smaller of its two keys modulo the number of lanes, so the calls on one pair of
+/// accounts always meet in one lane and keep combining there. Lanes are independent: each has
+/// its own queue, leader and calls in flight. What a caller gets does not depend on its lane
+/// (two lanes' batches on a shared account wait for each other's row locks in the server, each
+/// locking its accounts in ascending order).
+pub(crate) struct Lanes<C>(Box<[C]>);
+
+impl<C> Lanes<C> {
+    /// `n` lanes (at least one), each made by `make`.
+    pub(crate) fn new(n: usize, make: impl FnMut() -> C) -> Self {
+        let mut make = make;
+        Lanes((0..n.max(1)).map(|_| make()).collect())
+    }
+
+    /// How many lanes there are.
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The first lane (every lane has the same settings).
+    pub(crate) fn first(&self) -> &C {
+        &self.0[0]
+    }
+
+    /// The lane of a call on `keys`.
+    pub(crate) fn of(&self, keys: [i64; 2]) -> &C {
+        match &*self.0 {
+            [one] => one,
+            lanes => &lanes[lane(keys, lanes.len())],
+        }
+    }
+}
+
+/// The lane of a call on `keys` among `n` (at least one): the smaller key modulo `n`.
+fn lane(keys: [i64; 2], n: usize) -> usize {
+    let n = i64::try_from(n).unwrap_or(i64::MAX).max(1);
+    usize::try_from(keys[0].min(keys[1]).rem_euclid(n)).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -900,5 +941,62 @@ mod tests {
             h.join().expect("caller");
         }
         assert!(largest.load(Ordering::SeqCst) > 1, "no batch formed on the shared key");
+    }
+
+    #[test]
+    fn a_pair_of_keys_has_one_lane_whichever_way_and_lanes_share_the_keys() {
+        let lanes = Lanes::new(4, || AtomicUsize::new(0));
+        assert_eq!(lanes.count(), 4);
+        for (a, b) in [(1, 2), (7, 3), (400, 401), (-5, 9), (i64::MIN, i64::MAX)] {
+            assert!(std::ptr::eq(lanes.of([a, b]), lanes.of([b, a])), "{a} and {b}");
+        }
+        // Consecutive smaller keys go round the lanes.
+        let used: HashSet<usize> = (10..14).map(|k| lane([k, k + 100], 4)).collect();
+        assert_eq!(used.len(), 4);
+        assert_eq!(lane([-1, 3], 4), 3);
+        // One lane (and zero asked for) is always the first.
+        let one = Lanes::new(0, || AtomicUsize::new(0));
+        assert_eq!(one.count(), 1);
+        assert!(std::ptr::eq(one.of([5, 9]), one.first()));
+    }
+
+    /// The most batches running at once when two callers on keys 0 and 1 submit together
+    /// through `lanes` tuned lanes (each batch waits up to 500 ms for the other to run).
+    fn batches_at_once(lanes: usize) -> usize {
+        let lanes = Arc::new(Lanes::new(lanes, || Combiner::new(CombineConfig::default(), distinct, || FAILED)));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let start = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2i64)
+            .map(|item| {
+                let (lanes, running, most, start) =
+                    (Arc::clone(&lanes), Arc::clone(&running), Arc::clone(&most), Arc::clone(&start));
+                thread::spawn(move || {
+                    let apply = |items: &[i64]| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let since = Instant::now();
+                        while running.load(Ordering::SeqCst) < 2 && since.elapsed() < Duration::from_millis(500) {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                        most.fetch_max(running.load(Ordering::SeqCst), Ordering::SeqCst);
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        items.to_vec()
+                    };
+                    start.wait();
+                    assert_eq!(lanes.of([item, item]).submit(item, &no_solo, &apply), item);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a caller thread ended");
+        }
+        most.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn batches_of_two_lanes_run_at_once_and_one_lane_runs_one_at_a_time() {
+        assert_eq!(batches_at_once(2), 2, "two lanes' batches did not overlap");
+        // The control: one lane, the same callers: never two batches at once.
+        assert_eq!(batches_at_once(1), 1);
     }
 }

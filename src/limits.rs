@@ -43,6 +43,9 @@ pub const CONSUMER_NAME_BYTES_MAX: usize = 200;
 pub const COMBINE_IN_FLIGHT: usize = 2;
 /// Most transfers in one batch of adaptive combining.
 pub const COMBINE_BATCH_MAX: usize = 256;
+/// Most combining lanes of one ledger
+/// ([`LedgerBuilder::combining_lanes`](crate::LedgerBuilder::combining_lanes)).
+pub const COMBINE_LANES_MAX: usize = 256;
 /// Most violations an [`Audit`](crate::Audit) lists before it stops collecting (it still counts).
 pub const AUDIT_VIOLATIONS_MAX: usize = 10_000;
 /// Most items in one [`Ledger::transfer_batch`](crate::Ledger::transfer_batch): one

@@ -50,6 +50,8 @@ fn runtime() -> Runtime {
 enum Door {
     /// `aio::Ledger::transfer` with combining on (the default).
     Combining,
+    /// `aio::Ledger::transfer` combining over three lanes (`.combining_lanes(3)`).
+    Lanes,
     /// `aio::Ledger::transfer` with `.combining(false)`: every call alone.
     Alone,
     /// `aio::Ledger::transfer_batch`: each task's attempts in batches of 1 to 5, in order.
@@ -64,7 +66,7 @@ impl Door {
     /// for it.
     fn control(self) -> Control {
         match self {
-            Door::Combining => Control::Combined,
+            Door::Combining | Door::Lanes => Control::Combined,
             Door::Alone => Control::Ledger,
             Door::Batched => Control::Batched,
             Door::LostUpdate => Control::Naive,
@@ -185,7 +187,8 @@ async fn run_tasks(url: &str, setup: &Setup, workload: &Workload, door: Door) ->
     let tasks = workload.threads.len();
     let ledger = aio::Ledger::builder(url)
         .pool_size(u32::try_from(tasks)? + 2)
-        .combining(door == Door::Combining)
+        .combining(matches!(door, Door::Combining | Door::Lanes))
+        .combining_lanes(if door == Door::Lanes { 3 } else { 1 })
         .build()
         .await?;
     let (warm, start) = (Arc::new(Barrier::new(tasks)), Arc::new(Barrier::new(tasks)));
@@ -310,6 +313,14 @@ fn combined_async_transfers_keep_every_property() {
     let reports =
         property("combined_async_transfers_keep_every_property", 6, Shape::mixed().threads(TASKS), Door::Combining);
     assert_covered(&reports);
+}
+
+/// Async transfers combined over three lanes keep every property on mixed work.
+#[test]
+fn async_transfers_in_lanes_keep_every_property() {
+    let reports =
+        property("async_transfers_in_lanes_keep_every_property", 4, Shape::mixed().threads(TASKS), Door::Lanes);
+    assert!(coverage(&reports).get("applied").copied().unwrap_or(0) > 0, "nothing applied");
 }
 
 /// Async transfers sent alone (`.combining(false)`) keep every property on mixed work.

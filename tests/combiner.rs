@@ -181,3 +181,77 @@ fn a_database_error_reaches_every_caller_of_the_batch_and_applies_none() -> Resu
     assert!(l.verify()?.is_clean());
     Ok(())
 }
+
+/// Sixteen threads on a ring of six accounts, half of them each way round, through several lanes: pairs of
+/// neighbours fall in different lanes and share an account with the next pair, so batches of
+/// different lanes meet on rows in the server. Each caller still gets its own receipt, money
+/// is conserved, the audit is clean, the server counts no deadlock, and batches form.
+fn lanes_on_a_ring(name: &str, builder: impl Fn(&str) -> wallet_ledger::LedgerBuilder, lanes: usize) -> Result<()> {
+    let n = 6;
+    let (l, url, _, w) = funded(name, n, dec!(1000.00))?;
+    let deadlocks_before = deadlocks(&url)?;
+    let c = builder(&url).pool_size(20).combining_lanes(lanes).build()?;
+    assert!(format!("{c:?}").contains(&format!("{lanes} lanes")), "{c:?}");
+    let watermark = last_transfer(&url)?;
+    let per_thread = 40;
+    let results = {
+        let (c, w) = (c.clone(), w.clone());
+        together(16, move |t| {
+            (0..per_thread)
+                .map(|i| {
+                    let k = (t + i) % n;
+                    let (from, to) = if t % 2 == 0 { (w[k], w[(k + 1) % n]) } else { (w[(k + 1) % n], w[k]) };
+                    let sent = Transfer::new(from, to, Decimal::new((t * 100 + i + 1) as i64, 2));
+                    (sent.clone(), c.transfer(&sent))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut ids = std::collections::HashSet::new();
+    for (sent, result) in results.iter().flatten() {
+        let r: &Receipt = result.as_ref().unwrap_or_else(|e| panic!("{sent:?}: {e:?}"));
+        assert_eq!((r.from, r.to, r.amount, r.replayed), (sent.from, sent.to, sent.amount, false));
+        assert!(ids.insert(r.transfer_id), "two callers were given transfer {}", r.transfer_id);
+    }
+    // Each account's balance is what its own receipts say.
+    for (i, account) in w.iter().enumerate() {
+        let net: Decimal = results
+            .iter()
+            .flatten()
+            .map(|(s, _)| {
+                if s.to == *account {
+                    s.amount
+                } else if s.from == *account {
+                    -s.amount
+                } else {
+                    Decimal::ZERO
+                }
+            })
+            .sum();
+        assert_eq!(l.balance(*account)?, dec!(1000.00) + net, "account {i}");
+    }
+    let (transfers, transactions) = transactions_after(&url, watermark)?;
+    assert_eq!(transfers, 16 * per_thread as i64);
+    assert!(transactions < transfers, "no batch formed: {transfers} transfers in {transactions} transactions");
+    let audit = l.verify()?;
+    assert!(audit.is_clean(), "{:?}", audit.violations);
+    drop((c, l));
+    assert_eq!(deadlocks(&url)?, deadlocks_before);
+    Ok(())
+}
+
+#[test]
+fn adaptive_lanes_keep_each_caller_own_receipt_on_shared_accounts() -> Result<()> {
+    lanes_on_a_ring("combine_lanes_adaptive", Ledger::builder, 3)
+}
+
+#[test]
+fn tuned_lanes_keep_each_caller_own_receipt_on_shared_accounts() -> Result<()> {
+    lanes_on_a_ring("combine_lanes_tuned", |url| Ledger::builder(url).combine(CombineConfig::default()), 2)
+}
+
+#[test]
+#[should_panic(expected = "combining_lanes must be 1 to")]
+fn no_lanes_is_refused_when_building() {
+    let _ = Ledger::builder("postgresql://nobody@localhost/none").combining_lanes(0);
+}

@@ -47,10 +47,20 @@ fn keeps_every_property(report: &Report) -> Result<(), TestCaseError> {
 /// Runs `strategy` through a persisted proptest runner and panics with the shrunk
 /// counterexample on failure. Returns every report, for coverage checks.
 fn property(test: &'static str, default_cases: u32, shape: Shape, control: Control) -> Vec<Report> {
+    property_of(test, default_cases, shape, |case| checked(case, control, test))
+}
+
+/// [`property`], each case run and checked by `checked`.
+fn property_of(
+    test: &'static str,
+    default_cases: u32,
+    shape: Shape,
+    checked: impl Fn(&Case) -> Result<Report, TestCaseError>,
+) -> Vec<Report> {
     let reports = Mutex::new(Vec::new());
     let mut runner = TestRunner::new(persisted(test, default_cases));
     let result = runner.run(&case(shape), |case| {
-        let report = checked(&case, control, test)?;
+        let report = checked(&case)?;
         keeps_every_property(&report)?;
         reports.lock().expect("no test thread panicked holding it").push(report);
         Ok(())
@@ -150,6 +160,34 @@ fn the_combiner_keeps_every_property() {
         }
     }
     property("the_combiner_keeps_every_property_on_a_hot_spot", 2, Shape::hot(), Control::Combined);
+}
+
+/// A case through the default ledger with its transfers spread over three combining lanes
+/// (`LedgerBuilder::combining_lanes`): batches of different lanes meet on shared accounts.
+fn checked_in_lanes(case: &Case, test: &str) -> Result<Report, TestCaseError> {
+    let run = || -> Result<Report, Box<dyn std::error::Error>> {
+        let database = ScratchDatabase::new(test)?;
+        let threads = u32::try_from(case.workload.threads.len())?;
+        let ledger =
+            wallet_ledger::Ledger::builder(database.url()).pool_size(threads + 2).combining_lanes(3).build()?;
+        let setup = Setup::create(&ledger, &case.spec)?;
+        let log = run(&ledger, &setup, &case.workload, Control::Ledger);
+        let report = check(&ledger, &setup, &log)?;
+        drop(ledger);
+        Ok(report)
+    };
+    run().map_err(|e| TestCaseError::fail(format!("case could not run: {e}")))
+}
+
+/// The default ledger with three combining lanes keeps every property, on mixed work and on a
+/// hot spot.
+#[test]
+fn combining_lanes_keep_every_property() {
+    let test = "combining_lanes_keep_every_property";
+    let reports = property_of(test, 6, Shape::mixed(), |case| checked_in_lanes(case, test));
+    assert!(coverage(&reports).get("applied").copied().unwrap_or(0) > 0);
+    let test = "combining_lanes_keep_every_property_on_a_hot_spot";
+    property_of(test, 2, Shape::hot(), |case| checked_in_lanes(case, test));
 }
 
 /// The ledger retries a deadlock before reporting it, so the outcomes alone cannot show that

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::aio::Ledger;
-use crate::combiner::{Batch, Collect, Combiner, Entry, Turn, Wake};
+use crate::combiner::{Batch, Collect, Combiner, Entry, Lanes, Turn, Wake};
 use crate::driver::ledger::{accounts, batch_never_finished, Combined};
 use crate::error::LedgerError;
 use crate::model::transfer::{Receipt, Transfer};
@@ -20,14 +20,13 @@ type Shared = Combiner<Combined, Result<Receipt, LedgerError>>;
 /// The plan of one combined batch: one result per queued transfer, in order.
 pub(crate) type ApplyPlan = fn(&Ctx, &[Combined]) -> Plan<Vec<Result<Receipt, LedgerError>>>;
 
-/// The combiner of an async ledger's transfers (shared by its clones).
-#[derive(Clone)]
-pub(crate) struct AsyncCombiner(Arc<Shared>);
+/// The combiners of an async ledger's transfers, one per lane (shared by its clones).
+pub(crate) struct AsyncCombiner(Lanes<Arc<Shared>>);
 
 impl AsyncCombiner {
-    /// An adaptive combiner, as the synchronous door's default.
-    pub(crate) fn new() -> AsyncCombiner {
-        AsyncCombiner(Arc::new(Combiner::adaptive(accounts, batch_never_finished)))
+    /// `lanes` adaptive combiners, as the synchronous door's default.
+    pub(crate) fn new(lanes: usize) -> AsyncCombiner {
+        AsyncCombiner(Lanes::new(lanes, || Arc::new(Combiner::adaptive(accounts, batch_never_finished))))
     }
 
     /// `t` (validated, with its key) applied alone with `solo`'s plan, or in a batch with other
@@ -40,18 +39,19 @@ impl AsyncCombiner {
         solo: fn(&Ctx, &Transfer, String) -> Plan<Receipt>,
         apply: ApplyPlan,
     ) -> Result<Receipt, LedgerError> {
+        let lane = self.0.of([t.from.0, t.to.0]);
         let notify = Arc::new(Notify::new());
         let me: Arc<dyn Wake> = notify.clone();
-        let ticket = match self.0.enter((t, key), Arc::clone(&me)) {
+        let ticket = match lane.enter((t, key), Arc::clone(&me)) {
             Entry::Solo((t, key), keys) => {
-                let _done = SoloDone { combiner: &self.0, keys };
+                let _done = SoloDone { combiner: lane, keys };
                 return ledger.run(solo(&ledger.ctx(), &t, key)).await;
             }
             Entry::Queued(ticket) => ticket,
         };
-        let mut waiting = Waiting { combiner: &self.0, ticket, collector: false, finished: false };
+        let mut waiting = Waiting { combiner: lane, ticket, collector: false, finished: false };
         loop {
-            match self.0.turn(ticket, &me) {
+            match lane.turn(ticket, &me) {
                 Turn::Done(result) => {
                     waiting.finished = true;
                     return result;
@@ -60,7 +60,7 @@ impl AsyncCombiner {
                 Turn::Lead => {
                     waiting.collector = true;
                     let batch = loop {
-                        match self.0.collect() {
+                        match lane.collect() {
                             Collect::Wait(timeout) => {
                                 // Woken early when enough callers queued; either way, ask again.
                                 let _ = tokio::time::timeout(timeout, notify.notified()).await;
@@ -69,7 +69,7 @@ impl AsyncCombiner {
                         }
                     };
                     waiting.collector = false;
-                    let (ledger, combiner) = (ledger.clone(), Arc::clone(&self.0));
+                    let (ledger, combiner) = (ledger.clone(), Arc::clone(lane));
                     tokio::spawn(async move {
                         let mut delivery = Delivery { combiner, batch: Some(batch) };
                         let items = delivery.batch.as_ref().map(Batch::items).unwrap_or_default();

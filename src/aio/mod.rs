@@ -183,7 +183,8 @@ impl LedgerBuilder {
         })
         .await
         .map_err(|e| LedgerError::AsyncPool(Box::new(e)))??;
-        let combiner = (self.combining && !citus).then(combine::AsyncCombiner::new);
+        let lanes = settings.combining_lanes;
+        let combiner = (self.combining && !citus).then(|| combine::AsyncCombiner::new(lanes));
         Ok(Ledger { inner: Arc::new(Inner::new(pool, schema, &settings, counters, citus, combiner)) })
     }
 }

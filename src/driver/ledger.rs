@@ -10,7 +10,7 @@ use postgres::{NoTls, Socket};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
-use crate::combiner::{CombineConfig, Combiner};
+use crate::combiner::{CombineConfig, Combiner, Lanes};
 use crate::driver::async_guard::refuse_on_runtime_thread;
 use crate::driver::migrator;
 use crate::driver::pool::{LedgerConnection, Manager, Source};
@@ -44,11 +44,12 @@ impl fmt::Debug for Ledger {
             .field("max_retries", &self.inner.max_retries)
             .field(
                 "combine",
-                &self.inner.combiner.as_ref().map(|c| {
-                    if c.is_adaptive() {
-                        "adaptive".to_string()
-                    } else {
-                        format!("{:?}", c.config())
+                &self.inner.combiner.as_ref().map(|lanes| {
+                    let c = lanes.first();
+                    let mode = if c.is_adaptive() { "adaptive".to_string() } else { format!("{:?}", c.config()) };
+                    match lanes.count() {
+                        1 => mode,
+                        n => format!("{mode}, {n} lanes"),
                     }
                 }),
             )
@@ -192,9 +193,14 @@ impl LedgerBuilder {
         let citus =
             migrator::setup(conn.client(), &schema, settings.migrate, settings.citus, tuned, settings.lock_wait)?;
         drop(conn);
+        let lanes = settings.combining_lanes;
         let combiner = match self.combine {
-            Combining::Tuned(config) => Some(Combiner::new(config, accounts, batch_never_finished)),
-            Combining::Adaptive if !citus => Some(Combiner::adaptive(accounts, batch_never_finished)),
+            Combining::Tuned(config) => {
+                Some(Lanes::new(lanes, || Combiner::new(config, accounts, batch_never_finished)))
+            }
+            Combining::Adaptive if !citus => {
+                Some(Lanes::new(lanes, || Combiner::adaptive(accounts, batch_never_finished)))
+            }
             Combining::Adaptive | Combining::Off => None,
         };
         let ledger = Ledger { inner: Arc::new(Inner::new(pool, schema, &settings, counters, citus, combiner)) };
@@ -311,8 +317,8 @@ impl Ledger {
 /// A queued transfer of the combiner: validated, with its key (the caller's, or an internal one).
 pub(crate) type Combined = (Transfer, String);
 
-/// The combiner of a ledger's transfers.
-pub(crate) type TransferCombiner = Combiner<Combined, Result<Receipt, LedgerError>>;
+/// The combiners of a ledger's transfers, one per lane.
+pub(crate) type TransferCombiner = Lanes<Combiner<Combined, Result<Receipt, LedgerError>>>;
 
 /// The accounts a queued transfer locks.
 pub(crate) fn accounts(item: &Combined) -> [i64; 2] {

@@ -48,7 +48,8 @@ impl Ledger {
                 // thread waiting for its batch nor lead a batch whose checkout refuses it,
                 // failing the other callers' transfers with it.
                 refuse_on_runtime_thread()?;
-                combiner.submit((t.clone(), key), &|(t, key)| self.run_transfer_keyed(t, key), &|batch| {
+                let lane = combiner.of([t.from.0, t.to.0]);
+                lane.submit((t.clone(), key), &|(t, key)| self.run_transfer_keyed(t, key), &|batch| {
                     apply_combined(self, batch)
                 })
             }

@@ -21,6 +21,7 @@ pub(crate) struct Settings {
     pub(crate) checkout_timeout: Duration,
     pub(crate) migrate: bool,
     pub(crate) citus: Option<bool>,
+    pub(crate) combining_lanes: usize,
 }
 
 impl Default for Settings {
@@ -33,6 +34,7 @@ impl Default for Settings {
             checkout_timeout: POOL_CHECKOUT_TIMEOUT_DEFAULT,
             migrate: true,
             citus: None,
+            combining_lanes: 1,
         }
     }
 }
@@ -170,6 +172,34 @@ macro_rules! settings_setters {
         /// the extension is [`LedgerError::InvalidInput`](crate::LedgerError::InvalidInput).
         pub fn citus(mut self, on: bool) -> Self {
             self.settings.citus = Some(on);
+            self
+        }
+
+        /// Independent combiners ("lanes") for this ledger's `transfer` calls, for a server
+        /// with many cores. Default 1.
+        ///
+        /// A call joins the lane of the smaller of its two account ids modulo `lanes`, so the
+        /// calls on one pair of accounts always meet in one lane and keep combining. Each lane
+        /// combines as a whole ledger does with one (adaptive: at most
+        /// [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT) calls in flight; tuned:
+        /// one batch at a time), so up to `lanes` times as many calls of this ledger reach the
+        /// server at once. What each call gets is the same with any number of lanes: batches of
+        /// two lanes on a shared account wait for each other's row locks in the server, each
+        /// locking its accounts in ascending order.
+        ///
+        /// More lanes than half the server's cores only add backends competing for them; on a
+        /// 2-core server one lane is fastest (`docs/benchmarks.md`). No effect with combining
+        /// off, or in Citus mode (which does not combine).
+        ///
+        /// # Panics
+        /// If `lanes` is 0 or above [`COMBINE_LANES_MAX`](crate::limits::COMBINE_LANES_MAX).
+        pub fn combining_lanes(mut self, lanes: usize) -> Self {
+            assert!(
+                (1..=$crate::limits::COMBINE_LANES_MAX).contains(&lanes),
+                "combining_lanes must be 1 to {}, not {lanes}",
+                $crate::limits::COMBINE_LANES_MAX
+            );
+            self.settings.combining_lanes = lanes;
             self
         }
 

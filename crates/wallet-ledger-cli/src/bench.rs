@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// thread count, reported beside the single server's library runs
     #[arg(long)]
     pub citus: bool,
+    /// Combining lanes of the combining modes (default, combined, async-default), as
+    /// `LedgerBuilder::combining_lanes`: for a server with many cores
+    #[arg(long, default_value_t = 1)]
+    pub combining_lanes: usize,
 }
 
 impl BenchArgs {
@@ -143,6 +147,7 @@ impl BenchArgs {
             expiry_batch: pick(self.expiry_batch.map(u64::from), 100, 500) as u32,
             rounds: self.rounds,
             sequential: self.sequential,
+            combining_lanes: self.combining_lanes,
         }
     }
 }
@@ -443,6 +448,7 @@ fn config(s: &Settings) -> BTreeMap<&'static str, Value> {
         ("expiry_workers", json!(s.expiry_workers)),
         ("expiry_batch", json!(s.expiry_batch)),
         ("rounds", json!(s.rounds)),
+        ("combining_lanes", json!(s.combining_lanes)),
     ])
 }
 

@@ -108,7 +108,8 @@ impl Bench<'_> {
     /// The library or a control, driven by Rust client threads.
     fn rust_point(&mut self, point: Point, sender: Sender) -> Result<Run> {
         let (name, url) = self.fresh_db(point, None)?;
-        let mut builder = Ledger::builder(&url).pool_size(point.threads as u32).migrate(false);
+        let lanes = self.settings.combining_lanes;
+        let mut builder = Ledger::builder(&url).pool_size(point.threads as u32).migrate(false).combining_lanes(lanes);
         builder = match point.mode {
             // The defaults: adaptive combining.
             Mode::Default => builder,
@@ -171,8 +172,9 @@ impl Bench<'_> {
     pub fn interleaved(&mut self, points: &[Point]) -> Result<Vec<Run>> {
         let first = points[0];
         let (name, url) = self.fresh_db(first, None)?;
+        let lanes = self.settings.combining_lanes;
         let open = |mode: Mode| -> Result<Ledger> {
-            let builder = Ledger::builder(&url).pool_size(first.threads as u32).migrate(false);
+            let builder = Ledger::builder(&url).pool_size(first.threads as u32).migrate(false).combining_lanes(lanes);
             let ledger = if mode == Mode::Default { builder } else { builder.combining(false) }
                 .build()
                 .with_context(|| format!("connect to {name}"))?;
@@ -233,6 +235,7 @@ impl Bench<'_> {
                     .pool_size(tasks as u32)
                     .migrate(false)
                     .combining(point.mode == Mode::AsyncDefault)
+                    .combining_lanes(self.settings.combining_lanes)
                     .build(),
             )
             .with_context(|| format!("connect to {name}"))?;

@@ -253,6 +253,8 @@ pub struct Settings {
     /// Whether `library` and `default` at one point are measured one after the other instead
     /// of in alternating slices on one database.
     pub sequential: bool,
+    /// Combining lanes of the combining modes.
+    pub combining_lanes: usize,
 }
 
 impl Settings {
@@ -278,6 +280,8 @@ impl Settings {
         );
         ensure!((1..=100_000).contains(&self.expiry_batch), "--expiry-batch: 1 to 100,000");
         ensure!((1..=25).contains(&self.rounds), "--rounds: 1 to 25");
+        let lanes = wallet_ledger::limits::COMBINE_LANES_MAX;
+        ensure!((1..=lanes).contains(&self.combining_lanes), "--combining-lanes: 1 to {lanes}");
         Ok(())
     }
 }
@@ -394,6 +398,7 @@ mod tests {
             expiry_workers: vec![1, 2, 4],
             expiry_batch: 5,
             rounds: 1,
+            combining_lanes: 1,
             sequential: false,
         }
     }
