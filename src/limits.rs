@@ -35,7 +35,9 @@ pub const HISTORY_PAGE_MAX: u32 = 10_000;
 pub const FEED_PAGE_MAX: u32 = 10_000;
 /// Longest consumer name, in bytes ([`Ledger::consume`](crate::Ledger::consume)).
 pub const CONSUMER_NAME_BYTES_MAX: usize = 200;
-/// Calls of one ledger in flight (alone, or combined batches) before adaptive combining
+/// Calls of one ledger (of one lane, with
+/// [`combining_lanes`](crate::LedgerBuilder::combining_lanes)) in flight (alone, or combined
+/// batches) before adaptive combining
 /// ([`LedgerBuilder::combining`](crate::LedgerBuilder::combining)) queues a further
 /// [`Ledger::transfer`](crate::Ledger::transfer) call for the next batch. Two keep the server
 /// busy on accounts that do not collide; on hot accounts, where calls would wait for each

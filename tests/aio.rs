@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{deadlocks, funded, last_transfer, snapshot, transactions_after};
+use common::{
+    await_lock_waiters, deadlocks, funded, last_transfer, pairs_in_two_lanes, snapshot, transactions_after, RowLock,
+};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use wallet_ledger::{aio, Hold, LedgerError, LockWait, NewAccount, Transfer};
@@ -190,6 +192,44 @@ fn tasks_on_one_pair_are_combined_and_each_gets_its_own_receipt() -> Result<()> 
     assert_eq!(sync.balance(a)? + sync.balance(b)?, dec!(2000.00));
     assert!(sync.verify()?.is_clean());
     assert_eq!(deadlocks(&url)?, deadlocks_before);
+    Ok(())
+}
+
+/// With two combining lanes, a task in lane 1 completes while lane 0 is full: two calls there
+/// wait for a row lock held elsewhere and two more are queued behind them (five callers are
+/// too many to go alone, so with one lane the fifth would queue too).
+#[test]
+fn a_full_lane_holds_up_only_its_own_tasks() -> Result<()> {
+    let (l, url, _, w) = funded("aio_lanes", 6, dec!(100.00))?;
+    let ((a, b), free) = pairs_in_two_lanes(&w);
+    let lock = RowLock::take(&url, a)?;
+    block_on(async {
+        let ledger = aio::Ledger::builder(&url).pool_size(6).combining_lanes(2).build().await?;
+        let spawn = |from, to| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.transfer(&Transfer::new(from, to, dec!(1.00))).await })
+        };
+        let mut blocked = vec![spawn(a, b), spawn(a, b)];
+        sync(|| await_lock_waiters(&url, 2))?;
+        blocked.push(spawn(a, b));
+        blocked.push(spawn(a, b));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = spawn(free.0, free.1);
+        let waited = tokio::time::timeout(Duration::from_secs(20), other).await;
+        let still_blocked = blocked.iter().all(|h| !h.is_finished());
+        sync(|| lock.release())?;
+        let receipt =
+            waited.map_err(|_| anyhow::anyhow!("the task in the other lane waited behind the full lane"))??;
+        assert!(receipt.is_ok(), "{receipt:?}");
+        assert!(still_blocked, "a transfer on the locked account finished while it was locked");
+        for h in blocked {
+            h.await??;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    assert_eq!(l.balance(b)?, dec!(104.00));
+    assert_eq!(l.balance(free.1)?, dec!(101.00));
+    assert!(l.verify()?.is_clean());
     Ok(())
 }
 

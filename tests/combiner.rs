@@ -10,7 +10,9 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{deadlocks, funded, last_transfer, snapshot, transactions_after};
+use common::{
+    await_lock_waiters, deadlocks, funded, last_transfer, pairs_in_two_lanes, snapshot, transactions_after, RowLock,
+};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use wallet_ledger::{CombineConfig, Ledger, LedgerError, LockWait, Receipt, Transfer};
@@ -250,8 +252,51 @@ fn tuned_lanes_keep_each_caller_own_receipt_on_shared_accounts() -> Result<()> {
     lanes_on_a_ring("combine_lanes_tuned", |url| Ledger::builder(url).combine(CombineConfig::default()), 2)
 }
 
+/// Whether a transfer in lane 1 completes (within `patience`) while a tuned ledger with
+/// `lanes` lanes has a batch in lane 0 waiting for a row lock held elsewhere. Either way, once
+/// the lock is released both transfers apply.
+fn completes_beside_a_waiting_lane(lanes: usize, patience: Duration) -> Result<bool> {
+    let (l, url, _, w) = funded(&format!("combine_lane_wait_{lanes}"), 6, dec!(100.00))?;
+    let (waits, free) = pairs_in_two_lanes(&w);
+    let tuned = CombineConfig { max_batch: 8, max_wait: Duration::ZERO };
+    let c = Ledger::builder(&url).pool_size(4).combine(tuned).combining_lanes(lanes).build()?;
+    let lock = RowLock::take(&url, waits.0)?;
+    let first = {
+        let c = c.clone();
+        thread::spawn(move || c.transfer(&Transfer::new(waits.0, waits.1, dec!(1.00))))
+    };
+    await_lock_waiters(&url, 1)?;
+    let (done, finished) = std::sync::mpsc::channel();
+    let second = {
+        let c = c.clone();
+        thread::spawn(move || {
+            let result = c.transfer(&Transfer::new(free.0, free.1, dec!(2.00)));
+            let _ = done.send(());
+            result
+        })
+    };
+    let completed = finished.recv_timeout(patience).is_ok();
+    lock.release()?;
+    first.join().expect("first caller")?;
+    second.join().expect("second caller")?;
+    assert_eq!(l.balance(waits.1)?, dec!(101.00));
+    assert_eq!(l.balance(free.1)?, dec!(102.00));
+    Ok(completed)
+}
+
+#[test]
+fn a_lane_waiting_for_a_row_lock_holds_up_only_its_own_calls() -> Result<()> {
+    assert!(
+        completes_beside_a_waiting_lane(2, Duration::from_secs(20))?,
+        "the transfer in the other lane waited for the blocked lane's batch"
+    );
+    // The control: one lane runs one batch at a time, so the same transfer waits behind it.
+    assert!(!completes_beside_a_waiting_lane(1, Duration::from_millis(500))?, "one lane let two batches run");
+    Ok(())
+}
+
 #[test]
 #[should_panic(expected = "combining_lanes must be 1 to")]
-fn no_lanes_is_refused_when_building() {
+fn no_lanes_is_refused_by_the_setter() {
     let _ = Ledger::builder("postgresql://nobody@localhost/none").combining_lanes(0);
 }

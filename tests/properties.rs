@@ -165,7 +165,7 @@ fn the_combiner_keeps_every_property() {
 /// A case through the default ledger with its transfers spread over three combining lanes
 /// (`LedgerBuilder::combining_lanes`): batches of different lanes meet on shared accounts.
 fn checked_in_lanes(case: &Case, test: &str) -> Result<Report, TestCaseError> {
-    let run = || -> Result<Report, Box<dyn std::error::Error>> {
+    let attempt = || -> Result<Report, Box<dyn std::error::Error>> {
         let database = ScratchDatabase::new(test)?;
         let threads = u32::try_from(case.workload.threads.len())?;
         let ledger =
@@ -176,7 +176,7 @@ fn checked_in_lanes(case: &Case, test: &str) -> Result<Report, TestCaseError> {
         drop(ledger);
         Ok(report)
     };
-    run().map_err(|e| TestCaseError::fail(format!("case could not run: {e}")))
+    attempt().map_err(|e| TestCaseError::fail(format!("case could not run: {e}")))
 }
 
 /// The default ledger with three combining lanes keeps every property, on mixed work and on a

@@ -29,6 +29,11 @@ impl AsyncCombiner {
         AsyncCombiner(Lanes::new(lanes, || Arc::new(Combiner::adaptive(accounts, batch_never_finished))))
     }
 
+    /// How many lanes there are.
+    pub(crate) fn lanes(&self) -> usize {
+        self.0.count()
+    }
+
     /// `t` (validated, with its key) applied alone with `solo`'s plan, or in a batch with other
     /// tasks' transfers with `apply`'s plan (one result per item, in order).
     pub(crate) async fn submit(

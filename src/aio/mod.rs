@@ -84,6 +84,7 @@ impl fmt::Debug for Ledger {
             .field("lock_wait", &self.inner.lock_wait)
             .field("max_retries", &self.inner.max_retries)
             .field("combining", &self.inner.combiner.is_some())
+            .field("combining_lanes", &self.inner.combiner.as_ref().map_or(0, combine::AsyncCombiner::lanes))
             .finish()
     }
 }

@@ -130,7 +130,8 @@ impl LedgerBuilder {
     }
 
     /// Tunes the combiner: every [`Ledger::transfer`] call of this ledger (and its clones) is
-    /// queued, and the queue is applied many at a time, one batch in flight, each batch in one
+    /// queued, and the queue is applied many at a time, one batch in flight (per lane:
+    /// [`combining_lanes`](Self::combining_lanes)), each batch in one
     /// transaction, by whichever caller becomes leader, after waiting up to
     /// `config.max_wait` for more (see [`CombineConfig`](crate::CombineConfig) and the
     /// `combiner` notes in `docs/design.md`). Without this call a ledger combines adaptively
@@ -148,7 +149,8 @@ impl LedgerBuilder {
     /// (every call its own transaction, as [`Ledger::transfer_in`] always is).
     ///
     /// On, a call that finds fewer than [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT)
-    /// calls of this ledger in flight goes straight to the server, as with combining off, and
+    /// calls of this ledger (of its lane: [`combining_lanes`](Self::combining_lanes)) in flight
+    /// goes straight to the server, as with combining off, and
     /// so does one on accounts no call in flight holds while no more than twice that many
     /// callers are in the ledger's calls; a
     /// call that finds them busy waits for one to end and is then applied together with every

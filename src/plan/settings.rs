@@ -180,16 +180,25 @@ macro_rules! settings_setters {
         ///
         /// A call joins the lane of the smaller of its two account ids modulo `lanes`, so the
         /// calls on one pair of accounts always meet in one lane and keep combining. Each lane
-        /// combines as a whole ledger does with one (adaptive: at most
-        /// [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT) calls in flight; tuned:
-        /// one batch at a time), so up to `lanes` times as many calls of this ledger reach the
-        /// server at once. What each call gets is the same with any number of lanes: batches of
-        /// two lanes on a shared account wait for each other's row locks in the server, each
-        /// locking its accounts in ascending order.
+        /// combines as a whole ledger does with one lane, counting only its own calls and
+        /// callers (adaptive: [`COMBINE_IN_FLIGHT`](crate::limits::COMBINE_IN_FLIGHT) calls in
+        /// flight, up to twice that while few callers are in the lane; tuned, on the
+        /// synchronous door: one batch at a time), so up to `lanes` times as many calls of this
+        /// ledger reach the server at once, and each lane sees fewer callers to combine. Size
+        /// the pool for them: a batch whose leader finds no connection in time fails for all its
+        /// callers.
         ///
-        /// More lanes than half the server's cores only add backends competing for them; on a
-        /// 2-core server one lane is fastest (`docs/benchmarks.md`). No effect with combining
-        /// off, or in Citus mode (which does not combine).
+        /// Each caller still gets its own outcome, as with one lane: batches of two lanes on a
+        /// shared account wait for each other's row locks in the server (each locks its
+        /// accounts in ascending order, so they cannot deadlock). Under
+        /// [`LockWait::NoWait`](crate::LockWait::NoWait) or `Timeout`, a batch can meet a lock
+        /// held by another lane's call, as plain calls meet each other's; its transfers are
+        /// then sent one by one, so only the callers whose own accounts are locked get
+        /// [`LedgerError::LockUnavailable`](crate::LedgerError::LockUnavailable).
+        ///
+        /// Lanes help only where the server has cores to spare; on the 2-core machine the
+        /// project measures on, one lane is fastest (`docs/benchmarks.md`, "Combining lanes").
+        /// No effect with combining off, or in Citus mode (which does not combine).
         ///
         /// # Panics
         /// If `lanes` is 0 or above [`COMBINE_LANES_MAX`](crate::limits::COMBINE_LANES_MAX).

@@ -149,3 +149,49 @@ pub fn last_transfer(url: &str) -> Result<i64> {
     let mut c = postgres::Client::connect(url, postgres::NoTls)?;
     Ok(c.query_one("SELECT coalesce(max(id), 0) FROM wallet_ledger.transfers", &[])?.get(0))
 }
+
+/// Two disjoint pairs of `accounts` (at least two with an even id and two with an odd one) in
+/// different lanes of a ledger with two combining lanes: the lane of a pair is its smaller id
+/// modulo the lanes, so the first pair's is 0 and the second's 1.
+pub fn pairs_in_two_lanes(accounts: &[AccountId]) -> ((AccountId, AccountId), (AccountId, AccountId)) {
+    let even: Vec<AccountId> = accounts.iter().filter(|a| a.0 % 2 == 0).copied().collect();
+    let odd: Vec<AccountId> = accounts.iter().filter(|a| a.0 % 2 != 0).copied().collect();
+    ((even[0], even[1]), (odd[0], odd[1]))
+}
+
+/// Holds the row lock of account `id` in an open transaction on its own connection, until
+/// dropped (the transaction then rolls back).
+pub struct RowLock(postgres::Client);
+
+impl RowLock {
+    pub fn take(url: &str, id: AccountId) -> Result<RowLock> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute("BEGIN")?;
+        client.execute("SELECT 1 FROM wallet_ledger.accounts WHERE id = $1 FOR UPDATE", &[&id.0])?;
+        Ok(RowLock(client))
+    }
+
+    /// Ends the transaction, releasing the lock.
+    pub fn release(mut self) -> Result<()> {
+        Ok(self.0.batch_execute("ROLLBACK")?)
+    }
+}
+
+/// Waits (up to 30 s) until at least `n` backends of `url`'s database wait for a lock.
+pub fn await_lock_waiters(url: &str, n: i64) -> Result<()> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )?
+            .get(0);
+        if waiting >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(30), "{waiting} of {n} lock waiters");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
