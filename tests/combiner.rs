@@ -37,6 +37,16 @@ fn together<T: Send + 'static>(threads: usize, f: impl Fn(usize) -> T + Send + S
     handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
 }
 
+/// Every caller got a receipt of exactly what it sent, and no two callers the same transfer.
+fn assert_own_receipts(results: &[Vec<(Transfer, Result<Receipt, LedgerError>)>]) {
+    let mut ids = std::collections::HashSet::new();
+    for (sent, result) in results.iter().flatten() {
+        let r: &Receipt = result.as_ref().unwrap_or_else(|e| panic!("{sent:?}: {e:?}"));
+        assert_eq!((r.from, r.to, r.amount, r.replayed), (sent.from, sent.to, sent.amount, false));
+        assert!(ids.insert(r.transfer_id), "two callers were given transfer {}", r.transfer_id);
+    }
+}
+
 #[test]
 fn sixteen_threads_on_one_pair_each_get_their_own_receipt() -> Result<()> {
     let (l, url, _, w) = funded("combine_pair", 2, dec!(1000.00))?;
@@ -58,12 +68,7 @@ fn sixteen_threads_on_one_pair_each_get_their_own_receipt() -> Result<()> {
                 .collect::<Vec<_>>()
         })
     };
-    let mut ids = std::collections::HashSet::new();
-    for (sent, result) in results.iter().flatten() {
-        let r: &Receipt = result.as_ref().unwrap_or_else(|e| panic!("{sent:?}: {e:?}"));
-        assert_eq!((r.from, r.to, r.amount, r.replayed), (sent.from, sent.to, sent.amount, false));
-        assert!(ids.insert(r.transfer_id), "two callers were given transfer {}", r.transfer_id);
-    }
+    assert_own_receipts(&results);
     let (transfers, transactions) = transactions_after(&url, watermark)?;
     assert_eq!(transfers, 16 * per_thread as i64);
     assert!(transactions < transfers / 2, "no batching: {transfers} transfers in {transactions} transactions");
@@ -209,12 +214,7 @@ fn lanes_on_a_ring(name: &str, builder: impl Fn(&str) -> wallet_ledger::LedgerBu
                 .collect::<Vec<_>>()
         })
     };
-    let mut ids = std::collections::HashSet::new();
-    for (sent, result) in results.iter().flatten() {
-        let r: &Receipt = result.as_ref().unwrap_or_else(|e| panic!("{sent:?}: {e:?}"));
-        assert_eq!((r.from, r.to, r.amount, r.replayed), (sent.from, sent.to, sent.amount, false));
-        assert!(ids.insert(r.transfer_id), "two callers were given transfer {}", r.transfer_id);
-    }
+    assert_own_receipts(&results);
     // Each account's balance is what its own receipts say.
     for (i, account) in w.iter().enumerate() {
         let net: Decimal = results
