@@ -571,8 +571,7 @@ pub(crate) struct Lanes<C>(Box<[C]>);
 
 impl<C> Lanes<C> {
     /// `n` lanes (at least one), each made by `make`.
-    pub(crate) fn new(n: usize, make: impl FnMut() -> C) -> Self {
-        let mut make = make;
+    pub(crate) fn new(n: usize, mut make: impl FnMut() -> C) -> Self {
         Lanes((0..n.max(1)).map(|_| make()).collect())
     }
 

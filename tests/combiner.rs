@@ -189,9 +189,9 @@ fn a_database_error_reaches_every_caller_of_the_batch_and_applies_none() -> Resu
     Ok(())
 }
 
-/// Sixteen threads on a ring of six accounts, half of them each way round, through several lanes: pairs of
-/// neighbours fall in different lanes and share an account with the next pair, so batches of
-/// different lanes meet on rows in the server. Each caller still gets its own receipt, money
+/// Sixteen threads on a ring of six accounts, half of them each way round, through several
+/// lanes: pairs of neighbours fall in different lanes and share an account with the next pair,
+/// so batches of different lanes meet on rows in the server. Each caller still gets its own receipt, money
 /// is conserved, the audit is clean, the server counts no deadlock, and batches form.
 fn lanes_on_a_ring(name: &str, builder: impl Fn(&str) -> wallet_ledger::LedgerBuilder, lanes: usize) -> Result<()> {
     let n = 6;
